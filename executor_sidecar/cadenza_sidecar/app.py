@@ -1,0 +1,131 @@
+"""The sidecar's lifecycle: wire the parts, serve, and drain on SIGTERM.
+
+Start: prepare the spool, remember spooled results (idempotency) and re-send them, then listen.
+Stop (SIGTERM or SIGINT): /healthz turns 503 and new runs are refused; runs in flight get the
+grace, then are cancelled and reported; pending callbacks get the flush time; whatever is still
+undelivered stays in the spool for the next start. The process then exits 0.
+
+Invariant: the HTTP server keeps answering (GET, DELETE, /healthz) during the whole drain, so
+the operator can watch it happen; it closes only after the runs and callbacks are settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import aiohttp
+from aiohttp import web
+
+from cadenza_sidecar import runner, server
+from cadenza_sidecar.callbacks import CallbackSender
+from cadenza_sidecar.runs import RunRegistry
+from cadenza_sidecar.settings import Settings
+from cadenza_sidecar.spool import Spool
+
+logger = logging.getLogger(__name__)
+
+
+async def _stop_requested() -> signal.Signals:
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if not received.done():
+            received.set_result(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await received
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def _handler_session(settings: Settings) -> aiohttp.ClientSession | None:
+    if settings.handler.url is None:
+        return None
+    # No total timeout: the run's own timeoutSeconds bounds the call.
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        connector=aiohttp.TCPConnector(limit=max(100, settings.runs.max_concurrency)),
+    )
+
+
+async def serve(settings: Settings) -> int:
+    """Runs the sidecar until SIGTERM/SIGINT; returns the process exit status."""
+    spool = Spool(settings.spool.directory)
+    try:
+        spool.prepare()
+        leftovers = spool.load()
+    except OSError as exc:
+        logger.error(
+            "cannot use the spool directory",
+            extra={"spool": str(spool.directory), "reason": repr(exc)},
+        )
+        return 1
+    if settings.auth.token is None:
+        logger.warning("no dispatch token configured: /v1/* accepts unauthenticated requests")
+
+    async with contextlib.AsyncExitStack() as stack:
+        callback_session = await stack.enter_async_context(aiohttp.ClientSession())
+        handler_session = _handler_session(settings)
+        if handler_session is not None:
+            await stack.enter_async_context(handler_session)
+        callbacks = CallbackSender(settings.callbacks, callback_session, spool)
+        registry = RunRegistry(
+            settings.runs,
+            runner.create(settings.handler, handler_session),
+            settle=callbacks.accept,
+            undelivered=callbacks.undelivered,
+            pod=settings.pod_name,
+        )
+        for report in leftovers:
+            registry.remember(report)
+        callbacks.resume(leftovers)
+
+        api = server.Api(
+            registry,
+            callbacks,
+            pod=settings.pod_name,
+            token=settings.auth.token,
+            cancel_wait_seconds=settings.handler.kill_grace_seconds + 5,
+        )
+        web_runner = web.AppRunner(api.application(), handle_signals=False, access_log=None)
+        await web_runner.setup()
+        stack.push_async_callback(web_runner.cleanup)
+        site = web.TCPSite(web_runner, settings.server.listen, settings.server.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            logger.error(
+                "cannot listen",
+                extra={
+                    "listen": settings.server.listen,
+                    "port": settings.server.port,
+                    "reason": repr(exc),
+                },
+            )
+            await callbacks.flush(0)
+            return 1
+        logger.info(
+            "sidecar listening",
+            extra={
+                "listen": settings.server.listen,
+                "port": settings.server.port,
+                "pod": settings.pod_name,
+                "mode": "http" if settings.handler.url else "command",
+                "capacity": settings.runs.max_concurrency,
+                "spooled": len(leftovers),
+            },
+        )
+
+        signum = await _stop_requested()
+        logger.info("draining", extra={"signal": signum.name, "inFlight": registry.in_flight})
+        await registry.drain(settings.drain.grace_seconds)
+        left = await callbacks.flush(settings.drain.flush_seconds)
+        logger.info("drained; exiting", extra={"leftInSpool": left})
+    return 0

@@ -1,0 +1,264 @@
+"""The wire protocol's shapes: the dispatch request, run states, run views and the callback body.
+
+Invariants:
+- A dispatch body is accepted only if every field has the documented type and bounds; the first
+  offending field is named in ``InvalidRequest.field`` so the 400 answer can point at it. Unknown
+  fields are ignored, for forward compatibility.
+- JSON never carries NaN or Infinity (they are not JSON), in either direction.
+- Timestamps leave the sidecar as RFC 3339 UTC with milliseconds (``2024-05-01T12:00:00.123Z``).
+- ``Report`` is the single record of a finished run: the callback body, the run view and the spool
+  file are all derived from it.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+import urllib.parse
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NewType, TypeAlias
+
+ExecutionId = NewType("ExecutionId", str)
+
+JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"
+JsonObject: TypeAlias = "dict[str, JsonValue]"
+
+MAX_EXECUTION_ID_LENGTH = 128
+PERMANENT_REFUSAL_STATUSES = frozenset({403, 404, 409, 410})
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
+)
+
+
+class RunState(enum.StrEnum):
+    """Where a run is; every state but RUNNING is final and is also the callback's status."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+class InvalidRequest(Exception):
+    """A dispatch body the sidecar refuses; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ExecutionRequest:
+    """One validated ``POST /v1/executions`` body."""
+
+    execution_id: ExecutionId
+    task_uid: str
+    task: str
+    epoch: int
+    handler: str
+    payload: JsonValue
+    scheduled_at: str
+    """As sent (RFC 3339), passed through to the handler unchanged."""
+    attempt: int
+    timeout_seconds: float
+    callback_url: str
+    callback_token: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What invoking a handler produced, before it is stamped with times and the pod."""
+
+    state: RunState
+    result: JsonValue = None
+    error: str | None = None
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """A finished run: what the callback carries plus where and how to send it."""
+
+    execution_id: ExecutionId
+    status: RunState
+    attempt: int
+    pod: str
+    started_at: str
+    finished_at: str
+    result: JsonValue
+    error: str | None
+    exit_code: int | None
+    callback_url: str
+    callback_token: str
+
+    def callback_body(self) -> JsonObject:
+        return {
+            "executionId": self.execution_id,
+            "status": self.status.value,
+            "attempt": self.attempt,
+            "pod": self.pod,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "result": self.result,
+            "error": self.error,
+            "exitCode": self.exit_code,
+        }
+
+    def view(self) -> JsonObject:
+        return run_view(
+            self.execution_id,
+            self.status,
+            attempt=self.attempt,
+            pod=self.pod,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            result=self.result,
+            error=self.error,
+            exit_code=self.exit_code,
+        )
+
+
+def run_view(
+    execution_id: ExecutionId,
+    state: RunState,
+    *,
+    attempt: int,
+    pod: str,
+    started_at: str,
+    finished_at: str | None = None,
+    result: JsonValue = None,
+    error: str | None = None,
+    exit_code: int | None = None,
+) -> JsonObject:
+    """The body of ``GET /v1/executions/{id}`` (and of duplicate POSTs and DELETE)."""
+    return {
+        "executionId": execution_id,
+        "state": state.value,
+        "attempt": attempt,
+        "pod": pod,
+        "startedAt": started_at,
+        "finishedAt": finished_at,
+        "result": result,
+        "error": error,
+        "exitCode": exit_code,
+    }
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and a ``Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now() -> str:
+    return format_time(datetime.now(UTC))
+
+
+def dumps(value: JsonValue) -> str:
+    """Strict JSON text (no NaN/Infinity), compact."""
+    return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(text: str | bytes) -> Any:
+    """Strict JSON parsing: refuses NaN and Infinity, which Python's json would accept."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def parse_execution_request(raw: bytes) -> ExecutionRequest:
+    """Validates a dispatch body; raises InvalidRequest naming the first bad field."""
+    try:
+        body = loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("body", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "request body must be a JSON object")
+    execution_id = _string(body, "executionId")
+    if len(execution_id) > MAX_EXECUTION_ID_LENGTH:
+        raise InvalidRequest(
+            "executionId", f"executionId must be at most {MAX_EXECUTION_ID_LENGTH} characters"
+        )
+    return ExecutionRequest(
+        execution_id=ExecutionId(execution_id),
+        task_uid=_string(body, "taskUid"),
+        task=_task_name(body),
+        epoch=_integer(body, "epoch", minimum=0),
+        handler=_string(body, "handler"),
+        payload=body.get("payload"),
+        scheduled_at=_timestamp(body, "scheduledAt"),
+        attempt=_integer(body, "attempt", minimum=1),
+        timeout_seconds=_positive_number(body, "timeoutSeconds"),
+        callback_url=_callback_url(body),
+        callback_token=_string(body, "callbackToken"),
+    )
+
+
+def _required(body: dict[str, Any], field: str) -> Any:
+    if field not in body or body[field] is None:
+        raise InvalidRequest(field, f"{field} is required")
+    return body[field]
+
+
+def _string(body: dict[str, Any], field: str) -> str:
+    value = _required(body, field)
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(field, f"{field} must be a non-empty string")
+    return value
+
+
+def _integer(body: dict[str, Any], field: str, *, minimum: int) -> int:
+    value = _required(body, field)
+    # bool is an int subclass in Python but not a number in JSON's sense.
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InvalidRequest(field, f"{field} must be an integer >= {minimum}")
+    return value
+
+
+def _positive_number(body: dict[str, Any], field: str) -> float:
+    value = _required(body, field)
+    valid = isinstance(value, int | float) and not isinstance(value, bool)
+    if not valid or not math.isfinite(value) or value <= 0:
+        raise InvalidRequest(field, f"{field} must be a number > 0")
+    return float(value)
+
+
+def _task_name(body: dict[str, Any]) -> str:
+    value = _string(body, "task")
+    namespace, slash, name = value.partition("/")
+    if not slash or not namespace or not name or "/" in name:
+        raise InvalidRequest("task", 'task must be "namespace/name"')
+    return value
+
+
+def _timestamp(body: dict[str, Any], field: str) -> str:
+    value = _string(body, field)
+    try:
+        if not _RFC3339.match(value):
+            raise ValueError(value)
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(
+            field, f"{field} must be an RFC 3339 timestamp with a zone, e.g. 2024-05-01T12:00:00Z"
+        ) from None
+    return value
+
+
+def _callback_url(body: dict[str, Any]) -> str:
+    value = _string(body, "callbackUrl")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        valid = False
+    if not valid:
+        raise InvalidRequest("callbackUrl", "callbackUrl must be an absolute http(s) URL")
+    return value

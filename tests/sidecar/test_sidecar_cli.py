@@ -1,0 +1,165 @@
+"""The command line: one handler mode, flags beat CADENZA_SIDECAR_* variables, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cadenza_sidecar import settings
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "cadenza-sidecar"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CADENZA_")}
+    return subprocess.run(
+        [sys.executable, "-m", "cadenza_sidecar", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        pytest.param([], {}, "exactly one handler mode", id="no-mode"),
+        pytest.param(
+            ["--handler-url", "http://127.0.0.1:8080/run", "--command", "true"],
+            {},
+            "exactly one handler mode",
+            id="both-modes",
+        ),
+        pytest.param(
+            ["--handler-url", "http://127.0.0.1/run"],
+            {"CADENZA_SIDECAR_COMMAND": "true"},
+            "exactly one handler mode",
+            id="both-modes-via-env",
+        ),
+        pytest.param(["--command"], {}, "--command needs the program", id="empty-command"),
+        pytest.param(["--handler-url", "localhost:8080"], {}, "--handler-url", id="relative-url"),
+        pytest.param(["--port", "70000", "--command", "true"], {}, "--port", id="port-range"),
+        pytest.param(
+            ["--command", "true"],
+            {"CADENZA_SIDECAR_MAX_CONCURRENCY": "zero"},
+            "CADENZA_SIDECAR_MAX_CONCURRENCY",
+            id="bad-env-value",
+        ),
+        pytest.param(
+            ["--token-file", "/nonexistent/token", "--command", "true"],
+            {},
+            "--token-file",
+            id="missing-token-file",
+        ),
+    ],
+)
+def test_bad_configuration_exits_2_with_a_message(args, env, message):
+    result = run_cli(*args, env=env)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_everything_after_command_is_its_argv():
+    loaded = settings.load(["--port", "1234", "--command", "job", "--port", "-x"], environ={})
+
+    assert loaded.handler.command == ("job", "--port", "-x")
+    assert loaded.server.port == 1234
+
+
+def test_help_lists_every_flag():
+    result = run_cli("--help")
+
+    assert result.returncode == 0
+    for flag in (
+        "--listen", "--port", "--pod-name", "--token-file", "--handler-url", "--command",
+        "--max-concurrency", "--spool-dir", "--grace-seconds", "--flush-seconds",
+    ):  # fmt: skip
+        assert flag in result.stdout
+
+
+def test_flags_beat_the_environment_which_beats_defaults(tmp_path):
+    environ = {
+        "CADENZA_SIDECAR_MAX_CONCURRENCY": "1",
+        "CADENZA_SIDECAR_PORT": "9999",
+        "CADENZA_SIDECAR_COMMAND": "/bin/job --fast 'two words'",
+        "CADENZA_SIDECAR_TOKEN": "from-env",
+        "CADENZA_SIDECAR_SPOOL_DIR": str(tmp_path),
+        "POD_NAME": "pod-from-downward-api",
+        "HOME": "/home/job",
+    }
+
+    loaded = settings.load(["--max-concurrency", "3"], environ=environ)
+
+    assert loaded.runs.max_concurrency == 3
+    assert loaded.server.port == 9999
+    assert loaded.server.listen == "0.0.0.0"
+    assert loaded.handler.command == ("/bin/job", "--fast", "two words")
+    assert loaded.auth.token == "from-env"
+    assert loaded.spool.directory == tmp_path
+    assert loaded.pod_name == "pod-from-downward-api"
+    assert loaded.drain.grace_seconds == 30
+    assert dict(loaded.handler.child_env) == {
+        "POD_NAME": "pod-from-downward-api",
+        "HOME": "/home/job",
+    }
+
+
+def test_token_file_beats_the_token_variable(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("  from-file\n")
+
+    loaded = settings.load(
+        ["--token-file", str(token_file), "--handler-url", "http://127.0.0.1:1/run"],
+        environ={"CADENZA_SIDECAR_TOKEN": "from-env"},
+    )
+
+    assert loaded.auth.token == "from-file"
+
+
+def test_console_script_starts_from_the_environment(tmp_path, spawn, unused_address):
+    host, port = unused_address.split(":")
+    process = spawn(
+        [str(CONSOLE_SCRIPT)],
+        env={
+            "CADENZA_SIDECAR_LISTEN": host,
+            "CADENZA_SIDECAR_PORT": port,
+            "CADENZA_SIDECAR_HANDLER_URL": "http://127.0.0.1:1/run",
+            "CADENZA_SIDECAR_SPOOL_DIR": str(tmp_path / "spool"),
+            "POD_NAME": "console-pod",
+        },
+    )
+    url = f"http://{host}:{port}/healthz"
+
+    process.wait_ready_blocking(url)
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert json.load(response)["pod"] == "console-pod"
+    assert (tmp_path / "spool").is_dir()
+    process.send(signal.SIGTERM)
+    assert process.popen.wait(timeout=10) == 0
+
+
+def test_port_in_use_exits_1(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = run_cli(
+            "--listen", "127.0.0.1", "--port", str(port), "--spool-dir", str(tmp_path),
+            "--handler-url", "http://127.0.0.1:1/run",
+        )  # fmt: skip
+
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
