@@ -1,0 +1,67 @@
+"""The ``cadenza`` command: ``cadenza operator`` runs one operator replica.
+
+Configuration comes from ``CADENZA_*`` environment variables (see ``cadenza.settings`` and
+docs/configuration.md). Exit codes: 0 after a clean shutdown, 1 when the operator stopped on its
+own, 2 for a configuration or database error that retrying cannot fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from cadenza.settings import Settings, SettingsError
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what log shippers in a cluster expect."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # kopf's own per-object chatter is debug material for us.
+    logging.getLogger("kopf").setLevel(max(logging.getLevelName(level), logging.WARNING))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cadenza", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("operator", help="run one operator replica (settings from CADENZA_* env)")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"cadenza: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+
+    if args.command == "operator":
+        from cadenza import replica
+        from cadenza.store.engine import DatabaseUnavailable
+
+        try:
+            return asyncio.run(replica.run(settings))
+        except DatabaseUnavailable as exc:
+            logging.getLogger("cadenza").error("cannot use the database: %s", exc)
+            return 2
+    return 2

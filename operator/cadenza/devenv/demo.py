@@ -1,0 +1,171 @@
+"""The local demo: a real control plane, MariaDB, two operator replicas, three executor pods and
+the sample Tasks, all on this machine.
+
+Run through ``scripts/demo``. It writes ``.cadenza-demo/`` in the directory it was started from:
+``kubeconfig``, a shell-sourceable ``env`` (``KUBECONFIG``, ``CADENZA_DATABASE_URL``,
+``CADENZA_API``, ``PATH``), the processes' ``logs/``, and ``ready`` once everything is up.
+Ctrl-C or SIGTERM stops everything, in order, and removes ``ready``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from cadenza.devenv import controlplane as cp
+from cadenza.devenv import mariadb, pods
+
+REPO = cp.REPO_ROOT
+DEMO_DATABASE = "cadenza_demo"
+EXECUTOR_LABEL = {"cadenza.dev/executor": "demo-executor"}
+
+
+def _say(message: str) -> None:
+    print(f"demo: {message}", flush=True)
+
+
+class Demo:
+    def __init__(self, state_dir: Path, replicas: int, executor_pods: int) -> None:
+        self.state_dir = state_dir
+        self.logs = state_dir / "logs"
+        self.replicas = replicas
+        self.executor_pods = executor_pods
+        self.plane: cp.ControlPlane | None = None
+        self.operators: list[subprocess.Popen[bytes]] = []
+        self.pods: list[pods.SidecarPod] = []
+        self.api_urls: list[str] = []
+
+    def start(self) -> None:
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        self.logs.mkdir(parents=True)
+        _say("starting etcd and kube-apiserver")
+        self.plane = cp.ControlPlane.start(workdir=None)
+        shutil.copy(self.plane.kubeconfig, self.state_dir / "kubeconfig")
+        server = mariadb.Server()
+        _say(f"MariaDB {server.check()}; database {DEMO_DATABASE} (recreated)")
+        server.drop_database(DEMO_DATABASE)
+        server.create_database(DEMO_DATABASE)
+        database_url = server.url(DEMO_DATABASE)
+
+        self.plane.kubectl("apply", "-f", str(REPO / "crds"))
+        for crd in ("tasks.cadenza.dev", "executors.cadenza.dev"):
+            self.plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+
+        for index in range(self.replicas):
+            self._start_operator(index, database_url)
+
+        for index in range(self.executor_pods):
+            pod = pods.SidecarPod(
+                name=f"demo-executor-{index}",
+                namespace="default",
+                ip=pods.loopback_ip(index),
+                workdir=self.logs,
+                labels=EXECUTOR_LABEL,
+            )
+            pod.start_processes()
+            pod.create(self.plane)
+            self.pods.append(pod)
+            _say(f"executor pod {pod.name} -> sidecar {pod.sidecar_url}")
+
+        self.plane.kubectl("apply", "-n", "default", "-f", str(REPO / "examples"))
+        self._write_env(database_url)
+        (self.state_dir / "ready").write_text(str(os.getpid()))
+
+    def _start_operator(self, index: int, database_url: str) -> None:
+        assert self.plane is not None
+        port = cp.free_port()
+        env = self.plane.env | {
+            "CADENZA_DATABASE_URL": database_url,
+            "CADENZA_HTTP_HOST": "127.0.0.1",
+            "CADENZA_HTTP_PORT": str(port),
+            "CADENZA_INSTANCE_ID": f"operator-{index}",
+            "PYTHONUNBUFFERED": "1",
+        }
+        proc = cp.spawn(
+            [sys.executable, "-m", "cadenza", "operator"], self.logs / f"operator-{index}.log", env
+        )
+        self.operators.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        self.api_urls.append(url)
+        cp.wait_until(lambda: _ready(url), 120, f"operator-{index} at {url}")
+        _say(f"operator replica operator-{index} on {url}")
+
+    def _write_env(self, database_url: str) -> None:
+        assert self.plane is not None
+        kubeconfig = (self.state_dir / "kubeconfig").resolve()
+        lines = [
+            f"export KUBECONFIG={kubeconfig}",
+            f"export CADENZA_DATABASE_URL={database_url}",
+            f"export CADENZA_API={self.api_urls[0]}",
+            f"export PATH={self.plane.bin_dir}:$PATH",
+        ]
+        (self.state_dir / "env").write_text("\n".join(lines) + "\n")
+
+    def stop(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / "ready").unlink()
+        for proc in self.operators:
+            cp.terminate(proc, grace=20)
+        for pod in self.pods:
+            pod.stop_processes()
+        if self.plane is not None:
+            self.plane.stop()
+        _say("stopped; nothing left running")
+
+
+def _ready(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as resp:
+            return bool(json.load(resp).get("indexed"))
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--state-dir", type=Path, default=Path.cwd() / ".cadenza-demo")
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--executor-pods", type=int, default=3)
+    args = parser.parse_args()
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    demo = Demo(args.state_dir.resolve(), args.replicas, args.executor_pods)
+    try:
+        demo.start()
+        env = demo.state_dir / "env"
+        _say("READY")
+        print(
+            f"""
+  In another terminal:
+    source {env}
+    kubectl get tasks,executors,pods        # the sample Tasks and the demo executor pods
+    curl -s $CADENZA_API/api/v1/replicas    # which replica leads
+    mysql -h127.0.0.1 -uroot -p123456 {DEMO_DATABASE} -e 'SELECT * FROM scheduler_instances'
+
+  Stop with Ctrl-C (or: kill -TERM {os.getpid()}).""",
+            flush=True,
+        )
+        stop.wait()
+    except Exception as exc:
+        _say(f"failed: {exc}")
+        return 1
+    finally:
+        demo.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The kopf handlers every replica registers: login, startup, indexes, event notifications and,
+when enabled, the Tasks' validating admission webhook.
+
+Only ``@kopf.index`` and ``@kopf.on.event`` handlers touch resources (DESIGN §4): they write
+nothing to the objects, so there are no progress annotations, no finalizers and no fights between
+replicas; the admission handler only answers the API server. Each handler is a few lines that
+delegate to the hub or to ``admission``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from cadenza.kube import admission
+from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
+from cadenza.kube.views import ExecutorView, PodView, TaskView
+from cadenza.settings import Settings
+
+GROUP, VERSION = "cadenza.dev", "v1alpha1"
+
+
+def build_registry(settings: Settings, hub: Hub) -> kopf.OperatorRegistry:
+    """A registry with Cadenza's handlers bound to ``hub``; nothing is registered globally."""
+    registry = kopf.OperatorRegistry()
+    webhook = settings.webhook  # the startup handler's `settings` argument is kopf's own
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        if settings.kube.kubeconfig:
+            return kopf.login_with_kubeconfig(**kwargs)
+        return kopf.login_with_service_account(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+        settings.peering.standalone = True
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        hub.attach(kwargs)
+        if webhook.enabled:
+            admission.serve(settings, webhook)
+
+    @kopf.index(GROUP, VERSION, "tasks", id=TASKS_INDEX, registry=registry)
+    async def cadenza_tasks(body: kopf.Body, **_: Any) -> dict[tuple[str, str], TaskView]:
+        view = TaskView.from_body(body)
+        return {(view.namespace, view.name): view}
+
+    @kopf.index(GROUP, VERSION, "executors", id=EXECUTORS_INDEX, registry=registry)
+    async def cadenza_executors(body: kopf.Body, **_: Any) -> dict[tuple[str, str], ExecutorView]:
+        view = ExecutorView.from_body(body)
+        return {(view.namespace, view.name): view}
+
+    @kopf.index("", "v1", "pods", id=PODS_INDEX, registry=registry)
+    async def cadenza_pods(body: kopf.Body, **_: Any) -> dict[str, PodView]:
+        view = PodView.from_body(body)
+        return {view.namespace: view}
+
+    @kopf.on.event(GROUP, VERSION, "tasks", registry=registry)
+    async def task_event(namespace: str | None, name: str, **_: Any) -> None:
+        hub.notify("task", namespace or "", name)
+
+    @kopf.on.event(GROUP, VERSION, "executors", registry=registry)
+    async def executor_event(namespace: str | None, name: str, **_: Any) -> None:
+        hub.notify("executor", namespace or "", name)
+
+    @kopf.on.event("", "v1", "pods", registry=registry)
+    async def pod_event(namespace: str | None, name: str, **_: Any) -> None:
+        hub.notify("pod", namespace or "", name)
+
+    if webhook.enabled:  # kopf refuses to start with admission handlers but no server
+
+        @kopf.on.validate(
+            GROUP,
+            VERSION,
+            "tasks",
+            id=admission.HANDLER_ID,
+            operations=["CREATE", "UPDATE"],
+            registry=registry,
+        )
+        async def validate_task(subresource: str | None, **kwargs: Any) -> None:
+            # kopf's WebhookFn protocol does not declare operation/new/old; they come as kwargs.
+            admission.check_task(kwargs["operation"], subresource, kwargs["new"], kwargs["old"])
+
+    return registry

@@ -1,0 +1,177 @@
+"""The leader's mirror loop: MySQL follows the Tasks, Executors and Pods in the indexes.
+
+On taking over, the leader resyncs the whole mirror from the indexes, so objects created, changed
+or deleted while nobody led are reflected. Afterwards every burst of watch events leads to one
+more resync; the store compares spec hashes, so only rows that really changed are written and a
+status-only change of a Task rewrites nothing.
+
+Invariants:
+- Every write goes through ``leader_transaction`` with this leader's epoch: a newer leader's
+  epoch makes the database refuse it (``Fenced``), and the replica steps down.
+- Nothing is written while the lease is in doubt (no recent good heartbeat).
+- Conditions derived from the mirror (an Executor that does not exist, a schedule that cannot be
+  parsed) are written to the Task's status only when they change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import kubernetes
+from sqlalchemy.engine import Engine
+
+from cadenza.core import schedule, selectors
+from cadenza.core.ids import Epoch, TaskUid
+from cadenza.kube import conditions
+from cadenza.kube.hub import Hub
+from cadenza.kube.views import ExecutorView, PodView, TaskView
+from cadenza.settings import Settings
+from cadenza.store import fencing
+from cadenza.store import mirror as rows
+
+log = logging.getLogger(__name__)
+
+Fenced = fencing.Fenced
+DEBOUNCE_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The mirror as it should be, computed purely from the indexes."""
+
+    tasks: list[rows.TaskRow]
+    executors: list[rows.ExecutorRow]
+    instances: dict[str, list[rows.InstanceRow]]
+    task_conditions: dict[tuple[str, str], list[conditions.Condition]] = field(default_factory=dict)
+
+
+def task_row(view: TaskView) -> rows.TaskRow:
+    spec = view.spec
+    invalid: str | None = None
+    try:
+        schedule.parse_schedule(str(spec.get("schedule", "")), str(spec.get("timeZone", "UTC")))
+    except schedule.ScheduleError as exc:
+        invalid = str(exc)
+    return rows.TaskRow(
+        uid=TaskUid(view.uid),
+        namespace=view.namespace,
+        name=view.name,
+        original_name=view.original_name,
+        generation=view.generation,
+        cron_expression=str(spec.get("schedule", "")),
+        time_zone=str(spec.get("timeZone", "UTC")),
+        suspend=bool(spec.get("suspend", False)),
+        execution_mode=str(spec.get("executionMode", "Parallel")),
+        load_balance_strategy=str(spec.get("loadBalanceStrategy", "RoundRobin")),
+        handler=str(spec.get("handler", "default")),
+        timeout_seconds=int(spec.get("timeoutSeconds", 300)),
+        spec=dict(spec),
+        spec_hash=view.spec_hash,
+        valid=invalid is None,
+        invalid_reason=invalid,
+        executors=tuple(
+            rows.ExecutorRef(
+                name=str(entry["name"]),
+                weight=int(entry.get("weight", 1)),
+                priority=int(entry.get("priority", 0)),
+            )
+            for entry in spec.get("executors") or []
+        ),
+    )
+
+
+def executor_row(view: ExecutorView) -> rows.ExecutorRow:
+    return rows.ExecutorRow(
+        uid=view.uid,
+        namespace=view.namespace,
+        name=view.name,
+        selector=dict(view.selector),
+        port=int(view.spec.get("port", 9090)),
+        scheme=str(view.spec.get("scheme", "http")),
+        spec=dict(view.spec),
+        spec_hash=view.spec_hash,
+        generation=view.generation,
+    )
+
+
+def instance_row(pod: PodView) -> rows.InstanceRow:
+    return rows.InstanceRow(
+        pod_uid=pod.uid,
+        pod_name=pod.name,
+        namespace=pod.namespace,
+        ip=pod.ip,
+        phase=pod.phase,
+        ready=pod.ready,
+    )
+
+
+def snapshot(hub: Hub) -> Snapshot:
+    executors = hub.executors()
+    known = {(e.namespace, e.name) for e in executors}
+    pods_by_ns: dict[str, list[PodView]] = {}
+    for pod in hub.pods():
+        pods_by_ns.setdefault(pod.namespace, []).append(pod)
+    instances = {
+        e.uid: [
+            instance_row(p)
+            for p in pods_by_ns.get(e.namespace, [])
+            if selectors.matches(e.selector, p.labels)
+        ]
+        for e in executors
+    }
+    tasks, task_conditions = [], {}
+    for view in hub.tasks():
+        row = task_row(view)
+        tasks.append(row)
+        missing = [n for n in view.executor_names if (view.namespace, n) not in known]
+        task_conditions[(view.namespace, view.name)] = conditions.for_task(
+            view.generation, row.invalid_reason, missing
+        )
+    return Snapshot(
+        tasks=tasks,
+        executors=[executor_row(e) for e in executors],
+        instances=instances,
+        task_conditions=task_conditions,
+    )
+
+
+class MirrorLoop:
+    """Runs while this replica leads with ``epoch``; cancelled when it stops leading."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        engine: Engine,
+        settings: Settings,
+        epoch: Epoch,
+        kube: kubernetes.client.ApiClient,
+    ) -> None:
+        self._hub = hub
+        self._engine = engine
+        self._lock_name = settings.leadership.lock_name
+        self._epoch = epoch
+        self._writer = conditions.ConditionWriter(kube)
+
+    async def run(self, lease_valid: Callable[[], bool]) -> None:
+        self._hub.drain()
+        await self.sync(lease_valid)
+        while True:
+            await self._hub.changed.wait()
+            await asyncio.sleep(DEBOUNCE_SECONDS)
+            self._hub.drain()
+            await self.sync(lease_valid)
+
+    async def sync(self, lease_valid: Callable[[], bool]) -> None:
+        if not lease_valid():
+            log.warning("lease in doubt; not writing the mirror")
+            return
+        snap = snapshot(self._hub)
+        await asyncio.to_thread(self._write, snap)
+        await self._writer.write_all(snap.task_conditions, lease_valid)
+
+    def _write(self, snap: Snapshot) -> None:
+        with fencing.leader_transaction(self._engine, self._lock_name, self._epoch) as conn:
+            rows.resync(conn, snap.tasks, snap.executors, snap.instances)

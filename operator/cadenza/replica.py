@@ -1,0 +1,252 @@
+"""One operator replica: kopf, the HTTP server, the leader election and, while leading, the
+leader's work — wired together and shut down in order.
+
+Start-up order matters: the database is checked and migrated, kopf fills the indexes, and only
+once the indexes hold everything that existed at start does the replica campaign for the lock.
+A leader that resynced the mirror from half-filled indexes would delete rows it had not seen yet.
+
+Shutdown (SIGTERM, SIGINT): stop the leader's work, release the lock so a follower takes over at
+once, stop kopf, close the HTTP server, deregister.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+from aiohttp import web
+
+from cadenza import mirror
+from cadenza.api import probes
+from cadenza.core.ids import Epoch
+from cadenza.kube import client as kube_client
+from cadenza.kube.handlers import build_registry
+from cadenza.kube.hub import Hub
+from cadenza.leadership import Leadership, LeaderState
+from cadenza.settings import Settings
+from cadenza.store import engine as store_engine
+from cadenza.store import instances, migrations
+
+log = logging.getLogger(__name__)
+
+LeaderWork = Callable[[Epoch], Awaitable[None]]
+
+
+class Replica:
+    def __init__(self, settings: Settings, engine: Any) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.hub = Hub()
+        self.kube = kube_client.api_client(settings.kube)
+        self.stopping = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._leader_task: asyncio.Task[None] | None = None
+        self._state = LeaderState(leading=False)
+        self._failures = 0
+        self.leadership = Leadership(
+            settings.leadership,
+            settings.database.url,
+            settings.instance_id,
+            on_change=self._leadership_changed_threadsafe,
+            connect_timeout=settings.database.connect_timeout,
+        )
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self) -> probes.ReplicaStatus:
+        return probes.ReplicaStatus(
+            instance=self.settings.instance_id,
+            indexed=self.hub.listed,
+            leading=self._state.leading,
+            epoch=self._state.epoch,
+        )
+
+    # -- leadership ---------------------------------------------------------------------------
+
+    def _leadership_changed_threadsafe(self, state: LeaderState) -> None:
+        self._loop.call_soon_threadsafe(self._leadership_changed, state)
+
+    def _leadership_changed(self, state: LeaderState) -> None:
+        previous, self._state = self._state, state
+        if previous.leading and self._leader_task is not None:
+            self._leader_task.cancel()
+            self._leader_task = None
+        if state.leading and state.epoch is not None:
+            self._leader_task = asyncio.create_task(
+                self._lead(state.epoch), name=f"leader-epoch-{state.epoch}"
+            )
+        self._loop.create_task(self._heartbeat_once())
+
+    async def _lead(self, epoch: Epoch) -> None:
+        work = mirror.MirrorLoop(self.hub, self.engine, self.settings, epoch, self.kube)
+        try:
+            await work.run(lease_valid=self.leadership.lease_valid)
+        except asyncio.CancelledError:
+            raise
+        except mirror.Fenced:
+            log.warning("epoch %s was fenced off by a newer leader; stepping down", epoch)
+            self.leadership.step_down()
+        except Exception:
+            self._failures += 1
+            cooldown = min(2.0**self._failures, 60.0)
+            log.exception(
+                "leader work failed; stepping down for %.0fs so another replica can lead", cooldown
+            )
+            self.leadership.step_down(cooldown)
+
+    # -- loops --------------------------------------------------------------------------------
+
+    async def _heartbeat_once(self) -> None:
+        state = self._state
+        try:
+            await asyncio.to_thread(
+                instances.heartbeat,
+                self.engine,
+                self.settings.instance_id,
+                "leader" if state.leading else "standby",
+                state.epoch,
+            )
+        except Exception as exc:
+            log.warning("replica heartbeat failed: %s", exc)
+
+    async def heartbeats(self) -> None:
+        interval = self.settings.leadership.lease_seconds / 3
+        while not self.stopping.is_set():
+            await self._heartbeat_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), interval)
+
+    async def wait_until_listed(self) -> None:
+        """Wait until kopf's indexes hold every object that existed when this started."""
+        while not self.stopping.is_set():
+            try:
+                expected = await asyncio.to_thread(
+                    kube_client.list_uids, self.kube, self.settings.kube.namespaces
+                )
+                missing = expected - self.hub.uids()
+                if not missing:
+                    self.hub.listed = True
+                    log.info("indexes filled (%d objects)", len(expected))
+                    return
+                log.debug("waiting for %d objects to be indexed", len(missing))
+            except Exception as exc:
+                log.warning("listing for the readiness check failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.5)
+
+    async def campaign(self) -> None:
+        await self.wait_until_listed()
+        if not self.stopping.is_set():
+            self.leadership.start()
+
+    async def shutdown(self) -> None:
+        if self._leader_task is not None:
+            self._leader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._leader_task
+        await asyncio.to_thread(self.leadership.stop)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(instances.forget, self.engine, self.settings.instance_id)
+
+
+async def serve_http(replica: Replica) -> web.AppRunner:
+    app = web.Application()
+    app.add_routes(
+        probes.routes(replica.status, replica.engine, replica.settings.leadership.lock_name)
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, replica.settings.http.host, replica.settings.http.port)
+    await site.start()
+    log.info("HTTP server on %s:%s", replica.settings.http.host, replica.settings.http.port)
+    return runner
+
+
+async def prepare_database(settings: Settings) -> Any:
+    """Connect (waiting while the database is unreachable) and migrate; raise on a wrong DSN."""
+    engine = store_engine.create_engine(
+        settings.database.url,
+        pool_size=settings.database.pool_size,
+        connect_timeout=settings.database.connect_timeout,
+        # A frozen replica's pooled session must not outlive its leader lock by much: it may hold
+        # the share lock of a leader transaction that the next leader's epoch bump waits for.
+        session_wait_timeout=settings.leadership.lease_seconds,
+    )
+    delay = 1.0
+    while True:
+        try:
+            await asyncio.to_thread(store_engine.check, engine)
+            break
+        except store_engine.DatabaseUnavailable as exc:
+            if exc.permanent:
+                raise
+            log.warning("database unavailable, retrying in %.0fs: %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    directory = settings.database.migrations_dir or migrations.DEFAULT_SQL_DIR
+    applied = await asyncio.to_thread(migrations.migrate, engine, directory)
+    if applied:
+        log.info("applied migrations %s", ", ".join(applied))
+    return engine
+
+
+async def run(settings: Settings) -> int:
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(
+        ThreadPoolExecutor(settings.thread_pool_size, thread_name_prefix="cadenza-io")
+    )
+    engine = await prepare_database(settings)
+    replica = Replica(settings, engine)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, replica.stopping.set)
+    await asyncio.to_thread(
+        instances.register,
+        engine,
+        settings.instance_id,
+        socket.gethostname(),
+        os.getpid(),
+        settings.http.advertise_url,
+    )
+    runner = await serve_http(replica)
+    kopf_stop: asyncio.Future[None] = loop.create_future()
+    namespaces = settings.kube.namespaces
+    tasks = [
+        asyncio.create_task(
+            kopf.operator(
+                registry=build_registry(settings, replica.hub),
+                standalone=True,
+                clusterwide=not namespaces,
+                namespaces=namespaces,
+                stop_flag=kopf_stop,
+            ),
+            name="kopf",
+        ),
+        asyncio.create_task(replica.heartbeats(), name="heartbeats"),
+        asyncio.create_task(replica.campaign(), name="campaign"),
+    ]
+    stopper = asyncio.create_task(replica.stopping.wait(), name="stopper")
+    done, _ = await asyncio.wait([tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)
+    exit_code = 0
+    # kopf installs its own SIGTERM/SIGINT handlers, so a signal usually ends kopf first.
+    if tasks[0] in done and tasks[0].exception() is not None:
+        log.error("kopf stopped: %r", tasks[0].exception())
+        exit_code = 1
+    log.info("shutting down")
+    replica.stopping.set()
+    await replica.shutdown()
+    if not kopf_stop.done():
+        kopf_stop.set_result(None)
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 10)
+    await runner.cleanup()
+    await asyncio.to_thread(engine.dispose)
+    return exit_code

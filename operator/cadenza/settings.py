@@ -1,0 +1,257 @@
+"""The operator's settings: one frozen tree, read once from ``CADENZA_*`` environment variables.
+
+Invariant: this is the only module that reads ``os.environ``; everything else receives the
+:class:`Settings` it needs as an argument. A bad value fails at start with a message naming the
+variable, never later.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_DATABASE_URL = "mysql+pymysql://root:123456@127.0.0.1:3306/jobs"
+
+
+class SettingsError(ValueError):
+    """A ``CADENZA_*`` variable holds a value the operator cannot use."""
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = DEFAULT_DATABASE_URL
+    """SQLAlchemy URL of the MySQL/MariaDB database (``CADENZA_DATABASE_URL``); in a cluster it
+    comes from a Secret. The default is the original system's ``root:123456@127.0.0.1/jobs``."""
+
+    pool_size: int = 8
+    """Pooled connections for the mirror, claims, history and callbacks
+    (``CADENZA_DATABASE_POOL_SIZE``). The leader lock uses a connection of its own on top."""
+
+    connect_timeout: float = 5.0
+    """Seconds to wait for a connection before the database counts as unreachable
+    (``CADENZA_DATABASE_CONNECT_TIMEOUT``)."""
+
+    migrations_dir: Path | None = None
+    """Directory of the ordered SQL migrations (``CADENZA_MIGRATIONS_DIR``); default: the
+    repository's ``sql/``, or ``/app/sql`` in the image."""
+
+
+@dataclass(frozen=True)
+class LeadershipSettings:
+    lock_name: str = "cadenza.leader"
+    """Name passed to MySQL ``GET_LOCK``; replicas sharing it elect one leader
+    (``CADENZA_LOCK_NAME``). Two installations on one database need different names."""
+
+    lease_seconds: int = 15
+    """L: the lock session's ``wait_timeout``, so a frozen leader's lock frees after about L
+    seconds; the heartbeat runs every L/3 and the dispatcher stops sending L - margin after the
+    last good heartbeat (``CADENZA_LEASE_SECONDS``)."""
+
+    acquire_timeout_seconds: int = 2
+    """How long a follower blocks in one ``GET_LOCK`` call before looking around again
+    (``CADENZA_ACQUIRE_TIMEOUT_SECONDS``)."""
+
+    max_clock_skew_seconds: float = 2.0
+    """A replica whose clock differs from the database's ``NOW()`` by more than this refuses to
+    lead: fire times are compared with the local clock (``CADENZA_MAX_CLOCK_SKEW_SECONDS``)."""
+
+    @property
+    def safety_margin_seconds(self) -> float:
+        """Slack between "my last heartbeat was fine" and "someone else may lead now"."""
+        return max(1.0, self.lease_seconds / 5)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "0.0.0.0"
+    """Address the replica's HTTP server (probes, API, callbacks, metrics) binds
+    (``CADENZA_HTTP_HOST``)."""
+
+    port: int = 8080
+    """Port of that server (``CADENZA_HTTP_PORT``); distinct per replica on one host."""
+
+    advertise_url: str = ""
+    """Base URL other parties use to reach this replica, e.g. in callback URLs given to sidecars
+    (``CADENZA_HTTP_ADVERTISE_URL``); default ``http://<host>:<port>``."""
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch, comma-separated (``CADENZA_NAMESPACES``); empty = cluster-wide."""
+
+    kubeconfig: str | None = None
+    """Kubeconfig to log in with outside a cluster (``KUBECONFIG``); in a pod the service
+    account is used."""
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    enabled: bool = False
+    """Serve the validating admission webhook for Tasks (``CADENZA_WEBHOOK_ENABLED``); default:
+    on when ``CADENZA_WEBHOOK_CERT_FILE`` is set, off otherwise. Every replica serves it; the
+    ValidatingWebhookConfiguration comes from the Helm chart, never from the operator."""
+
+    host: str = "0.0.0.0"
+    """Address the webhook's HTTPS server binds (``CADENZA_WEBHOOK_HOST``)."""
+
+    port: int = 9443
+    """Port of the webhook's HTTPS server (``CADENZA_WEBHOOK_PORT``); must differ from
+    ``CADENZA_HTTP_PORT``, and from every other replica's on one host."""
+
+    cert_file: Path | None = None
+    """PEM serving certificate, its chain after it (``CADENZA_WEBHOOK_CERT_FILE``); it must be
+    valid for the name the API server calls, e.g. ``<service>.<namespace>.svc``. Re-read when the
+    file changes, so a rotated Secret needs no restart."""
+
+    key_file: Path | None = None
+    """PEM private key of that certificate (``CADENZA_WEBHOOK_KEY_FILE``)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    instance_id: str
+    """This replica's identity in ``scheduler_instances`` (``CADENZA_INSTANCE_ID``; default
+    ``<hostname>-<random>``, the pod name in a cluster)."""
+
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    leadership: LeadershipSettings = field(default_factory=LeadershipSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    kube: KubeSettings = field(default_factory=KubeSettings)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+
+    thread_pool_size: int = 16
+    """Threads for blocking calls (PyMySQL, the Kubernetes client); none run on the event loop
+    (``CADENZA_THREAD_POOL_SIZE``)."""
+
+    log_level: str = "INFO"
+    """Python log level name (``CADENZA_LOG_LEVEL``)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        read = _Reader(env)
+        port = read("CADENZA_HTTP_PORT", int, 8080, minimum=1, maximum=65535)
+        host = read("CADENZA_HTTP_HOST", str, "0.0.0.0")
+        lease = read("CADENZA_LEASE_SECONDS", int, 15, minimum=3, maximum=3600)
+        acquire = read("CADENZA_ACQUIRE_TIMEOUT_SECONDS", int, 2, minimum=1, maximum=60)
+        if acquire >= lease:
+            raise SettingsError(
+                f"CADENZA_ACQUIRE_TIMEOUT_SECONDS ({acquire}) must be below "
+                f"CADENZA_LEASE_SECONDS ({lease})"
+            )
+        migrations = read("CADENZA_MIGRATIONS_DIR", str, "")
+        namespaces = read("CADENZA_NAMESPACES", str, "")
+        return cls(
+            instance_id=read(
+                "CADENZA_INSTANCE_ID", str, f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+            ),
+            database=DatabaseSettings(
+                url=read("CADENZA_DATABASE_URL", str, DEFAULT_DATABASE_URL),
+                pool_size=read("CADENZA_DATABASE_POOL_SIZE", int, 8, minimum=1, maximum=512),
+                connect_timeout=read(
+                    "CADENZA_DATABASE_CONNECT_TIMEOUT", float, 5.0, minimum=0.1, maximum=300
+                ),
+                migrations_dir=Path(migrations) if migrations else None,
+            ),
+            leadership=LeadershipSettings(
+                lock_name=read("CADENZA_LOCK_NAME", str, "cadenza.leader"),
+                lease_seconds=lease,
+                acquire_timeout_seconds=acquire,
+                max_clock_skew_seconds=read(
+                    "CADENZA_MAX_CLOCK_SKEW_SECONDS", float, 2.0, minimum=0.01, maximum=3600
+                ),
+            ),
+            http=HttpSettings(
+                host=host,
+                port=port,
+                advertise_url=read(
+                    "CADENZA_HTTP_ADVERTISE_URL",
+                    str,
+                    f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}",
+                ).rstrip("/"),
+            ),
+            kube=KubeSettings(
+                namespaces=tuple(n.strip() for n in namespaces.split(",") if n.strip()),
+                kubeconfig=env.get("KUBECONFIG") or None,
+            ),
+            webhook=_webhook_settings(read, http_host=host, http_port=port),
+            thread_pool_size=read("CADENZA_THREAD_POOL_SIZE", int, 16, minimum=2, maximum=512),
+            log_level=read("CADENZA_LOG_LEVEL", str, "INFO").upper(),
+        )
+
+
+def _webhook_settings(read: _Reader, *, http_host: str, http_port: int) -> WebhookSettings:
+    cert = read("CADENZA_WEBHOOK_CERT_FILE", str, "")
+    key = read("CADENZA_WEBHOOK_KEY_FILE", str, "")
+    enabled = read("CADENZA_WEBHOOK_ENABLED", boolean, bool(cert))
+    host = read("CADENZA_WEBHOOK_HOST", str, "0.0.0.0")
+    port = read("CADENZA_WEBHOOK_PORT", int, 9443, minimum=1, maximum=65535)
+    if not enabled:
+        return WebhookSettings(enabled=False, host=host, port=port)
+    if not cert or not key:
+        raise SettingsError(
+            "the webhook needs a serving certificate: set both CADENZA_WEBHOOK_CERT_FILE and "
+            "CADENZA_WEBHOOK_KEY_FILE, or CADENZA_WEBHOOK_ENABLED=false"
+        )
+    for name, path in (("CADENZA_WEBHOOK_CERT_FILE", cert), ("CADENZA_WEBHOOK_KEY_FILE", key)):
+        if not (Path(path).is_file() and os.access(path, os.R_OK)):
+            raise SettingsError(f"{name}={path!r} is not a readable file")
+    if port == http_port and _same_interface(host, http_host):
+        raise SettingsError(
+            f"CADENZA_WEBHOOK_PORT ({port}) must differ from CADENZA_HTTP_PORT ({http_port})"
+        )
+    return WebhookSettings(
+        enabled=True, host=host, port=port, cert_file=Path(cert), key_file=Path(key)
+    )
+
+
+def _same_interface(a: str, b: str) -> bool:
+    return a == b or "0.0.0.0" in (a, b)
+
+
+def boolean(raw: str) -> bool:
+    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``, any case)."""
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def __call__(
+        self,
+        name: str,
+        kind: Callable[[str], T],
+        default: T,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> T:
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            value = kind(raw.strip())
+        except ValueError:
+            raise SettingsError(
+                f"{name}={raw!r} is not a valid {getattr(kind, '__name__', 'value')}"
+            ) from None
+        if isinstance(value, int | float):
+            if minimum is not None and value < minimum:
+                raise SettingsError(f"{name}={raw!r} is below the minimum {minimum}")
+            if maximum is not None and value > maximum:
+                raise SettingsError(f"{name}={raw!r} is above the maximum {maximum}")
+        return value

@@ -1,0 +1,184 @@
+"""Execution rows: claiming a tick, and reading the history.
+
+Invariants:
+
+- A run exists once its row exists: :func:`claim_tick` inserts it, and the unique keys
+  ``(task_uid, scheduled_at)`` and ``(task_uid, trigger_key)`` turn a second claim of the same
+  tick or trigger (by this leader or a later one) into ``None``, never into a second run or an
+  error. Runs without a tick or a trigger key (API runs) are never deduplicated.
+- Claims are leader writes: call :func:`claim_tick` on a connection from
+  :func:`cadenza.store.fencing.leader_transaction`. A duplicate does not spoil that transaction.
+- History is paginated by id, newest first: ``after_id`` is the last id of the previous page,
+  so rows added meanwhile never shift a page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, insert, select
+from sqlalchemy.engine import Connection, Engine, Row
+
+from cadenza.core.ids import Epoch, ExecutionId, TaskUid
+from cadenza.core.transitions import RunStatus
+from cadenza.store import schema
+
+MAX_PAGE = 500
+_DUPLICATE_KEY = 1062
+_NOW = func.utc_timestamp(3)
+_runs = schema.task_executions
+
+
+class Origin(enum.StrEnum):
+    """Why a run exists."""
+
+    SCHEDULE = "schedule"
+    """A cron tick, fired on time."""
+    MISFIRE = "misfire"
+    """A tick missed while no leader ran, fired by the misfire policy."""
+    MANUAL = "manual"
+    """The ``cadenza.dev/trigger`` annotation."""
+    API = "api"
+    """The REST API's trigger endpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """One ``task_executions`` row."""
+
+    id: ExecutionId
+    task_uid: TaskUid
+    namespace: str
+    task_name: str
+    scheduled_at: datetime | None
+    trigger_key: str | None
+    origin: Origin
+    requested_at: datetime
+    status: RunStatus
+    attempt: int
+    max_attempts: int
+    epoch: Epoch
+    executor_name: str | None
+    pod_name: str | None
+    pod_ip: str | None
+    callback_token_hash: str | None
+    next_attempt_at: datetime | None
+    deadline_at: datetime | None
+    dispatched_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any = dataclasses.field(hash=False)
+    error: str | None
+    exit_code: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryPage:
+    """A page of runs, newest first; ``next_after_id`` fetches the next (None: last page)."""
+
+    executions: list[Execution]
+    next_after_id: ExecutionId | None
+
+
+def claim_tick(
+    conn: Connection,
+    task_uid: TaskUid,
+    namespace: str,
+    task_name: str,
+    scheduled_at: datetime | None,
+    origin: Origin,
+    *,
+    epoch: Epoch,
+    max_attempts: int = 1,
+    trigger_key: str | None = None,
+    status: RunStatus = RunStatus.CLAIMED,
+    deadline_at: datetime | None = None,
+) -> ExecutionId | None:
+    """Insert the run of a tick (or trigger); its id, or None when it was claimed already."""
+    if origin in (Origin.SCHEDULE, Origin.MISFIRE) and scheduled_at is None:
+        raise ValueError(f"a {origin} run needs its tick (scheduled_at)")
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    try:
+        result = conn.execute(
+            insert(_runs).values(
+                task_uid=task_uid,
+                namespace=namespace,
+                task_name=task_name,
+                scheduled_at=scheduled_at,
+                trigger_key=trigger_key,
+                origin=origin.value,
+                requested_at=_NOW,
+                status=status.value,
+                attempt=1,
+                max_attempts=max_attempts,
+                epoch=epoch,
+                deadline_at=deadline_at,
+                created_at=_NOW,
+                updated_at=_NOW,
+            )
+        )
+    except sa_exc.IntegrityError as exc:
+        if exc.orig is not None and exc.orig.args and exc.orig.args[0] == _DUPLICATE_KEY:
+            return None
+        raise
+    return ExecutionId(int(result.lastrowid))
+
+
+def get_execution(engine: Engine, execution_id: ExecutionId) -> Execution | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(_runs).where(_runs.c.id == execution_id)).one_or_none()
+    return None if row is None else _execution(row)
+
+
+def history(
+    engine: Engine,
+    namespace: str | None = None,
+    task_name: str | None = None,
+    status: RunStatus | None = None,
+    after_id: ExecutionId | None = None,
+    limit: int = 50,
+    *,
+    task_uid: TaskUid | None = None,
+) -> HistoryPage:
+    """Runs matching every filter given, newest first, at most ``limit`` (1 to ``MAX_PAGE``)."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+    if task_name is not None and namespace is None:
+        raise ValueError("filtering by task_name needs the namespace too")
+    query = select(_runs).order_by(_runs.c.id.desc()).limit(limit + 1)
+    if namespace is not None:
+        query = query.where(_runs.c.namespace == namespace)
+    if task_name is not None:
+        query = query.where(_runs.c.task_name == task_name)
+    if task_uid is not None:
+        query = query.where(_runs.c.task_uid == task_uid)
+    if status is not None:
+        query = query.where(_runs.c.status == status.value)
+    if after_id is not None:
+        query = query.where(_runs.c.id < after_id)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    page = [_execution(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return HistoryPage(executions=page, next_after_id=page[-1].id if more else None)
+
+
+def _execution(row: Row[Any]) -> Execution:
+    values = row._asdict()
+    return Execution(
+        **{
+            **values,
+            "id": ExecutionId(int(values["id"])),
+            "task_uid": TaskUid(values["task_uid"]),
+            "origin": Origin(values["origin"]),
+            "status": RunStatus(values["status"]),
+            "epoch": Epoch(int(values["epoch"])),
+        }
+    )

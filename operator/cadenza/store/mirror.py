@@ -1,0 +1,469 @@
+"""The leader's copy of the Task and Executor resources (and the Executors' pods) in MySQL.
+
+Kubernetes is the source of truth; the kube adapter turns objects into the rows below and the
+leader writes them here, always through a connection from
+:func:`cadenza.store.fencing.leader_transaction`, so a deposed leader cannot write. The readers
+return the same dataclasses, so the mirror can be compared with the API's view.
+
+Invariants:
+
+- A row whose ``spec_hash`` did not change is not written at all: a status-only change of a Task
+  never rewrites its row nor moves its ``updated_at``.
+- Rows are keyed by ``metadata.uid``. A row for the same namespace/name under another uid is a
+  resource deleted while nobody watched, and is removed when its successor is written.
+- ``task_executors`` holds a Task's ``spec.executors`` in order, by name; ``executor_uid`` and
+  ``tasks.missing_executors`` always agree with the ``executors`` rows of the same transaction.
+- Deleting a Task keeps its execution history (``task_executions`` has no foreign key).
+- :func:`resync` leaves the mirror equal to the snapshot it is given, in one transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import ColumnElement, delete, func, insert, literal_column, select, text, update
+from sqlalchemy.engine import Connection, Row
+
+from cadenza.core.ids import TaskUid
+from cadenza.store import fencing, schema
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_Row = TypeVar("_Row", bound="DataclassInstance")
+_NOW = func.utc_timestamp(3)
+# Set by ``fencing.leader_transaction`` for the length of each leader transaction.
+_EPOCH: ColumnElement[int] = literal_column(f"@{fencing.EPOCH_VARIABLE}")
+_RESOLVE = text(
+    """
+    UPDATE task_executors AS te
+    JOIN tasks AS t ON t.uid = te.task_uid
+    LEFT JOIN executors AS e ON e.namespace = t.namespace AND e.name = te.executor_name
+    SET te.executor_uid = e.uid
+    WHERE :namespace IS NULL OR t.namespace = :namespace
+    """
+)
+_tasks = schema.tasks
+_executors = schema.executors
+_links = schema.task_executors
+_pods = schema.executor_instances
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorRef:
+    """One entry of a Task's ``spec.executors``."""
+
+    name: str
+    weight: int = 1
+    priority: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRow:
+    """A Task as mirrored; ``spec_hash`` covers ``spec`` and the annotations that matter.
+
+    ``spec`` holds plain JSON values (dicts, lists, str, numbers, bools, None), not views of a
+    kopf body.
+    """
+
+    uid: TaskUid
+    namespace: str
+    name: str
+    generation: int
+    cron_expression: str
+    time_zone: str
+    suspend: bool
+    execution_mode: str
+    load_balance_strategy: str
+    handler: str
+    timeout_seconds: int
+    spec: Mapping[str, Any] = dataclasses.field(hash=False)
+    spec_hash: str
+    original_name: str | None = None
+    valid: bool = True
+    invalid_reason: str | None = None
+    executors: tuple[ExecutorRef, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorRow:
+    """An Executor as mirrored."""
+
+    uid: str
+    namespace: str
+    name: str
+    selector: Mapping[str, Any] = dataclasses.field(hash=False)
+    port: int
+    scheme: str
+    spec: Mapping[str, Any] = dataclasses.field(hash=False)
+    spec_hash: str
+    generation: int
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceRow:
+    """A pod selected by an Executor, as Kubernetes reports it (health is the leader's own)."""
+
+    pod_uid: str
+    pod_name: str
+    namespace: str
+    ip: str | None
+    phase: str
+    ready: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorLink:
+    """A ``task_executors`` row: a Task's reference, resolved to the Executor's uid if present."""
+
+    task_uid: TaskUid
+    executor_name: str
+    executor_uid: str | None
+    weight: int
+    priority: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ResyncCounts:
+    """What :func:`resync` changed: Tasks and Executors created, updated and deleted; a changed
+    set of pods of one Executor counts as one update."""
+
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+
+class _Change(enum.Enum):
+    UNCHANGED = "unchanged"
+    CREATED = "created"
+    UPDATED = "updated"
+
+
+# -- writes ------------------------------------------------------------------------------------
+
+
+def upsert_task(conn: Connection, row: TaskRow) -> bool:
+    """Write a Task and its executor references; False when its ``spec_hash`` is unchanged."""
+    return _upsert_task(conn, row) is not _Change.UNCHANGED
+
+
+def upsert_executor(conn: Connection, row: ExecutorRow) -> bool:
+    """Write an Executor; False when its ``spec_hash`` is unchanged. A new Executor resolves the
+    references of the Tasks in its namespace that name it."""
+    return _upsert_executor(conn, row) is not _Change.UNCHANGED
+
+
+def replace_task_executors(
+    conn: Connection, task_uid: TaskUid, entries: Sequence[ExecutorRef]
+) -> None:
+    """Set a mirrored Task's executor references, resolving each name in its namespace."""
+    namespace = conn.execute(
+        select(_tasks.c.namespace).where(_tasks.c.uid == task_uid)
+    ).scalar_one_or_none()
+    if namespace is None:
+        raise LookupError(f"task {task_uid} is not in the mirror: write it first")
+    conn.execute(delete(_links).where(_links.c.task_uid == task_uid))
+    if entries:
+        found = conn.execute(
+            select(_executors.c.name, _executors.c.uid).where(
+                _executors.c.namespace == namespace,
+                _executors.c.name.in_([e.name for e in entries]),
+            )
+        )
+        uids = {name: uid for name, uid in found}
+        conn.execute(
+            insert(_links),
+            [
+                {
+                    "task_uid": task_uid,
+                    "executor_name": entry.name,
+                    "executor_uid": uids.get(entry.name),
+                    "weight": entry.weight,
+                    "priority": entry.priority,
+                    "position": position,
+                }
+                for position, entry in enumerate(entries)
+            ],
+        )
+    _refresh_missing(conn, _tasks.c.uid == task_uid)
+
+
+def resolve_executor_refs(conn: Connection, namespace: str | None = None) -> list[TaskUid]:
+    """Point every reference in ``namespace`` (all when None) at the Executor of its name, if
+    any; the Tasks whose missing executors changed."""
+    conn.execute(_RESOLVE, {"namespace": namespace})
+    where = None if namespace is None else _tasks.c.namespace == namespace
+    return _refresh_missing(conn, where)
+
+
+def upsert_instances(conn: Connection, executor_uid: str, pods: Iterable[InstanceRow]) -> bool:
+    """Make the Executor's mirrored pods equal to ``pods``; False when nothing changed.
+
+    Only the Kubernetes fields are written; the leader's health findings of a pod stay.
+    """
+    wanted = {pod.pod_uid: pod for pod in pods}
+    current = {pod.pod_uid: pod for pod in _instances(conn, _pods.c.executor_uid == executor_uid)}
+    stale = current.keys() - wanted.keys()
+    if stale:
+        conn.execute(
+            delete(_pods).where(_pods.c.executor_uid == executor_uid, _pods.c.pod_uid.in_(stale))
+        )
+    new = [pod for uid, pod in wanted.items() if uid not in current]
+    if new:
+        conn.execute(
+            insert(_pods).values(updated_at=_NOW, epoch=_EPOCH),
+            [{**_values(pod), "executor_uid": executor_uid} for pod in new],
+        )
+    changed = [pod for uid, pod in wanted.items() if uid in current and current[uid] != pod]
+    for pod in changed:
+        conn.execute(
+            update(_pods)
+            .where(_pods.c.executor_uid == executor_uid, _pods.c.pod_uid == pod.pod_uid)
+            .values(**_values(pod), updated_at=_NOW, epoch=_EPOCH)
+        )
+    return bool(stale or new or changed)
+
+
+def delete_task(conn: Connection, uid: TaskUid) -> bool:
+    """Remove a Task's mirror rows (references, load-balancer state); its executions stay."""
+    return conn.execute(delete(_tasks).where(_tasks.c.uid == uid)).rowcount > 0
+
+
+def delete_executor(conn: Connection, uid: str) -> bool:
+    """Remove an Executor and its pods; Tasks naming it now list it as missing."""
+    namespace = conn.execute(
+        select(_executors.c.namespace).where(_executors.c.uid == uid)
+    ).scalar_one_or_none()
+    if namespace is None:
+        return False
+    # The foreign key sets task_executors.executor_uid to NULL and deletes the pods.
+    conn.execute(delete(_executors).where(_executors.c.uid == uid))
+    _refresh_missing(conn, _tasks.c.namespace == namespace)
+    return True
+
+
+def resync(
+    conn: Connection,
+    tasks: Iterable[TaskRow],
+    executors: Iterable[ExecutorRow],
+    pods_by_executor: Mapping[str, Iterable[InstanceRow]],
+) -> ResyncCounts:
+    """Make the whole mirror equal to a full snapshot (what a new leader does first)."""
+    task_rows = {row.uid: row for row in tasks}
+    executor_rows = {row.uid: row for row in executors}
+    orphans = pods_by_executor.keys() - executor_rows.keys()
+    if orphans:
+        raise ValueError(f"pods given for executors not in the snapshot: {sorted(orphans)}")
+    changes: list[_Change] = []
+    # Deletions first: a resource re-created under the same name must not collide with the
+    # row of its deleted predecessor.
+    deleted = conn.execute(delete(_tasks).where(_tasks.c.uid.not_in(list(task_rows)))).rowcount
+    deleted += conn.execute(
+        delete(_executors).where(_executors.c.uid.not_in(list(executor_rows)))
+    ).rowcount
+    changes.extend(_upsert_executor(conn, row, resolve=False) for row in executor_rows.values())
+    changes.extend(_upsert_task(conn, row) for row in task_rows.values())
+    for uid in executor_rows:
+        if upsert_instances(conn, uid, pods_by_executor.get(uid, ())):
+            changes.append(_Change.UPDATED)
+    resolve_executor_refs(conn)
+    return ResyncCounts(
+        created=changes.count(_Change.CREATED),
+        updated=changes.count(_Change.UPDATED),
+        deleted=deleted,
+    )
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+
+def read_tasks(conn: Connection, namespace: str | None = None) -> list[TaskRow]:
+    """The mirrored Tasks, by namespace and name."""
+    query = select(_tasks).order_by(_tasks.c.namespace, _tasks.c.name)
+    if namespace is not None:
+        query = query.where(_tasks.c.namespace == namespace)
+    refs: dict[str, list[ExecutorRef]] = defaultdict(list)
+    for link in read_task_executors(conn, namespace):
+        refs[link.task_uid].append(ExecutorRef(link.executor_name, link.weight, link.priority))
+    return [_from_row(TaskRow, row, executors=tuple(refs[row.uid])) for row in conn.execute(query)]
+
+
+def read_executors(conn: Connection, namespace: str | None = None) -> list[ExecutorRow]:
+    """The mirrored Executors, by namespace and name."""
+    query = select(_executors).order_by(_executors.c.namespace, _executors.c.name)
+    if namespace is not None:
+        query = query.where(_executors.c.namespace == namespace)
+    return [_from_row(ExecutorRow, row) for row in conn.execute(query)]
+
+
+def read_instances(conn: Connection) -> dict[str, tuple[InstanceRow, ...]]:
+    """The mirrored pods of every Executor that has any, by executor uid, each by pod name."""
+    query = select(_pods).order_by(_pods.c.executor_uid, _pods.c.pod_name)
+    grouped: dict[str, list[InstanceRow]] = defaultdict(list)
+    for row in conn.execute(query):
+        grouped[row.executor_uid].append(_from_row(InstanceRow, row))
+    return {uid: tuple(pods) for uid, pods in grouped.items()}
+
+
+def read_task_executors(conn: Connection, namespace: str | None = None) -> list[ExecutorLink]:
+    """Every Task's references, by task uid, each Task's in its ``spec.executors`` order."""
+    query = select(_links).order_by(_links.c.task_uid, _links.c.position)
+    if namespace is not None:
+        query = query.where(
+            _links.c.task_uid.in_(select(_tasks.c.uid).where(_tasks.c.namespace == namespace))
+        )
+    return [_from_row(ExecutorLink, row) for row in conn.execute(query)]
+
+
+def read_missing_executors(conn: Connection, uid: TaskUid) -> list[str] | None:
+    """``tasks.missing_executors`` of one Task; None when it is not mirrored."""
+    value = conn.execute(
+        select(_tasks.c.missing_executors).where(_tasks.c.uid == uid)
+    ).scalar_one_or_none()
+    return None if value is None else list(value)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _upsert_task(conn: Connection, row: TaskRow) -> _Change:
+    stored = conn.execute(
+        select(_tasks.c.spec_hash).where(_tasks.c.uid == row.uid)
+    ).scalar_one_or_none()
+    if stored == row.spec_hash:
+        return _Change.UNCHANGED
+    values = _values(row, exclude="executors")
+    if stored is None:
+        conn.execute(
+            delete(_tasks).where(
+                _tasks.c.namespace == row.namespace,
+                _tasks.c.name == row.name,
+                _tasks.c.uid != row.uid,
+            )
+        )
+        conn.execute(
+            insert(_tasks).values(
+                **values, missing_executors=[], created_at=_NOW, updated_at=_NOW, epoch=_EPOCH
+            )
+        )
+    else:
+        conn.execute(
+            update(_tasks)
+            .where(_tasks.c.uid == row.uid)
+            .values(**values, updated_at=_NOW, epoch=_EPOCH)
+        )
+    replace_task_executors(conn, row.uid, row.executors)
+    return _Change.CREATED if stored is None else _Change.UPDATED
+
+
+def _upsert_executor(conn: Connection, row: ExecutorRow, resolve: bool = True) -> _Change:
+    stored = conn.execute(
+        select(_executors.c.spec_hash).where(_executors.c.uid == row.uid)
+    ).scalar_one_or_none()
+    if stored == row.spec_hash:
+        return _Change.UNCHANGED
+    values = _values(row, exclude="uid")
+    if stored is not None:
+        conn.execute(
+            update(_executors)
+            .where(_executors.c.uid == row.uid)
+            .values(**values, updated_at=_NOW, epoch=_EPOCH)
+        )
+        return _Change.UPDATED
+    conn.execute(
+        delete(_executors).where(
+            _executors.c.namespace == row.namespace,
+            _executors.c.name == row.name,
+            _executors.c.uid != row.uid,
+        )
+    )
+    conn.execute(
+        insert(_executors).values(
+            uid=row.uid, **values, created_at=_NOW, updated_at=_NOW, epoch=_EPOCH
+        )
+    )
+    if resolve:
+        resolve_executor_refs(conn, row.namespace)
+    return _Change.CREATED
+
+
+def _refresh_missing(conn: Connection, where: ColumnElement[bool] | None) -> list[TaskUid]:
+    """Recompute ``tasks.missing_executors`` (of the Tasks ``where`` selects); the changed."""
+    tasks_query = select(_tasks.c.uid, _tasks.c.missing_executors)
+    links_query = (
+        select(_links.c.task_uid, _links.c.executor_name)
+        .join(_tasks, _tasks.c.uid == _links.c.task_uid)
+        .where(_links.c.executor_uid.is_(None))
+        .order_by(_links.c.task_uid, _links.c.position)
+    )
+    if where is not None:
+        tasks_query = tasks_query.where(where)
+        links_query = links_query.where(where)
+    missing: dict[str, list[str]] = defaultdict(list)
+    for task_uid, name in conn.execute(links_query):
+        missing[task_uid].append(name)
+    changed = []
+    for uid, stored in conn.execute(tasks_query):
+        if list(stored) != missing[uid]:
+            conn.execute(
+                update(_tasks)
+                .where(_tasks.c.uid == uid)
+                .values(missing_executors=missing[uid], updated_at=_NOW, epoch=_EPOCH)
+            )
+            changed.append(TaskUid(uid))
+    return changed
+
+
+def _values(row: DataclassInstance, exclude: str = "") -> dict[str, Any]:
+    """A row dataclass's fields as column values (shallow, unlike ``dataclasses.asdict``)."""
+    return {f.name: getattr(row, f.name) for f in dataclasses.fields(row) if f.name != exclude}
+
+
+def _from_row(row_type: type[_Row], row: Row[Any], **given: Any) -> _Row:
+    """A row dataclass from a result row holding a column for each field not ``given``."""
+    columns = row._mapping
+    names = [f.name for f in dataclasses.fields(row_type)]
+    return row_type(**{name: columns[name] for name in names if name not in given}, **given)
+
+
+def _instances(conn: Connection, where: ColumnElement[bool]) -> list[InstanceRow]:
+    return [_from_row(InstanceRow, row) for row in conn.execute(select(_pods).where(where))]
+
+
+# -- the leader's health findings about pods (written by cadenza.executors.pool) ---------------
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+
+def update_instance_health(
+    conn: Connection,
+    executor_uid: str,
+    pod_uid: str,
+    healthy: bool | None,
+    in_flight: int,
+    last_probe_at: datetime | None,
+    last_error: str | None,
+) -> bool:
+    """Record the leader's findings about one mirrored pod (``healthy`` None: not probed yet).
+
+    Only the health columns are written, never the Kubernetes fields. False when the mirror has
+    no row for the pod (yet): the caller keeps the finding and writes it again later.
+    """
+    result = conn.execute(
+        update(_pods)
+        .where(_pods.c.executor_uid == executor_uid, _pods.c.pod_uid == pod_uid)
+        .values(
+            healthy=healthy,
+            in_flight=in_flight,
+            last_probe_at=last_probe_at,
+            last_error=last_error,
+            updated_at=_NOW,
+        )
+    )
+    # PyMySQL connects with CLIENT.FOUND_ROWS: rowcount counts matched rows, changed or not.
+    return result.rowcount > 0

@@ -1,0 +1,499 @@
+"""The resource mirror: writes keyed by uid and skipped when the spec hash is unchanged, executor
+references resolved by name, full resyncs, and refused writes that leave the mirror as it was."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from cadenza.core.ids import Epoch, TaskUid
+from cadenza.devenv import mariadb
+from cadenza.store import engine as engines
+from cadenza.store import executions, fencing, migrations, mirror, schema
+from tests.support import wait_for
+
+pytestmark = pytest.mark.mariadb
+
+LOCK = "cadenza-leader"
+Leader = Callable[[], AbstractContextManager[Connection]]
+
+
+@pytest.fixture
+def engine(database: str) -> Iterator[Engine]:
+    eng = engines.create_engine(database, pool_size=4)
+    migrations.migrate(eng)
+    yield eng
+    assert eng.pool.checkedout() == 0, "a test leaked a pooled connection"  # type: ignore[attr-defined]
+    eng.dispose()
+
+
+@pytest.fixture
+def bump(mariadb_server: mariadb.Server, database: str) -> Iterator[Callable[[], Epoch]]:
+    """Takes the lead: bumps the epoch on a session of its own, as the leader lock does."""
+    session = mariadb_server.connect(make_url(database).database)
+
+    def bump() -> Epoch:
+        with session.cursor() as cur:
+            cur.execute(fencing.BUMP_EPOCH_SQL, (LOCK, "replica-a"))
+            cur.execute("SELECT epoch FROM leader_epochs WHERE lock_name = %s", (LOCK,))
+            row = cur.fetchone()
+        assert row is not None
+        return Epoch(int(row[0]))
+
+    yield bump
+    session.close()
+
+
+@pytest.fixture
+def leader(engine: Engine, bump: Callable[[], Epoch]) -> Leader:
+    """Opens a leader transaction of the current epoch."""
+    epoch = bump()
+    return lambda: fencing.leader_transaction(engine, LOCK, epoch)
+
+
+def digest(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def task(
+    name: str,
+    *refs: str,
+    namespace: str = "ns",
+    uid: str | None = None,
+    schedule: str = "*/10 * * * * *",
+    **fields: Any,
+) -> mirror.TaskRow:
+    spec = {"schedule": schedule, "executors": [{"name": r} for r in refs], "handler": "echo"}
+    row = mirror.TaskRow(
+        uid=TaskUid(uid or str(uuid.uuid4())),
+        namespace=namespace,
+        name=name,
+        original_name=name.replace("-", "_"),
+        generation=1,
+        cron_expression=schedule,
+        time_zone="UTC",
+        suspend=False,
+        execution_mode="Parallel",
+        load_balance_strategy="RoundRobin",
+        handler="echo",
+        timeout_seconds=300,
+        spec=spec,
+        spec_hash=digest(spec),
+        executors=tuple(
+            mirror.ExecutorRef(r, weight=i + 1, priority=i) for i, r in enumerate(refs)
+        ),
+    )
+    return dataclasses.replace(row, **fields)
+
+
+def executor(name: str, namespace: str = "ns", port: int = 9090) -> mirror.ExecutorRow:
+    spec = {"selector": {"matchLabels": {"app": name}}, "port": port}
+    return mirror.ExecutorRow(
+        uid=str(uuid.uuid4()),
+        namespace=namespace,
+        name=name,
+        selector=spec["selector"],  # type: ignore[arg-type]
+        port=port,
+        scheme="http",
+        spec=spec,
+        spec_hash=digest(spec),
+        generation=1,
+    )
+
+
+def pod(name: str, ip: str | None = "10.0.0.1", ready: bool = True) -> mirror.InstanceRow:
+    return mirror.InstanceRow(
+        pod_uid=str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+        pod_name=name,
+        namespace="ns",
+        ip=ip,
+        phase="Running",
+        ready=ready,
+    )
+
+
+def changed(row: mirror.TaskRow, **spec_changes: Any) -> mirror.TaskRow:
+    spec = {**row.spec, **spec_changes}
+    return dataclasses.replace(
+        row, spec=spec, spec_hash=digest(spec), generation=row.generation + 1, **spec_changes
+    )
+
+
+def updated_at(engine: Engine, uid: str) -> datetime:
+    with engine.connect() as conn:
+        value = conn.execute(
+            sa.select(schema.tasks.c.updated_at).where(schema.tasks.c.uid == uid)
+        ).scalar_one()
+    assert isinstance(value, datetime)
+    return value
+
+
+def db_clock_passes(engine: Engine, moment: datetime) -> None:
+    def passed() -> bool:
+        with engine.connect() as conn:
+            now = conn.exec_driver_sql("SELECT UTC_TIMESTAMP(3)").scalar_one()
+        return bool(now.replace(tzinfo=UTC) > moment)
+
+    wait_for(passed, 5, "the database clock to move on")
+
+
+@dataclasses.dataclass
+class Mirror:
+    tasks: list[mirror.TaskRow]
+    executors: list[mirror.ExecutorRow]
+    instances: dict[str, tuple[mirror.InstanceRow, ...]]
+    links: list[mirror.ExecutorLink]
+
+
+def snapshot(engine: Engine) -> Mirror:
+    with engine.connect() as conn:
+        return Mirror(
+            mirror.read_tasks(conn),
+            mirror.read_executors(conn),
+            mirror.read_instances(conn),
+            mirror.read_task_executors(conn),
+        )
+
+
+def missing(engine: Engine, uid: TaskUid) -> list[str] | None:
+    with engine.connect() as conn:
+        return mirror.read_missing_executors(conn, uid)
+
+
+# -- upserts -----------------------------------------------------------------------------------
+
+
+def test_a_task_reads_back_as_written(engine: Engine, leader: Leader) -> None:
+    pool, spare = executor("pool"), executor("spare")
+    row = task("test-task", "spare", "pool")
+    with leader() as conn:
+        mirror.upsert_executor(conn, pool)
+        mirror.upsert_executor(conn, spare)
+        assert mirror.upsert_task(conn, row) is True
+
+    state = snapshot(engine)
+    assert state.tasks == [row]
+    assert state.executors == [pool, spare]
+    assert [(link.executor_name, link.executor_uid) for link in state.links] == [
+        ("spare", spare.uid),
+        ("pool", pool.uid),
+    ]
+
+
+def test_an_unchanged_spec_hash_writes_nothing(engine: Engine, leader: Leader) -> None:
+    row = task("test-task")
+    with leader() as conn:
+        mirror.upsert_task(conn, row)
+    first = updated_at(engine, row.uid)
+    db_clock_passes(engine, first)
+
+    with leader() as conn:
+        assert mirror.upsert_task(conn, row) is False
+
+    assert updated_at(engine, row.uid) == first
+
+    edited = changed(row, handler="other")
+    with leader() as conn:
+        assert mirror.upsert_task(conn, edited) is True
+
+    assert updated_at(engine, row.uid) > first
+    assert snapshot(engine).tasks == [edited]
+
+
+def test_an_unchanged_executor_is_not_rewritten(engine: Engine, leader: Leader) -> None:
+    pool = executor("pool")
+    with leader() as conn:
+        assert mirror.upsert_executor(conn, pool) is True
+    with leader() as conn:
+        assert mirror.upsert_executor(conn, pool) is False
+        moved = dataclasses.replace(pool, port=9191, spec_hash="f" * 64, generation=2)
+        assert mirror.upsert_executor(conn, moved) is True
+    assert snapshot(engine).executors == [moved]
+
+
+def test_a_task_recreated_under_its_name_replaces_the_old_row(
+    engine: Engine, leader: Leader
+) -> None:
+    old = task("test-task")
+    new = task("test-task", uid=str(uuid.uuid4()))
+    with leader() as conn:
+        mirror.upsert_task(conn, old)
+    with leader() as conn:
+        mirror.upsert_task(conn, new)
+    assert snapshot(engine).tasks == [new]
+
+
+def test_pods_follow_the_executor_and_keep_their_health(engine: Engine, leader: Leader) -> None:
+    pool = executor("pool")
+    a, b, c = pod("pool-a", "10.0.0.1"), pod("pool-b", None, ready=False), pod("pool-c")
+    with leader() as conn:
+        mirror.upsert_executor(conn, pool)
+        assert mirror.upsert_instances(conn, pool.uid, [a, b]) is True
+        conn.execute(
+            sa.update(schema.executor_instances)
+            .where(schema.executor_instances.c.pod_uid == a.pod_uid)
+            .values(healthy=True, in_flight=2)
+        )
+    with leader() as conn:
+        assert mirror.upsert_instances(conn, pool.uid, [a, b]) is False
+
+    b_running = dataclasses.replace(b, ip="10.0.0.2", ready=True)
+    a_not_ready = dataclasses.replace(a, ready=False)
+    with leader() as conn:
+        assert mirror.upsert_instances(conn, pool.uid, [a_not_ready, b_running, c]) is True
+        assert mirror.upsert_instances(conn, pool.uid, [b_running, c]) is True
+
+    assert snapshot(engine).instances == {pool.uid: (b_running, c)}
+    with leader() as conn:
+        mirror.upsert_instances(conn, pool.uid, [a, b_running])
+        health = conn.execute(
+            sa.select(
+                schema.executor_instances.c.healthy, schema.executor_instances.c.in_flight
+            ).where(schema.executor_instances.c.pod_uid == a.pod_uid)
+        ).one()
+    assert tuple(health) == (None, 0), "a pod that left and came back starts unprobed"
+
+
+def test_a_pod_may_belong_to_several_executors(engine: Engine, leader: Leader) -> None:
+    pool, other = executor("pool"), executor("other")
+    shared = pod("shared")
+    with leader() as conn:
+        mirror.upsert_executor(conn, pool)
+        mirror.upsert_executor(conn, other)
+        mirror.upsert_instances(conn, pool.uid, [shared])
+        mirror.upsert_instances(conn, other.uid, [shared])
+    with leader() as conn:
+        mirror.delete_executor(conn, pool.uid)
+    assert snapshot(engine).instances == {other.uid: (shared,)}
+
+
+# -- executor references -----------------------------------------------------------------------
+
+
+def test_missing_executors_are_visible_and_resolve_when_they_appear(
+    engine: Engine, leader: Leader
+) -> None:
+    pool = executor("pool")
+    row = task("test-task", "pool", "spare")
+    with leader() as conn:
+        mirror.upsert_executor(conn, pool)
+        mirror.upsert_task(conn, row)
+
+    assert [(x.executor_name, x.executor_uid) for x in snapshot(engine).links] == [
+        ("pool", pool.uid),
+        ("spare", None),
+    ]
+    assert missing(engine, row.uid) == ["spare"]
+
+    elsewhere = executor("spare", namespace="other-ns")
+    spare = executor("spare")
+    with leader() as conn:
+        mirror.upsert_executor(conn, elsewhere)
+    assert missing(engine, row.uid) == ["spare"], "an Executor of another namespace does not count"
+    with leader() as conn:
+        mirror.upsert_executor(conn, spare)
+    assert missing(engine, row.uid) == []
+    assert [x.executor_uid for x in snapshot(engine).links] == [pool.uid, spare.uid]
+
+    with leader() as conn:
+        assert mirror.delete_executor(conn, pool.uid) is True
+        assert mirror.delete_executor(conn, pool.uid) is False
+    assert missing(engine, row.uid) == ["pool"]
+    assert [x.executor_uid for x in snapshot(engine).links] == [None, spare.uid]
+
+
+def test_resolving_reports_the_tasks_whose_missing_executors_changed(
+    engine: Engine, leader: Leader
+) -> None:
+    row, other = task("a", "pool"), task("b", "elsewhere")
+    with leader() as conn:
+        mirror.upsert_task(conn, row)
+        mirror.upsert_task(conn, other)
+        assert mirror.resolve_executor_refs(conn, "ns") == []
+        conn.execute(
+            sa.insert(schema.executors).values(
+                uid=str(uuid.uuid4()),
+                namespace="ns",
+                name="pool",
+                selector={},
+                port=9090,
+                scheme="http",
+                spec={},
+                spec_hash="0" * 64,
+                generation=1,
+                created_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC),
+            )
+        )
+        assert mirror.resolve_executor_refs(conn, "ns") == [row.uid]
+    assert missing(engine, row.uid) == []
+    assert missing(engine, other.uid) == ["elsewhere"]
+
+
+def test_references_of_an_unmirrored_task_are_refused(leader: Leader) -> None:
+    with pytest.raises(LookupError, match="not in the mirror"), leader() as conn:
+        mirror.replace_task_executors(conn, TaskUid(str(uuid.uuid4())), [])
+
+
+# -- deletes -----------------------------------------------------------------------------------
+
+
+def test_deleting_a_task_keeps_its_execution_history(engine: Engine, leader: Leader) -> None:
+    pool = executor("pool")
+    row = task("test-task", "pool")
+    tick = datetime(2025, 1, 9, 1, 41, 50, tzinfo=UTC)
+    with leader() as conn:
+        mirror.upsert_executor(conn, pool)
+        mirror.upsert_task(conn, row)
+        run = executions.claim_tick(
+            conn, row.uid, row.namespace, row.name, tick, executions.Origin.SCHEDULE, epoch=Epoch(1)
+        )
+        conn.execute(
+            sa.insert(schema.load_balance_state).values(
+                task_uid=row.uid,
+                strategy="RoundRobin",
+                state={"cursor": 3},
+                epoch=1,
+                updated_at=datetime.now(UTC),
+            )
+        )
+    assert run is not None
+
+    with leader() as conn:
+        assert mirror.delete_task(conn, row.uid) is True
+        assert mirror.delete_task(conn, row.uid) is False
+
+    state = snapshot(engine)
+    assert (state.tasks, state.links, state.executors) == ([], [], [pool])
+    with engine.connect() as conn:
+        balancers = conn.execute(sa.select(sa.func.count()).select_from(schema.load_balance_state))
+        assert balancers.scalar_one() == 0
+    kept = executions.get_execution(engine, run)
+    assert kept is not None and (kept.task_uid, kept.scheduled_at) == (row.uid, tick)
+
+
+# -- resync ------------------------------------------------------------------------------------
+
+
+def test_resync_makes_the_mirror_equal_to_the_snapshot(engine: Engine, leader: Leader) -> None:
+    kept_exec, gone_exec, renamed_exec = executor("pool"), executor("old"), executor("spare")
+    kept_task, edited_task, gone_task = task("a", "pool"), task("b", "spare"), task("c", "old")
+    with leader() as conn:
+        for e in (kept_exec, gone_exec, renamed_exec):
+            mirror.upsert_executor(conn, e)
+        for t in (kept_task, edited_task, gone_task):
+            mirror.upsert_task(conn, t)
+        mirror.upsert_instances(conn, kept_exec.uid, [pod("pool-a"), pod("pool-b")])
+        mirror.upsert_instances(conn, gone_exec.uid, [pod("old-a")])
+
+    # Meanwhile (no leader watching): "spare" deleted and created again, "old" and "c" deleted,
+    # "b" edited, "d" and "new" created, pool-b replaced by pool-c.
+    respawned = executor("spare")
+    new_exec = executor("new", port=8080)
+    edited = changed(edited_task, handler="other")
+    created = task("d", "new", "nowhere")
+    pods = {kept_exec.uid: (pod("pool-a"), pod("pool-c")), new_exec.uid: (pod("new-a"),)}
+    with leader() as conn:
+        counts = mirror.resync(
+            conn, [kept_task, edited, created], [kept_exec, respawned, new_exec], pods
+        )
+
+    state = snapshot(engine)
+    assert state.tasks == [kept_task, edited, created]
+    assert state.executors == [new_exec, kept_exec, respawned]
+    assert state.instances == {
+        uid: tuple(sorted(p, key=lambda x: x.pod_name)) for uid, p in pods.items()
+    }
+    resolved = {(x.task_uid, x.executor_name): x.executor_uid for x in state.links}
+    assert resolved == {
+        (kept_task.uid, "pool"): kept_exec.uid,
+        (edited.uid, "spare"): respawned.uid,
+        (created.uid, "new"): new_exec.uid,
+        (created.uid, "nowhere"): None,
+    }
+    assert missing(engine, created.uid) == ["nowhere"]
+    assert counts == mirror.ResyncCounts(created=3, updated=3, deleted=3)
+
+    with leader() as conn:
+        again = mirror.resync(
+            conn, [kept_task, edited, created], [kept_exec, respawned, new_exec], pods
+        )
+    assert again == mirror.ResyncCounts()
+    assert snapshot(engine) == state
+
+
+def test_resync_to_an_empty_snapshot_empties_the_mirror(engine: Engine, leader: Leader) -> None:
+    pool = executor("pool")
+    with leader() as conn:
+        mirror.upsert_executor(conn, pool)
+        mirror.upsert_task(conn, task("a", "pool"))
+        mirror.upsert_instances(conn, pool.uid, [pod("pool-a")])
+    with leader() as conn:
+        mirror.resync(conn, [], [], {})
+    assert snapshot(engine) == Mirror([], [], {}, [])
+
+
+def test_resync_refuses_pods_of_an_executor_it_was_not_given(leader: Leader) -> None:
+    with pytest.raises(ValueError, match="not in the snapshot"), leader() as conn:
+        mirror.resync(conn, [], [], {"some-uid": [pod("x")]})
+
+
+# -- refused writes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(lambda row: changed(row, handler="h" * 254), id="value-too-long"),
+        pytest.param(
+            lambda row: dataclasses.replace(
+                changed(row, handler="x"),
+                executors=(mirror.ExecutorRef("pool"), mirror.ExecutorRef("pool")),
+            ),
+            id="duplicate-executor-name",
+        ),
+        pytest.param(
+            lambda row: changed(row, handler="x", cron_expression=None), id="missing-schedule"
+        ),
+    ],
+)
+def test_a_refused_write_leaves_the_previous_rows(
+    engine: Engine, leader: Leader, bad: Callable[[mirror.TaskRow], mirror.TaskRow]
+) -> None:
+    pool = executor("pool")
+    row = task("test-task", "pool")
+    with leader() as conn:
+        mirror.upsert_executor(conn, pool)
+        mirror.upsert_task(conn, row)
+    before = snapshot(engine)
+
+    with pytest.raises(sa.exc.DBAPIError), leader() as conn:
+        mirror.upsert_executor(conn, executor("other"))
+        mirror.upsert_task(conn, bad(row))
+
+    assert snapshot(engine) == before
+
+
+def test_a_fenced_leader_changes_nothing(
+    engine: Engine, leader: Leader, bump: Callable[[], Epoch]
+) -> None:
+    row = task("test-task")
+    with leader() as conn:
+        mirror.upsert_task(conn, row)
+    before = snapshot(engine)
+    bump()
+
+    with pytest.raises(fencing.Fenced), leader() as conn:
+        mirror.resync(conn, [], [], {})
+
+    assert snapshot(engine) == before
