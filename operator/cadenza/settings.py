@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -116,6 +117,24 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class SchedulingSettings:
+    deadline_grace_seconds: float = 10.0
+    """How long past a run's deadline the leader waits for the pod's own timeout report before
+    it cancels the run there and counts the attempt as lost (``CADENZA_DEADLINE_GRACE_SECONDS``)."""
+
+    status_min_interval_seconds: float = 2.0
+    """A Task's status is written at most once per this many seconds, however often it fires
+    (``CADENZA_STATUS_MIN_INTERVAL_SECONDS``)."""
+
+    status_max_writes_per_second: float = 20.0
+    """Task status writes per second across all Tasks (``CADENZA_STATUS_MAX_WRITES_PER_SECOND``)."""
+
+    retention_interval_seconds: float = 60.0
+    """How often finished runs beyond each Task's ``spec.history`` are pruned
+    (``CADENZA_RETENTION_INTERVAL_SECONDS``)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     instance_id: str
     """This replica's identity in ``scheduler_instances`` (``CADENZA_INSTANCE_ID``; default
@@ -125,6 +144,7 @@ class Settings:
     leadership: LeadershipSettings = field(default_factory=LeadershipSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
+    scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
 
     thread_pool_size: int = 16
@@ -178,6 +198,20 @@ class Settings:
                     f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}",
                 ).rstrip("/"),
             ),
+            scheduling=SchedulingSettings(
+                deadline_grace_seconds=read(
+                    "CADENZA_DEADLINE_GRACE_SECONDS", float, 10.0, minimum=0, maximum=3600
+                ),
+                status_min_interval_seconds=read(
+                    "CADENZA_STATUS_MIN_INTERVAL_SECONDS", float, 2.0, minimum=0.1, maximum=3600
+                ),
+                status_max_writes_per_second=read(
+                    "CADENZA_STATUS_MAX_WRITES_PER_SECOND", float, 20.0, minimum=0.1, maximum=1000
+                ),
+                retention_interval_seconds=read(
+                    "CADENZA_RETENTION_INTERVAL_SECONDS", float, 60.0, minimum=1, maximum=86400
+                ),
+            ),
             kube=KubeSettings(
                 namespaces=tuple(n.strip() for n in namespaces.split(",") if n.strip()),
                 kubeconfig=env.get("KUBECONFIG") or None,
@@ -204,6 +238,13 @@ def _webhook_settings(read: _Reader, *, http_host: str, http_port: int) -> Webho
     for name, path in (("CADENZA_WEBHOOK_CERT_FILE", cert), ("CADENZA_WEBHOOK_KEY_FILE", key)):
         if not (Path(path).is_file() and os.access(path, os.R_OK)):
             raise SettingsError(f"{name}={path!r} is not a readable file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError, ValueError) as error:
+        raise SettingsError(
+            f"CADENZA_WEBHOOK_CERT_FILE={cert!r} and CADENZA_WEBHOOK_KEY_FILE={key!r} are not a "
+            f"PEM certificate and its private key: {error}"
+        ) from None
     if port == http_port and _same_interface(host, http_host):
         raise SettingsError(
             f"CADENZA_WEBHOOK_PORT ({port}) must differ from CADENZA_HTTP_PORT ({http_port})"
