@@ -107,6 +107,7 @@ class DemoApp:
             "executionId": call.get("executionId"),
             "handler": call.get("handler"),
             "attempt": call.get("attempt"),
+            "scheduledAt": call.get("scheduledAt"),
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
         logger.info("call", extra=entry)

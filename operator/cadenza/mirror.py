@@ -10,7 +10,7 @@ Invariants:
   epoch makes the database refuse it (``Fenced``), and the replica steps down.
 - Nothing is written while the lease is in doubt (no recent good heartbeat).
 - Conditions derived from the mirror (an Executor that does not exist, a schedule that cannot be
-  parsed) are written to the Task's status only when they change.
+  parsed) go to the status book, which writes them only when they change.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import kubernetes
 from sqlalchemy.engine import Engine
 
 from cadenza.core import schedule, selectors
@@ -39,17 +38,42 @@ DEBOUNCE_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
+class TaskConditions:
+    namespace: str
+    name: str
+    generation: int
+    conditions: list[conditions.Condition]
+
+
+ConditionsHook = Callable[[TaskUid, TaskConditions], None]
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The mirror as it should be, computed purely from the indexes."""
 
     tasks: list[rows.TaskRow]
     executors: list[rows.ExecutorRow]
     instances: dict[str, list[rows.InstanceRow]]
-    task_conditions: dict[tuple[str, str], list[conditions.Condition]] = field(default_factory=dict)
+    task_conditions: dict[TaskUid, TaskConditions] = field(default_factory=dict)
+
+
+ORIGINAL_NAME_LIMIT = 255
+"""The ``tasks.original_name`` column; the admission webhook refuses longer annotations."""
 
 
 def task_row(view: TaskView) -> rows.TaskRow:
     spec = view.spec
+    original = view.original_name
+    if original is not None and len(original) > ORIGINAL_NAME_LIMIT:
+        # One oversized annotation must not fail the whole mirror transaction.
+        log.warning(
+            "task %s/%s: original-name annotation longer than %d characters ignored",
+            view.namespace,
+            view.name,
+            ORIGINAL_NAME_LIMIT,
+        )
+        original = None
     invalid: str | None = None
     try:
         schedule.parse_schedule(str(spec.get("schedule", "")), str(spec.get("timeZone", "UTC")))
@@ -59,7 +83,7 @@ def task_row(view: TaskView) -> rows.TaskRow:
         uid=TaskUid(view.uid),
         namespace=view.namespace,
         name=view.name,
-        original_name=view.original_name,
+        original_name=original,
         generation=view.generation,
         cron_expression=str(spec.get("schedule", "")),
         time_zone=str(spec.get("timeZone", "UTC")),
@@ -122,13 +146,17 @@ def snapshot(hub: Hub) -> Snapshot:
         ]
         for e in executors
     }
-    tasks, task_conditions = [], {}
+    tasks: list[rows.TaskRow] = []
+    task_conditions: dict[TaskUid, TaskConditions] = {}
     for view in hub.tasks():
         row = task_row(view)
         tasks.append(row)
         missing = [n for n in view.executor_names if (view.namespace, n) not in known]
-        task_conditions[(view.namespace, view.name)] = conditions.for_task(
-            view.generation, row.invalid_reason, missing
+        task_conditions[row.uid] = TaskConditions(
+            view.namespace,
+            view.name,
+            view.generation,
+            conditions.for_task(view.generation, row.invalid_reason, missing),
         )
     return Snapshot(
         tasks=tasks,
@@ -147,22 +175,27 @@ class MirrorLoop:
         engine: Engine,
         settings: Settings,
         epoch: Epoch,
-        kube: kubernetes.client.ApiClient,
+        on_conditions: ConditionsHook,
     ) -> None:
         self._hub = hub
         self._engine = engine
         self._lock_name = settings.leadership.lock_name
         self._epoch = epoch
-        self._writer = conditions.ConditionWriter(kube)
+        self._on_conditions = on_conditions
 
-    async def run(self, lease_valid: Callable[[], bool]) -> None:
-        self._hub.drain()
-        await self.sync(lease_valid)
-        while True:
-            await self._hub.changed.wait()
-            await asyncio.sleep(DEBOUNCE_SECONDS)
-            self._hub.drain()
+    async def run(self, lease_valid: Callable[[], bool], synced: asyncio.Event) -> None:
+        """Resync now, set ``synced``, then follow changes until cancelled."""
+        changed = self._hub.subscribe()
+        try:
             await self.sync(lease_valid)
+            synced.set()
+            while True:
+                await changed.wait()
+                await asyncio.sleep(DEBOUNCE_SECONDS)
+                changed.clear()
+                await self.sync(lease_valid)
+        finally:
+            self._hub.unsubscribe(changed)
 
     async def sync(self, lease_valid: Callable[[], bool]) -> None:
         if not lease_valid():
@@ -170,7 +203,8 @@ class MirrorLoop:
             return
         snap = snapshot(self._hub)
         await asyncio.to_thread(self._write, snap)
-        await self._writer.write_all(snap.task_conditions, lease_valid)
+        for uid, wanted in snap.task_conditions.items():
+            self._on_conditions(uid, wanted)
 
     def _write(self, snap: Snapshot) -> None:
         with fencing.leader_transaction(self._engine, self._lock_name, self._epoch) as conn:

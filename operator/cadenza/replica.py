@@ -24,16 +24,17 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from cadenza import mirror
-from cadenza.api import probes
-from cadenza.core.ids import Epoch
+from cadenza.api import callbacks, probes
+from cadenza.core.ids import Epoch, ExecutionId
 from cadenza.kube import client as kube_client
 from cadenza.kube.handlers import build_registry
 from cadenza.kube.hub import Hub
+from cadenza.leader import Leader, LeaderContext
 from cadenza.leadership import Leadership, LeaderState
+from cadenza.metrics import Metrics
 from cadenza.settings import Settings
 from cadenza.store import engine as store_engine
-from cadenza.store import instances, migrations
+from cadenza.store import fencing, instances, migrations
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class Replica:
         self._leader_task: asyncio.Task[None] | None = None
         self._state = LeaderState(leading=False)
         self._failures = 0
+        self.metrics = Metrics()
+        self.leader: Leader | None = None
         self.leadership = Leadership(
             settings.leadership,
             settings.database.url,
@@ -86,21 +89,42 @@ class Replica:
         self._loop.create_task(self._heartbeat_once())
 
     async def _lead(self, epoch: Epoch) -> None:
-        work = mirror.MirrorLoop(self.hub, self.engine, self.settings, epoch, self.kube)
+        context = LeaderContext(
+            self.settings,
+            self.engine,
+            self.hub,
+            self.kube,
+            self.metrics,
+            self.leadership.lease_valid,
+        )
+        self.leader = Leader(context, epoch)
+        self.metrics.leader.set(1)
+        self.metrics.epoch.set(epoch)
         try:
-            await work.run(lease_valid=self.leadership.lease_valid)
+            await self.leader.run()
         except asyncio.CancelledError:
             raise
-        except mirror.Fenced:
-            log.warning("epoch %s was fenced off by a newer leader; stepping down", epoch)
-            self.leadership.step_down()
-        except Exception:
+        except Exception as exc:
+            if _contains(exc, fencing.Fenced):
+                log.warning("epoch %s was fenced off by a newer leader; stepping down", epoch)
+                self.leadership.step_down()
+                return
             self._failures += 1
             cooldown = min(2.0**self._failures, 60.0)
-            log.exception(
-                "leader work failed; stepping down for %.0fs so another replica can lead", cooldown
+            log.error(
+                "leader work failed; stepping down for %.0fs so another replica can lead",
+                cooldown,
+                exc_info=exc,
             )
             self.leadership.step_down(cooldown)
+        finally:
+            self.leader = None
+            self.metrics.leader.set(0)
+
+    def callback_applied(self, _run: ExecutionId) -> None:
+        """A callback reached this replica: if it leads, look at the run now."""
+        if self.leader is not None and self.leader.lifecycle is not None:
+            self.leader.lifecycle.wake()
 
     # -- loops --------------------------------------------------------------------------------
 
@@ -162,6 +186,8 @@ async def serve_http(replica: Replica) -> web.AppRunner:
     app.add_routes(
         probes.routes(replica.status, replica.engine, replica.settings.leadership.lock_name)
     )
+    app.add_routes(callbacks.routes(replica.engine, replica.callback_applied))
+    app.add_routes([replica.metrics.route()])
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, replica.settings.http.host, replica.settings.http.port)
@@ -250,3 +276,12 @@ async def run(settings: Settings) -> int:
     await runner.cleanup()
     await asyncio.to_thread(engine.dispose)
     return exit_code
+
+
+def _contains(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` is, or (in an exception group) holds, an exception of ``kind``."""
+    if isinstance(exc, kind):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_contains(inner, kind) for inner in exc.exceptions)
+    return False

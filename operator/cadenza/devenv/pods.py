@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,17 @@ def set_pod_status(
         "podIP": ip,
         "podIPs": [{"ip": ip}] if ip else [],
         "startTime": now,
+        "containerStatuses": [
+            {
+                "name": container,
+                "ready": ready,
+                "restartCount": 0,
+                "image": f"example.invalid/{container}:demo",
+                "imageID": "",
+                "state": {"running": {"startedAt": now}} if phase == "Running" else {},
+            }
+            for container in ("app", "cadenza-sidecar")
+        ],
     }
     plane.kubectl(
         "patch",
@@ -133,16 +145,20 @@ class SidecarPod:
         argv += ["--handler-url", f"http://{self.ip}:{APP_PORT}/run"]
         sidecar = spawn(argv, self.workdir / f"{self.name}.sidecar.log")
         self.processes = [sidecar, app]
-        wait_until(self._answers, 30, f"sidecar of {self.name} on {self.sidecar_url}")
+        app_url = f"http://{self.ip}:{APP_PORT}"
+        wait_until(lambda: self._up(app, app_url), 30, f"demo app of {self.name} on {app_url}")
+        wait_until(
+            lambda: self._up(sidecar, self.sidecar_url, self.name), 30, f"sidecar of {self.name}"
+        )
 
-    def _answers(self) -> bool:
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"{self.sidecar_url}/healthz", timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
+    def _up(self, proc: Any, base_url: str, pod: str | None = None) -> bool:
+        """Our process answers at ``base_url`` (not another one that holds the address)."""
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"{base_url} of {self.name} exited with {proc.returncode}; is the address taken?"
+            )
+        body = _health(base_url)
+        return body is not None and (pod is None or body.get("pod") == pod)
 
     def create(self, plane: ControlPlane) -> None:
         plane.kubectl(
@@ -157,6 +173,15 @@ class SidecarPod:
         for proc in self.processes:
             terminate(proc, grace=10)
         self.processes = []
+
+
+def _health(base_url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as resp:
+            body = json.load(resp)
+    except (OSError, ValueError):
+        return None
+    return body if isinstance(body, dict) else {}
 
 
 def loopback_ip(index: int) -> str:

@@ -1,9 +1,9 @@
 """The replica's live picture of the cluster, shared by the kopf handlers and the leader's work.
 
 kopf owns the indexes (filled by ``@kopf.index`` handlers on every replica); the hub keeps
-references to them and a set of changed objects that ``@kopf.on.event`` handlers add to and the
-leader's loops drain. Everything here runs on the event loop: no locks are needed, and none of
-it may block.
+references to them, and ``@kopf.on.event`` handlers wake every subscriber (the leader's mirror,
+scheduler and executor pool each hold an event of their own) when something changed. Everything
+here runs on the event loop: no locks are needed, and none of it may block.
 """
 
 from __future__ import annotations
@@ -19,34 +19,31 @@ Kind = Literal["task", "executor", "pod"]
 TASKS_INDEX, EXECUTORS_INDEX, PODS_INDEX = "cadenza_tasks", "cadenza_executors", "cadenza_pods"
 
 
-@dataclass(frozen=True)
-class Change:
-    kind: Kind
-    namespace: str
-    name: str
-
-
 @dataclass
 class Hub:
     indexes: Mapping[str, Any] = field(default_factory=dict)
     """kopf's live ``Index`` objects by name, attached at operator startup."""
 
-    pending: set[Change] = field(default_factory=set)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    subscribers: list[asyncio.Event] = field(default_factory=list)
     listed: bool = False
     """Whether every object that existed at start is in the indexes (see ``ListingCheck``)."""
 
     def attach(self, indexes: Mapping[str, Any]) -> None:
         self.indexes = {k: indexes[k] for k in (TASKS_INDEX, EXECUTORS_INDEX, PODS_INDEX)}
 
-    def notify(self, kind: Kind, namespace: str, name: str) -> None:
-        self.pending.add(Change(kind, namespace, name))
-        self.changed.set()
+    def subscribe(self) -> asyncio.Event:
+        """An event set whenever a watched object changes; the subscriber clears it."""
+        event = asyncio.Event()
+        self.subscribers.append(event)
+        return event
 
-    def drain(self) -> set[Change]:
-        changes, self.pending = self.pending, set()
-        self.changed.clear()
-        return changes
+    def unsubscribe(self, event: asyncio.Event) -> None:
+        if event in self.subscribers:
+            self.subscribers.remove(event)
+
+    def notify(self, kind: Kind, namespace: str, name: str) -> None:
+        for event in self.subscribers:
+            event.set()
 
     def _values(self, index: str, key: Any = None) -> Iterator[Any]:
         idx = self.indexes.get(index)

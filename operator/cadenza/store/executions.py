@@ -24,7 +24,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Connection, Engine, Row
 
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
-from cadenza.core.transitions import RunStatus
+from cadenza.core.transitions import TERMINAL, RunStatus
 from cadenza.store import schema
 
 MAX_PAGE = 500
@@ -120,6 +120,8 @@ def claim_tick(
                 max_attempts=max_attempts,
                 epoch=epoch,
                 deadline_at=deadline_at,
+                # A run decided at claim time (a skipped tick) is over as soon as it exists.
+                finished_at=_NOW if status in TERMINAL else None,
                 created_at=_NOW,
                 updated_at=_NOW,
             )
@@ -134,7 +136,7 @@ def claim_tick(
 def get_execution(engine: Engine, execution_id: ExecutionId) -> Execution | None:
     with engine.connect() as conn:
         row = conn.execute(select(_runs).where(_runs.c.id == execution_id)).one_or_none()
-    return None if row is None else _execution(row)
+    return None if row is None else execution_from_row(row)
 
 
 def history(
@@ -165,12 +167,12 @@ def history(
         query = query.where(_runs.c.id < after_id)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    page = [_execution(row) for row in rows[:limit]]
+    page = [execution_from_row(row) for row in rows[:limit]]
     more = len(rows) > limit
     return HistoryPage(executions=page, next_after_id=page[-1].id if more else None)
 
 
-def _execution(row: Row[Any]) -> Execution:
+def execution_from_row(row: Row[Any]) -> Execution:
     values = row._asdict()
     return Execution(
         **{

@@ -463,6 +463,7 @@ def update_instance_health(
             last_probe_at=last_probe_at,
             last_error=last_error,
             updated_at=_NOW,
+            epoch=_EPOCH,
         )
     )
     # PyMySQL connects with CLIENT.FOUND_ROWS: rowcount counts matched rows, changed or not.

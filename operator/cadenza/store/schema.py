@@ -279,3 +279,21 @@ load_balance_state = Table(
     _time("updated_at"),
     **_TABLE_OPTIONS,
 )
+
+# -- 0005_execution_attempts.sql --------------------------------------------------------------
+
+execution_attempts = Table(
+    "execution_attempts",
+    metadata,
+    Column("execution_id", _UNSIGNED_BIGINT, primary_key=True, autoincrement=False),
+    Column("attempt", Integer, primary_key=True, autoincrement=False),
+    Column("executor_name", String(253), nullable=True),
+    Column("pod_name", String(253), nullable=True),
+    Column("pod_ip", String(45), nullable=True),
+    _hash("callback_token_hash", nullable=True),
+    Column("status", String(16), nullable=False),
+    _time("dispatched_at"),
+    _time("finished_at", nullable=True),
+    Column("error", Text, nullable=True),
+    **_TABLE_OPTIONS,
+)

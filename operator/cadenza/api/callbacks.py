@@ -1,0 +1,166 @@
+"""``POST /api/v1/callbacks/{id}``: a sidecar reports how an attempt ended. Any replica accepts.
+
+Authentication is the per-attempt token the leader gave with the dispatch (only its sha256 is
+stored). The result is applied as a guarded state transition: a duplicate or late callback never
+moves a finished run backwards, and answers 200 so the sidecar stops re-sending it.
+
+Answers (the sidecar treats 403/404/409/410 as final and retries anything else):
+- 200 applied, or already applied (idempotent);
+- 400 malformed body, naming the field; 401 no bearer token;
+- 403 the token is not this attempt's; 404 no such run;
+- 409 the attempt is not the run's current one (a late report of an attempt already retried).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from cadenza.core import retry as retry_
+from cadenza.core.ids import ExecutionId
+from cadenza.core.transitions import RESULTS, RunStatus, apply_callback
+from cadenza.scheduling.plans import retry_policy
+from cadenza.store import deadlocks, executions, schema
+from cadenza.store import runs as store_runs
+
+Applied = Callable[[ExecutionId], None]
+_rng = random.Random()
+
+
+class CallbackError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+@dataclass(frozen=True)
+class Report:
+    attempt: int
+    outcome: store_runs.Outcome
+
+
+def routes(engine: Engine, on_applied: Applied) -> list[web.RouteDef]:
+    async def callback(request: web.Request) -> web.Response:
+        try:
+            run = _run_id(request.match_info["id"])
+            token = _bearer(request)
+            report = _report(await request.read())
+            answer = await asyncio.to_thread(
+                deadlocks.retry_deadlocks, lambda: apply(engine, run, token, report)
+            )
+        except CallbackError as exc:
+            body: dict[str, Any] = {"error": exc.message}
+            if exc.field:
+                body["field"] = exc.field
+            return web.json_response(body, status=exc.status)
+        on_applied(run)
+        return web.json_response(answer)
+
+    return [web.post("/api/v1/callbacks/{id}", callback)]
+
+
+def apply(engine: Engine, run: ExecutionId, token: str, report: Report) -> dict[str, Any]:
+    """Check the token and apply the report; the answer's body (or a CallbackError)."""
+    with engine.begin() as conn:
+        row = conn.execute(
+            select(schema.task_executions)
+            .where(schema.task_executions.c.id == run)
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise CallbackError(404, f"no run {run}")
+        current = executions.execution_from_row(row)
+        expected = store_runs.attempt_token_hash(conn, run, report.attempt)
+        offered = hashlib.sha256(token.encode()).hexdigest()
+        if expected is None or not hmac.compare_digest(expected, offered):
+            raise CallbackError(403, "the token is not this run's callback token")
+        if report.attempt != current.attempt:
+            raise CallbackError(
+                409, f"attempt {report.attempt} is stale: the run is at attempt {current.attempt}"
+            )
+        if apply_callback(current.status, report.outcome.status) is None:
+            return {"applied": False, "status": current.status.value}
+        spec = conn.execute(
+            select(schema.tasks.c.spec).where(schema.tasks.c.uid == current.task_uid)
+        ).scalar_one_or_none()
+        policy = retry_policy(spec) if isinstance(spec, dict) else retry_.NO_RETRY
+        delay = None
+        if report.outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+            delay = retry_.retry_delay(policy, report.attempt, _rng)
+        if delay is not None:
+            at = datetime.now(UTC) + timedelta(seconds=delay)
+            store_runs.schedule_retry(conn, run, report.attempt, report.outcome, at)
+            return {"applied": True, "status": RunStatus.QUEUED.value, "retryAt": at.isoformat()}
+        store_runs.finish(conn, run, report.attempt, report.outcome)
+        return {"applied": True, "status": report.outcome.status.value}
+
+
+def _run_id(raw: str) -> ExecutionId:
+    if not raw.isdigit():
+        raise CallbackError(404, f"no run {raw!r}")
+    return ExecutionId(int(raw))
+
+
+def _bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise CallbackError(401, "missing bearer token: send Authorization: Bearer <callbackToken>")
+    return token.strip()
+
+
+def _report(raw: bytes) -> Report:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise CallbackError(400, "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise CallbackError(400, "the body must be a JSON object")
+    raw_status = body.get("status")
+    status = RunStatus(raw_status) if raw_status in {s.value for s in RESULTS} else None
+    if status is None:
+        raise CallbackError(
+            400, "status must be one of succeeded, failed, timed_out, cancelled", "status"
+        )
+    attempt = body.get("attempt")
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+        raise CallbackError(400, "attempt must be an integer of at least 1", "attempt")
+    error, exit_code = body.get("error"), body.get("exitCode")
+    if error is not None and not isinstance(error, str):
+        raise CallbackError(400, "error must be a string or null", "error")
+    if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool)):
+        raise CallbackError(400, "exitCode must be an integer or null", "exitCode")
+    return Report(
+        attempt=attempt,
+        outcome=store_runs.Outcome(
+            status=status,
+            error=error,
+            result=body.get("result"),
+            exit_code=exit_code,
+            started_at=_time(body.get("startedAt"), "startedAt"),
+            finished_at=_time(body.get("finishedAt"), "finishedAt"),
+        ),
+    )
+
+
+def _time(value: Any, field: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise CallbackError(400, f"{field} must be an RFC 3339 time", field) from None
+    if moment.tzinfo is None:
+        raise CallbackError(400, f"{field} must carry a time zone", field)
+    return moment

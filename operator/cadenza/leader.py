@@ -1,0 +1,152 @@
+"""Everything a replica does while it leads with one epoch, started in order and stopped together.
+
+Order matters: the mirror resyncs first (the scheduler's rows need their Task rows), the pool
+probes the pods once before the first tick (a new leader would otherwise find no healthy pod),
+open runs of earlier epochs are taken over, and only then does the scheduler tick. If any part
+fails, all stop: the replica steps down and another may lead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import kubernetes
+from sqlalchemy.engine import Engine
+
+from cadenza.core.ids import Epoch, TaskUid
+from cadenza.dispatch.client import DispatchClient
+from cadenza.executors.pool import ExecutorPool
+from cadenza.executors.status import ExecutorStatusWriter
+from cadenza.executors.tokens import TokenSource
+from cadenza.kube.hub import Hub
+from cadenza.metrics import Metrics
+from cadenza.mirror import MirrorLoop, TaskConditions
+from cadenza.scheduling import retention
+from cadenza.scheduling.lifecycle import Lifecycle
+from cadenza.scheduling.plans import TaskPlan
+from cadenza.scheduling.scheduler import Scheduler
+from cadenza.scheduling.status import TaskStatusBook
+from cadenza.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FIRST_PROBES_SECONDS = 5.0
+"""How long a new leader waits for the pods' first probes before it starts ticking anyway."""
+
+
+@dataclass
+class LeaderContext:
+    settings: Settings
+    engine: Engine
+    hub: Hub
+    kube: kubernetes.client.ApiClient
+    metrics: Metrics
+    lease_valid: Callable[[], bool]
+
+
+class Leader:
+    """The leader's work for one epoch; :attr:`lifecycle` is set once runs are handled."""
+
+    def __init__(self, ctx: LeaderContext, epoch: Epoch) -> None:
+        self.ctx = ctx
+        self.epoch = epoch
+        self.lifecycle: Lifecycle | None = None
+
+    async def run(self) -> None:
+        ctx, epoch = self.ctx, self.epoch
+        lock = ctx.settings.leadership.lock_name
+        client = DispatchClient()
+        plans: dict[TaskUid, TaskPlan] = {}
+        tuning = ctx.settings.scheduling
+        book = TaskStatusBook(
+            ctx.kube,
+            ctx.engine,
+            ctx.metrics,
+            min_interval=tuning.status_min_interval_seconds,
+            max_per_second=tuning.status_max_writes_per_second,
+        )
+        pool = ExecutorPool(
+            lambda: (ctx.hub.executors(), ctx.hub.pods()),
+            client,
+            TokenSource(ctx.kube),
+            engine=ctx.engine,
+            lock_name=lock,
+            epoch=epoch,
+        )
+
+        def conditions(uid: TaskUid, wanted: TaskConditions) -> None:
+            book.conditions(
+                uid, wanted.namespace, wanted.name, wanted.generation, wanted.conditions
+            )
+
+        mirror = MirrorLoop(ctx.hub, ctx.engine, ctx.settings, epoch, conditions)
+        lifecycle = Lifecycle(
+            engine=ctx.engine,
+            lock_name=lock,
+            epoch=epoch,
+            plans=plans,
+            pool=pool,
+            client=client,
+            callback_base_url=ctx.settings.http.advertise_url,
+            metrics=ctx.metrics,
+            on_change=lambda uid, _row: book.run_changed(uid),
+            lease_valid=ctx.lease_valid,
+            deadline_grace_seconds=tuning.deadline_grace_seconds,
+        )
+        scheduler = Scheduler(
+            hub=ctx.hub,
+            engine=ctx.engine,
+            lock_name=lock,
+            epoch=epoch,
+            lifecycle=lifecycle,
+            plans=plans,
+            metrics=ctx.metrics,
+            on_schedule=book.schedule,
+            on_misfire=book.misfired,
+        )
+        executor_status = ExecutorStatusWriter(ctx.kube, ctx.lease_valid)
+        try:
+            async with asyncio.TaskGroup() as group:
+                synced = asyncio.Event()
+                group.create_task(mirror.run(ctx.lease_valid, synced), name="mirror")
+                await synced.wait()
+                group.create_task(pool.run(), name="pool")
+                group.create_task(_forward_changes(ctx.hub, pool), name="pool-changes")
+                group.create_task(executor_status.run(pool), name="executor-status")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pool.wait_updated(0), FIRST_PROBES_SECONDS)
+                await lifecycle.recover()
+                self.lifecycle = lifecycle
+                group.create_task(lifecycle.run(), name="lifecycle")
+                group.create_task(scheduler.run(), name="scheduler")
+                group.create_task(book.run(ctx.lease_valid), name="task-status")
+                group.create_task(
+                    retention.prune_forever(
+                        ctx.engine,
+                        lock,
+                        epoch,
+                        plans,
+                        ctx.lease_valid,
+                        tuning.retention_interval_seconds,
+                    ),
+                    name="retention",
+                )
+                log.info("leading with epoch %s: %d tasks scheduled", epoch, len(plans))
+        finally:
+            self.lifecycle = None
+            await client.close()
+
+
+async def _forward_changes(hub: Hub, pool: ExecutorPool) -> None:
+    changed = hub.subscribe()
+    try:
+        while True:
+            await changed.wait()
+            changed.clear()
+            pool.changed()
+    finally:
+        hub.unsubscribe(changed)

@@ -1,0 +1,80 @@
+"""Prometheus metrics of one replica, served at ``/metrics``.
+
+One registry per replica (not the library's global one), so tests can run several replicas in a
+process without colliding. Label sets are bounded: task labels are ``namespace/name`` of Tasks
+that exist, outcomes and reasons are small enums.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+def _registry() -> CollectorRegistry:
+    return CollectorRegistry(auto_describe=True)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=_registry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.leader = Gauge("cadenza_leader", "1 while this replica leads", registry=r)
+        self.epoch = Gauge("cadenza_leader_epoch", "Epoch this replica leads with", registry=r)
+        self.fire_delay = Histogram(
+            "cadenza_fire_delay_seconds",
+            "From a tick's scheduled time to the pod's acceptance of its run",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.ticks = Counter(
+            "cadenza_ticks_total", "Ticks claimed, by decision", ["decision"], registry=r
+        )
+        self.dispatches = Counter(
+            "cadenza_dispatches_total",
+            "Dispatch attempts to pods, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "cadenza_runs_finished_total",
+            "Runs finished, by final status",
+            ["status"],
+            registry=r,
+        )
+        self.retries = Counter("cadenza_retries_total", "Attempts scheduled again", registry=r)
+        self.misfires = Counter(
+            "cadenza_misfires_total",
+            "Missed ticks, by what the policy did",
+            ["action"],
+            registry=r,
+        )
+        self.active = Gauge("cadenza_runs_active", "Runs dispatched and not finished", registry=r)
+        self.queued = Gauge("cadenza_runs_queued", "Runs waiting for their turn", registry=r)
+        self.status_writes = Counter(
+            "cadenza_task_status_writes_total",
+            "Task status patches, by task",
+            ["task"],
+            registry=r,
+        )
+        self.pods_healthy = Gauge(
+            "cadenza_executor_pods_healthy",
+            "Healthy pods per executor",
+            ["executor"],
+            registry=r,
+        )
+        self.fenced = Counter(
+            "cadenza_fenced_writes_total", "Leader writes refused for an old epoch", registry=r
+        )
+
+    def route(self) -> web.RouteDef:
+        async def metrics(_: web.Request) -> web.Response:
+            body = generate_latest(self.registry)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        return web.get("/metrics", metrics)

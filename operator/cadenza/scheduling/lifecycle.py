@@ -1,0 +1,531 @@
+"""The life of a run on the leader: dispatch, queues, retries, timeouts, recovery.
+
+A claimed run is sent to one pod chosen by the Task's strategy among the healthy pods of its
+Executors (lower priority tiers first). A pod that refuses (busy, draining, unreachable, wrong
+token) is passed over for the next; when none is left the attempt fails with the reasons. Results
+arrive by callback at any replica, which writes them as guarded transitions; the leader learns of
+them by re-reading its open runs (at once when the callback reached this replica, else within
+``RECONCILE_SECONDS``).
+
+Invariants:
+- The per-run token's hash and the chosen pod are committed before the request leaves, so the
+  fastest callback finds them; every leader write is fenced by the epoch.
+- A retry is a new attempt of the same run with a new execution key (``<id>-<attempt>``: the
+  sidecar keeps the first body of a key forever) and prefers a pod no earlier attempt used.
+- Sequential Tasks run one at a time across all pods: a queued run starts only when the Task
+  has no run in flight, oldest first.
+- A run never stays in flight forever: past its deadline plus a grace the leader cancels it on
+  the pod and, if the pod cannot say what became of it, marks it ``lost`` (and retries it if the
+  policy allows). ``lost`` may still be corrected by the real result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import random
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from cadenza.core import retry as retry_
+from cadenza.core import strategies
+from cadenza.core.ids import Epoch, ExecutionId, PodName, TaskUid
+from cadenza.core.modes import ExecutionMode
+from cadenza.core.transitions import TERMINAL, RunStatus
+from cadenza.dispatch.client import DispatchClient, DispatchRequest, Outcome
+from cadenza.executors.members import PodCandidate
+from cadenza.executors.pool import ExecutorPool
+from cadenza.metrics import Metrics
+from cadenza.scheduling.plans import TaskPlan
+from cadenza.store import balance, deadlocks, executions, fencing
+from cadenza.store import runs as store_runs
+
+log = logging.getLogger(__name__)
+
+RECONCILE_SECONDS = 0.5
+
+
+def execution_key(run: ExecutionId, attempt: int) -> str:
+    return f"{run}-{attempt}"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class Run:
+    """What the leader knows of one open run."""
+
+    id: ExecutionId
+    task: TaskUid
+    attempt: int
+    status: RunStatus
+    scheduled_at: datetime | None
+    requested_at: datetime
+    origin: str
+    pod: str | None = None
+    pod_uid: str | None = None
+    base_url: str | None = None
+    token: str | None = None
+    deadline_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    used_pods: set[str] = dataclasses.field(default_factory=set)
+    dispatching: bool = False
+
+
+Notify = Callable[[TaskUid, executions.Execution | None], None]
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        lock_name: str,
+        epoch: Epoch,
+        plans: Mapping[TaskUid, TaskPlan],
+        pool: ExecutorPool,
+        client: DispatchClient,
+        callback_base_url: str,
+        metrics: Metrics,
+        on_change: Notify,
+        lease_valid: Callable[[], bool],
+        deadline_grace_seconds: float = 10.0,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._engine = engine
+        self._lock_name = lock_name
+        self._epoch = epoch
+        self._plans = plans
+        self._pool = pool
+        self._client = client
+        self._callback_base_url = callback_base_url.rstrip("/")
+        self._metrics = metrics
+        self._on_change = on_change
+        self._lease_valid = lease_valid
+        self._grace = timedelta(seconds=deadline_grace_seconds)
+        self._rng = rng or random.Random()
+        self._now = clock
+        self._runs: dict[ExecutionId, Run] = {}
+        self._balance: dict[tuple[TaskUid, str], dict[str, Any]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- what others ask ----------------------------------------------------------------------
+
+    def in_flight(self, task: TaskUid) -> int:
+        return sum(
+            1 for r in self._runs.values() if r.task == task and r.status is not RunStatus.QUEUED
+        )
+
+    def queued(self, task: TaskUid) -> int:
+        return sum(
+            1 for r in self._runs.values() if r.task == task and r.status is RunStatus.QUEUED
+        )
+
+    def open_runs(self, task: TaskUid) -> list[Run]:
+        return sorted((r for r in self._runs.values() if r.task == task), key=lambda r: r.id)
+
+    def wake(self) -> None:
+        """A run may have changed elsewhere (a callback reached this replica)."""
+        self._wake.set()
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def claimed(
+        self,
+        run_id: ExecutionId,
+        task: TaskUid,
+        tick: datetime | None,
+        origin: str,
+        status: RunStatus,
+        requested_at: datetime,
+    ) -> None:
+        """A run the scheduler just claimed: start it now, or queue it."""
+        run = Run(run_id, task, 1, status, tick, requested_at, origin)
+        self._runs[run.id] = run
+        if status is RunStatus.CLAIMED:
+            self._start(run, 1)
+        else:
+            self._wake.set()
+
+    def skipped(self, task: TaskUid, run_id: ExecutionId) -> None:
+        """The scheduler recorded a skipped tick (the Task's mode said so)."""
+        self._metrics.outcomes.labels(status=RunStatus.SKIPPED.value).inc()
+        self._on_change(task, None)
+
+    def submit(self, execution: executions.Execution) -> None:
+        """An open run recovered from the database: start it, queue it, or watch it."""
+        run = Run(
+            id=execution.id,
+            task=execution.task_uid,
+            attempt=execution.attempt,
+            status=execution.status,
+            scheduled_at=execution.scheduled_at,
+            requested_at=execution.requested_at,
+            origin=str(execution.origin),
+            pod=execution.pod_name,
+            deadline_at=execution.deadline_at,
+            next_attempt_at=execution.next_attempt_at,
+        )
+        if execution.pod_name:
+            run.used_pods.add(execution.pod_name)
+        self._runs[run.id] = run
+        if run.status is RunStatus.CLAIMED:
+            self._start(run, run.attempt)
+        else:
+            self._wake.set()
+
+    async def recover(self) -> None:
+        """Take over the open runs that earlier leaders left (called once, before ticking)."""
+        found = await self._read(store_runs.open_runs)
+        for execution in found:
+            self.submit(execution)
+        if found:
+            log.info("took over %d open runs from earlier epochs", len(found))
+
+    async def run(self) -> None:
+        """Reconcile until cancelled: results, due retries, queue heads, overdue runs."""
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), RECONCILE_SECONDS)
+                self._wake.clear()
+                await self._reconcile()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    # -- reconciling --------------------------------------------------------------------------
+
+    async def _reconcile(self) -> None:
+        if not self._lease_valid():
+            return
+        watched = [r.id for r in self._runs.values() if not r.dispatching]
+        latest = await self._read(store_runs.current, watched) if watched else {}
+        now = self._now()
+        for run_id in watched:
+            run = self._runs.get(run_id)
+            if run is None or run.dispatching:
+                continue
+            row = latest.get(run_id)
+            if row is None or row.status in TERMINAL:
+                self._forget(run, row)
+                continue
+            run.status, run.next_attempt_at = row.status, row.next_attempt_at
+            if row.attempt != run.attempt:
+                run.attempt = row.attempt
+            if run.status is RunStatus.QUEUED:
+                self._maybe_start_queued(run, now)
+            elif run.status is RunStatus.CLAIMED:
+                # Only a dispatch that raised (logged by _log_failure) leaves a claimed run
+                # idle here; without another try it would count as in flight forever.
+                self._start(run, run.attempt)
+            elif run.status in (RunStatus.RUNNING, RunStatus.DISPATCHED):
+                self._check_overdue(run, row, now)
+        self._metrics.active.set(
+            sum(1 for r in self._runs.values() if r.status is not RunStatus.QUEUED)
+        )
+        self._metrics.queued.set(
+            sum(1 for r in self._runs.values() if r.status is RunStatus.QUEUED)
+        )
+
+    def _forget(self, run: Run, row: executions.Execution | None) -> None:
+        del self._runs[run.id]
+        if run.pod_uid and run.status is not RunStatus.QUEUED:
+            self._pool.note_finished(run.pod_uid)
+        if row is not None:
+            self._metrics.outcomes.labels(status=row.status.value).inc()
+        self._on_change(run.task, row)
+        # A Sequential Task's next run may start now.
+        self._wake.set()
+
+    def _maybe_start_queued(self, run: Run, now: datetime) -> None:
+        if run.next_attempt_at is not None:
+            if run.next_attempt_at <= now:
+                self._start(run, run.attempt + 1)
+            return
+        plan = self._plans.get(run.task)
+        if plan is None:
+            self._spawn(self._finish(run, RunStatus.CANCELLED, "the Task was deleted"))
+            return
+        if plan.mode is ExecutionMode.SEQUENTIAL and self.in_flight(run.task):
+            return
+        head = min(
+            (
+                r.id
+                for r in self._runs.values()
+                if r.task == run.task and r.status is RunStatus.QUEUED and r.next_attempt_at is None
+            ),
+            default=run.id,
+        )
+        if head == run.id:
+            self._start(run, run.attempt)
+
+    def _check_overdue(self, run: Run, row: executions.Execution, now: datetime) -> None:
+        deadline = row.deadline_at
+        if deadline is None or now < deadline + self._grace:
+            return
+        if run.dispatching:
+            return
+        run.dispatching = True
+        self._spawn(self._settle_overdue(run))
+
+    async def _settle_overdue(self, run: Run) -> None:
+        """The pod did not report in time: cancel there, and count the attempt as lost."""
+        try:
+            if run.base_url is None:
+                self._locate(run)
+            if run.base_url:
+                cancelled = await self._client.cancel(
+                    run.base_url, run.token, execution_key(run.id, run.attempt)
+                )
+                log.warning(
+                    "run %s attempt %s overdue on %s (cancel %s)",
+                    run.id,
+                    run.attempt,
+                    run.pod,
+                    "sent" if cancelled else "failed",
+                )
+            await self._fail(
+                run,
+                RunStatus.LOST,
+                f"no result from pod {run.pod} by the deadline; the pod did not report back",
+            )
+        finally:
+            run.dispatching = False
+
+    def _locate(self, run: Run) -> None:
+        """Find the pod of a run taken over from an earlier leader (to cancel it there)."""
+        plan = self._plans.get(run.task)
+        if plan is None or run.pod is None:
+            return
+        for pod in self._pool.candidates(plan.namespace, [e.name for e in plan.executors]):
+            if pod.pod == run.pod:
+                run.pod_uid, run.base_url, run.token = pod.pod_uid, pod.base_url, pod.token
+
+    # -- dispatching --------------------------------------------------------------------------
+
+    def _start(self, run: Run, attempt: int) -> None:
+        if run.dispatching:
+            return
+        run.dispatching = True
+        self._spawn(self._dispatch(run, attempt))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+
+    async def _dispatch(self, run: Run, attempt: int) -> None:
+        try:
+            await self._dispatch_attempt(run, attempt)
+        finally:
+            run.dispatching = False
+
+    async def _dispatch_attempt(self, run: Run, attempt: int) -> None:
+        plan = self._plans.get(run.task)
+        if plan is None:
+            await self._finish(run, RunStatus.CANCELLED, "the Task was deleted")
+            return
+        back_to = RunStatus.QUEUED if run.status is RunStatus.QUEUED else RunStatus.CLAIMED
+        names = [e.name for e in plan.executors]
+        found = self._pool.candidates(plan.namespace, names)
+        # Pods known to be full are passed over while others have room; the counts may be a
+        # probe behind, so when every pod looks full they are tried anyway (429 is the limit).
+        roomy = [c for c in found if not c.full]
+        pods = {c.pod: c for c in (roomy or found)}
+        refusals: list[str] = []
+        while pods:
+            chosen = await self._choose(plan, pods, run.used_pods)
+            if chosen is None:
+                break
+            del pods[chosen.pod]
+            sent, reason = await self._send(run, plan, attempt, chosen, back_to)
+            if sent is not False:
+                return  # the pod has it, or the run is no longer ours to send
+            refusals.append(f"{chosen.pod}: {reason}")
+        detail = "; ".join(refusals) or f"no healthy pod of executor {', '.join(names)}"
+        await self._give_up(run, attempt, f"no executor pod accepted the run ({detail})")
+
+    async def _choose(
+        self, plan: TaskPlan, pods: Mapping[str, PodCandidate], used: set[str]
+    ) -> PodCandidate | None:
+        candidates = []
+        for c in pods.values():
+            entry = plan.entry(c.executor)
+            candidates.append(
+                strategies.Candidate(
+                    name=PodName(c.pod),
+                    executor=c.executor,
+                    weight=entry.weight if entry else 1,
+                    priority=entry.priority if entry else 0,
+                    in_flight=c.in_flight,
+                )
+            )
+        state = await self._balance_state(plan)
+        picked = strategies.pick(
+            plan.strategy,
+            candidates,
+            state,
+            str(plan.uid),
+            self._rng,
+            exclude=frozenset(PodName(p) for p in used),
+        )
+        if picked is None:
+            return None
+        self._balance[(plan.uid, plan.strategy.value)] = dict(picked.state)
+        return pods[picked.pod]
+
+    async def _send(
+        self, run: Run, plan: TaskPlan, attempt: int, pod: PodCandidate, back_to: RunStatus
+    ) -> tuple[bool | None, str]:
+        """(True, _): the pod has the run. (False, why): it refused, try another.
+        (None, _): the run is no longer ours to send."""
+        token = secrets.token_urlsafe(32)
+        deadline = self._now() + timedelta(seconds=plan.timeout_seconds)
+        dispatch = store_runs.Dispatch(pod.executor, pod.pod, pod.ip, token_hash(token), deadline)
+        state = self._balance.get((plan.uid, plan.strategy.value), {})
+
+        def begin(conn: Any) -> bool:
+            balance.save(conn, plan.uid, plan.strategy.value, state, self._epoch)
+            return store_runs.begin_dispatch(conn, run.id, attempt, dispatch, self._epoch)
+
+        if not await self._write(begin):
+            return None, "not dispatchable"
+        run.pod, run.pod_uid, run.base_url, run.token = (
+            pod.pod,
+            pod.pod_uid,
+            pod.base_url,
+            pod.token,
+        )
+        run.attempt, run.status, run.deadline_at = attempt, RunStatus.DISPATCHED, deadline
+        run.used_pods.add(pod.pod)
+        result = await self._client.send(
+            pod.base_url, pod.token, self._request(run, plan, attempt, token)
+        )
+        self._metrics.dispatches.labels(outcome=result.outcome.value).inc()
+        if result.started or result.may_have_started:
+            # A request that left but got no answer may be running there: never send it to a
+            # second pod. The deadline check settles it if the pod never reports.
+            if result.started:
+                await self._write(lambda c: store_runs.confirm_dispatch(c, run.id, attempt))
+                self._pool.note_dispatched(pod.pod_uid)
+                self._observe_delay(run, attempt)
+            run.status = RunStatus.RUNNING
+            self._on_change(run.task, None)
+            return True, ""
+        log.info("pod %s refused run %s: %s", pod.pod, run.id, result.error)
+        if result.outcome is Outcome.UNREACHABLE:
+            self._pool.note_dispatch_error(pod.pod_uid, result.error or "unreachable")
+        elif result.status == 401:
+            self._pool.note_token_rejected(pod.executor_uid)
+        await self._write(lambda c: store_runs.abandon_dispatch(c, run.id, attempt, back_to))
+        run.status, run.pod, run.pod_uid, run.base_url, run.token = back_to, None, None, None, None
+        return False, result.error or result.outcome.value
+
+    def _request(self, run: Run, plan: TaskPlan, attempt: int, token: str) -> DispatchRequest:
+        return DispatchRequest(
+            execution_key=execution_key(run.id, attempt),
+            task_uid=str(plan.uid),
+            task=plan.key,
+            epoch=int(self._epoch),
+            handler=plan.handler,
+            payload=plan.payload,
+            scheduled_at=run.scheduled_at or run.requested_at,
+            attempt=attempt,
+            timeout_seconds=plan.timeout_seconds,
+            callback_url=f"{self._callback_base_url}/api/v1/callbacks/{run.id}",
+            callback_token=token,
+        )
+
+    def _observe_delay(self, run: Run, attempt: int) -> None:
+        if attempt == 1 and run.scheduled_at is not None and run.origin == "schedule":
+            delay = (self._now() - run.scheduled_at).total_seconds()
+            self._metrics.fire_delay.observe(max(delay, 0.0))
+
+    # -- ending attempts ----------------------------------------------------------------------
+
+    def _retry_at(self, run: Run, attempt: int) -> datetime | None:
+        plan = self._plans.get(run.task)
+        delay = retry_.retry_delay(plan.retry if plan else retry_.NO_RETRY, attempt, self._rng)
+        return None if delay is None else self._now() + timedelta(seconds=delay)
+
+    async def _give_up(self, run: Run, attempt: int, error: str) -> None:
+        """No pod took ``attempt``: it counts as a failed attempt."""
+        at = self._retry_at(run, attempt)
+        outcome = store_runs.Outcome(status=RunStatus.FAILED, error=error)
+        if await self._write(lambda c: store_runs.give_up_attempt(c, run.id, attempt, outcome, at)):
+            self._after_failure(run, attempt, error, at)
+
+    async def _fail(self, run: Run, status: RunStatus, error: str) -> None:
+        """End the dispatched attempt badly: retry if the policy allows, else finish the run."""
+        at = self._retry_at(run, run.attempt)
+        outcome = store_runs.Outcome(status=status, error=error)
+        if at is None:
+            await self._finish(run, status, error)
+            return
+        if await self._write(
+            lambda c: store_runs.schedule_retry(c, run.id, run.attempt, outcome, at)
+        ):
+            self._after_failure(run, run.attempt, error, at)
+
+    def _after_failure(self, run: Run, attempt: int, error: str, at: datetime | None) -> None:
+        run.attempt = attempt
+        if at is not None:
+            self._metrics.retries.inc()
+            run.status, run.next_attempt_at = RunStatus.QUEUED, at
+            log.info("run %s attempt %s failed (%s); retry at %s", run.id, attempt, error, at)
+        self._on_change(run.task, None)
+        self._wake.set()
+
+    async def _finish(
+        self, run: Run, status: RunStatus, error: str | None, attempt: int | None = None
+    ) -> None:
+        outcome = store_runs.Outcome(status=status, error=error)
+        await self._write(lambda c: store_runs.finish(c, run.id, attempt or run.attempt, outcome))
+        self._wake.set()
+
+    # -- database -----------------------------------------------------------------------------
+
+    async def _balance_state(self, plan: TaskPlan) -> dict[str, Any]:
+        key = (plan.uid, plan.strategy.value)
+        if key not in self._balance:
+            self._balance[key] = await self._read(balance.load, plan.uid, plan.strategy.value)
+        return self._balance[key]
+
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        def read() -> Any:
+            with self._engine.connect() as conn:
+                return fn(conn, *args)
+
+        return await asyncio.to_thread(read)
+
+    async def _write(self, fn: Callable[[Any], bool]) -> bool:
+        def write() -> bool:
+            with fencing.leader_transaction(self._engine, self._lock_name, self._epoch) as conn:
+                return fn(conn)
+
+        try:
+            return await asyncio.to_thread(deadlocks.retry_deadlocks, write)
+        except fencing.Fenced:
+            self._metrics.fenced.inc()
+            raise
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, fencing.Fenced):
+        log.error("run handling failed: %r", exc, exc_info=exc)

@@ -1,0 +1,317 @@
+"""The leader's scheduler loop: one heap of next fire times for every Task.
+
+It sleeps until the earliest fire time or until a watched object changes, claims every tick due
+within ``LOOKAHEAD_SECONDS`` in one fenced transaction (so the commit is off the fire path), then
+hands each claimed run to the lifecycle at its tick. No kopf timer per Task.
+
+Invariants:
+- A tick is a pure function of the schedule and the previous tick (``Schedule.next_fire``),
+  never of "now", so every leader derives the same ticks and ``UNIQUE(task_uid, scheduled_at)``
+  lets each fire at most once, across leader changes.
+- Editing a schedule, resuming a suspended Task or creating one never fires retroactively: the
+  next tick is computed from the moment of the change.
+- Ticks missed while no leader ran are counted from the Task's last claimed tick when a leader
+  takes over, and handled by the Task's misfire policy within its starting deadline.
+- A manual trigger (annotation ``cadenza.dev/trigger``) fires once per value:
+  ``UNIQUE(task_uid, trigger_key)`` makes a value seen by an earlier leader a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import heapq
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.engine import Connection, Engine
+
+from cadenza.core import misfire, modes
+from cadenza.core.ids import Epoch, ExecutionId, TaskUid
+from cadenza.core.transitions import RunStatus
+from cadenza.kube.hub import Hub
+from cadenza.metrics import Metrics
+from cadenza.scheduling.lifecycle import Lifecycle
+from cadenza.scheduling.plans import TaskPlan, plan_of
+from cadenza.store import deadlocks, executions, fencing
+from cadenza.store import runs as store_runs
+
+log = logging.getLogger(__name__)
+
+LOOKAHEAD_SECONDS = 0.25
+MAX_IDLE_SECONDS = 5.0
+MISFIRE_WINDOW_SECONDS = 3600
+"""Without ``startingDeadlineSeconds``, missed ticks older than this are not considered."""
+MAX_CATCH_UP = 100
+"""Ticks one Task may fire at once after the loop fell behind (a long pause of the process)."""
+DEFER_SECONDS = 0.1
+"""How soon a claim waiting for the mirror to write its Task is tried again."""
+_MAX_TRIGGER_KEY = 191
+
+Origin = executions.Origin
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    plan: TaskPlan
+    tick: datetime | None
+    origin: Origin
+    trigger_key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Claimed:
+    claim: Claim
+    run: ExecutionId
+    status: RunStatus
+
+
+ScheduleHook = Callable[[TaskPlan, datetime | None], None]
+"""Told each Task's next fire time (None: not scheduled), for its status."""
+MisfireHook = Callable[[TaskPlan, int, int], None]
+"""Told how many missed ticks a takeover fired and dropped, per Task."""
+
+
+def trigger_key(value: str) -> str:
+    """The dedupe key of an annotation value; long values are hashed to fit the column."""
+    if len(value) <= _MAX_TRIGGER_KEY:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        hub: Hub,
+        engine: Engine,
+        lock_name: str,
+        epoch: Epoch,
+        lifecycle: Lifecycle,
+        plans: dict[TaskUid, TaskPlan],
+        metrics: Metrics,
+        on_schedule: ScheduleHook,
+        on_misfire: MisfireHook,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._hub = hub
+        self._engine = engine
+        self._lock_name = lock_name
+        self._epoch = epoch
+        self._lifecycle = lifecycle
+        self.plans = plans
+        self._metrics = metrics
+        self._on_schedule = on_schedule
+        self._on_misfire = on_misfire
+        self._now = clock
+        self._next: dict[TaskUid, datetime] = {}
+        self._heap: list[tuple[datetime, TaskUid]] = []
+        self._deferred: list[Claim] = []
+
+    async def run(self) -> None:
+        changed = self._hub.subscribe()
+        try:
+            triggered = self._refresh(initial=True)
+            await self._misfires()
+            await self._claim(triggered)
+            while True:
+                await self._claim(self._due())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), self._sleep_seconds())
+                if changed.is_set():
+                    changed.clear()
+                    await self._claim(self._refresh())
+        finally:
+            self._hub.unsubscribe(changed)
+
+    # -- plans --------------------------------------------------------------------------------
+
+    def _refresh(self, initial: bool = False) -> list[Claim]:
+        """Re-read the Tasks; reschedule the changed ones; the manual triggers to fire."""
+        now = self._now()
+        seen: set[TaskUid] = set()
+        triggers: list[Claim] = []
+        for view in self._hub.tasks():
+            uid = TaskUid(view.uid)
+            seen.add(uid)
+            old = self.plans.get(uid)
+            if old is not None and old.spec_hash == view.spec_hash and old.trigger == view.trigger:
+                continue
+            plan = plan_of(view)
+            self.plans[uid] = plan
+            if old is None or _timing_changed(old, plan):
+                self._reschedule(plan, now)
+            if plan.trigger and (initial or plan.trigger != (old.trigger if old else None)):
+                triggers.append(Claim(plan, None, Origin.MANUAL, trigger_key(plan.trigger)))
+        for uid in set(self.plans) - seen:
+            del self.plans[uid]
+            self._next.pop(uid, None)
+        return triggers
+
+    def _reschedule(self, plan: TaskPlan, after: datetime) -> None:
+        if plan.schedule is None or plan.suspend:
+            self._next.pop(plan.uid, None)
+            self._on_schedule(plan, None)
+            return
+        tick = plan.schedule.next_fire(after)
+        self._next[plan.uid] = tick
+        heapq.heappush(self._heap, (tick, plan.uid))
+        self._on_schedule(plan, tick)
+
+    def _due(self) -> list[Claim]:
+        horizon = self._now() + timedelta(seconds=LOOKAHEAD_SECONDS)
+        # Claims that waited for the mirror go first, with the Task's current plan.
+        due = [
+            dataclasses.replace(c, plan=self.plans[c.plan.uid])
+            for c in self._deferred
+            if c.plan.uid in self.plans
+        ]
+        self._deferred.clear()
+        while self._heap and self._heap[0][0] <= horizon:
+            tick, uid = heapq.heappop(self._heap)
+            plan = self.plans.get(uid)
+            if plan is None or plan.schedule is None or self._next.get(uid) != tick:
+                continue  # a stale entry: the Task changed or went away since it was pushed
+            due.append(Claim(plan, tick, Origin.SCHEDULE))
+            following = plan.schedule.next_fire(tick)
+            self._next[uid] = following
+            heapq.heappush(self._heap, (following, uid))
+            self._on_schedule(plan, following)
+        return due
+
+    def _sleep_seconds(self) -> float:
+        if self._deferred:
+            return DEFER_SECONDS
+        if not self._heap:
+            return MAX_IDLE_SECONDS
+        until = (self._heap[0][0] - self._now()).total_seconds() - LOOKAHEAD_SECONDS
+        return min(max(until, 0.0), MAX_IDLE_SECONDS)
+
+    # -- misfires -----------------------------------------------------------------------------
+
+    async def _misfires(self) -> None:
+        """Ticks missed while no leader ran, per each Task's misfire policy."""
+        scheduled = [p for p in self.plans.values() if p.schedule and not p.suspend]
+        last = await asyncio.to_thread(
+            self._read, lambda c: store_runs.last_ticks(c, [p.uid for p in scheduled])
+        )
+        now = self._now()
+        claims: list[Claim] = []
+        for plan in scheduled:
+            if plan.uid not in last or plan.schedule is None:
+                continue
+            window = plan.starting_deadline_seconds or MISFIRE_WINDOW_SECONDS
+            start = max(last[plan.uid], now - timedelta(seconds=window))
+            missed = plan.schedule.fire_times(start, now, 100_000)
+            if not missed:
+                continue
+            fire = misfire.plan_misfires(
+                missed, now, plan.misfire, plan.starting_deadline_seconds, plan.max_misfire_runs
+            )
+            claims.extend(Claim(plan, tick, Origin.MISFIRE) for tick in fire)
+            self._metrics.misfires.labels(action="fired").inc(len(fire))
+            self._metrics.misfires.labels(action="dropped").inc(len(missed) - len(fire))
+            self._on_misfire(plan, len(fire), len(missed) - len(fire))
+            log.info(
+                "task %s missed %d ticks while no leader ran; firing %d (%s)",
+                plan.key,
+                len(missed),
+                len(fire),
+                plan.misfire.value,
+            )
+        await self._claim(claims)
+
+    # -- claiming -----------------------------------------------------------------------------
+
+    async def _claim(self, claims: Iterable[Claim]) -> None:
+        batch = list(claims)
+        if not batch:
+            return
+        decided = [(c, self._decide(c, batch[:i])) for i, c in enumerate(batch)]
+        claimed, deferred = await asyncio.to_thread(
+            deadlocks.retry_deadlocks, lambda: self._insert(decided)
+        )
+        self._deferred.extend(deferred)
+        for item in claimed:
+            self._metrics.ticks.labels(decision=item.status.value).inc()
+            self._hand_over(item)
+
+    def _decide(self, claim: Claim, earlier: list[Claim]) -> RunStatus:
+        plan = claim.plan
+        same = sum(1 for c in earlier if c.plan.uid == plan.uid)
+        decision = modes.decide_tick(
+            plan.mode,
+            self._lifecycle.in_flight(plan.uid) + same,
+            plan.max_concurrent,
+            queued_runs=self._lifecycle.queued(plan.uid),
+        )
+        return {
+            modes.TickDecision.RUN: RunStatus.CLAIMED,
+            modes.TickDecision.QUEUE: RunStatus.QUEUED,
+            modes.TickDecision.SKIP: RunStatus.SKIPPED,
+        }[decision]
+
+    def _insert(self, decided: list[tuple[Claim, RunStatus]]) -> tuple[list[Claimed], list[Claim]]:
+        """Claim what the batch decided; the claims of Tasks not mirrored yet come back to be
+        tried again: a run of a Task without its row would find no retry policy for its
+        callbacks and no parent for its balancer state (the indexes, which the scheduler
+        reads, are ahead of the mirror by its debounce)."""
+        out: list[Claimed] = []
+        deferred: list[Claim] = []
+        with fencing.leader_transaction(self._engine, self._lock_name, self._epoch) as conn:
+            mirrored = store_runs.mirrored_tasks(conn, {c.plan.uid for c, _ in decided})
+            for claim, status in decided:
+                plan = claim.plan
+                if plan.uid not in mirrored:
+                    deferred.append(claim)
+                    continue
+                run = executions.claim_tick(
+                    conn,
+                    plan.uid,
+                    plan.namespace,
+                    plan.name,
+                    claim.tick,
+                    claim.origin,
+                    epoch=self._epoch,
+                    max_attempts=plan.retry.max_attempts,
+                    trigger_key=claim.trigger_key,
+                    status=status,
+                )
+                if run is not None:
+                    out.append(Claimed(claim, run, status))
+        if deferred:
+            log.info("%d claims wait for the mirror to write their Tasks", len(deferred))
+        return out, deferred
+
+    def _hand_over(self, item: Claimed) -> None:
+        claim = item.claim
+        if item.status is RunStatus.SKIPPED:
+            log.info("task %s: tick %s skipped (a run is still going)", claim.plan.key, claim.tick)
+            self._lifecycle.skipped(claim.plan.uid, item.run)
+            return
+        requested = self._now()
+        fire_at = claim.tick if claim.origin is Origin.SCHEDULE and claim.tick else requested
+        delay = max((fire_at - requested).total_seconds(), 0.0)
+        loop = asyncio.get_running_loop()
+        loop.call_later(
+            delay,
+            self._lifecycle.claimed,
+            item.run,
+            claim.plan.uid,
+            claim.tick,
+            claim.origin.value,
+            item.status,
+            requested,
+        )
+
+    def _read(self, fn: Callable[[Connection], dict[TaskUid, datetime]]) -> dict[TaskUid, datetime]:
+        with self._engine.connect() as conn:
+            return fn(conn)
+
+
+def _timing_changed(old: TaskPlan, new: TaskPlan) -> bool:
+    """A change that moves the next tick: schedule, time zone or suspension."""
+    return (old.schedule, old.suspend) != (new.schedule, new.suspend)

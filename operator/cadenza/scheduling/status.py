@@ -1,0 +1,333 @@
+"""Task status: the summary a person reads, written back coalesced and rate-limited.
+
+The leader marks a Task dirty whenever something about it changes (a tick, a run's progress, a
+condition); a flusher writes dirty Tasks at most once per ``min_interval`` each and at most
+``max_per_second`` overall, computing the run summary from MySQL at write time. So the number of
+API writes per Task is bounded by ``1 / min_interval`` whatever the fire frequency, and a burst of
+changes costs one write.
+
+Invariants:
+- This book is the only writer of ``Task.status`` (conditions included), so a merge patch of the
+  whole status never loses another writer's fields. ``lastTransitionTime`` changes only when a
+  condition's status does; the first write of a new leader seeds it from the object.
+- Events are posted for what a person must notice — failures, recoveries, skipped ticks,
+  misfires, a condition turning bad — never for every success, and at most once per flush.
+- Nothing is written while the lease is in doubt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes
+from sqlalchemy.engine import Engine
+
+from cadenza.core.ids import TaskUid
+from cadenza.kube import events
+from cadenza.kube.conditions import Condition
+from cadenza.metrics import Metrics
+from cadenza.scheduling.plans import TaskPlan
+from cadenza.store import executions, summary
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION = "cadenza.dev", "v1alpha1"
+FLUSH_TICK_SECONDS = 0.2
+PHASES = {
+    "claimed": "Claimed",
+    "queued": "Queued",
+    "dispatched": "Dispatched",
+    "running": "Running",
+    "succeeded": "Succeeded",
+    "failed": "Failed",
+    "timed_out": "TimedOut",
+    "cancelled": "Cancelled",
+    "skipped": "Skipped",
+    "lost": "Lost",
+}
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclasses.dataclass
+class _Entry:
+    uid: TaskUid
+    namespace: str
+    name: str
+    generation: int = 0
+    next_fire: datetime | None = None
+    scheduled: Condition | None = None
+    conditions: dict[str, Condition] = dataclasses.field(default_factory=dict)
+    dirty: bool = True
+    last_write: float = float("-inf")
+    written: dict[str, Any] | None = None
+    transitions: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    seeded: bool = False
+    reported: dict[str, int] = dataclasses.field(default_factory=dict)
+    pending_events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+
+
+class TaskStatusBook:
+    def __init__(
+        self,
+        client: kubernetes.client.ApiClient,
+        engine: Engine,
+        metrics: Metrics,
+        *,
+        min_interval: float = 2.0,
+        max_per_second: float = 20.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._custom = kubernetes.client.CustomObjectsApi(client)
+        self._events = events.EventPoster(client)
+        self._engine = engine
+        self._metrics = metrics
+        self._min_interval = min_interval
+        self._max_per_second = max_per_second
+        self._clock = clock
+        self._entries: dict[TaskUid, _Entry] = {}
+        self._wake = asyncio.Event()
+
+    # -- what the engine tells ----------------------------------------------------------------
+
+    def _entry(self, uid: TaskUid, namespace: str, name: str, generation: int) -> _Entry:
+        entry = self._entries.get(uid)
+        if entry is None:
+            entry = self._entries[uid] = _Entry(uid, namespace, name, generation)
+        entry.generation = max(entry.generation, generation)
+        return entry
+
+    def schedule(self, plan: TaskPlan, next_fire: datetime | None) -> None:
+        entry = self._entry(plan.uid, plan.namespace, plan.name, plan.generation)
+        entry.next_fire = next_fire
+        if next_fire is not None:
+            scheduled = Condition(
+                "Scheduled",
+                "True",
+                "Scheduled",
+                "ticks fire; see nextScheduleTime",
+                plan.generation,
+            )
+        elif plan.suspend:
+            scheduled = Condition(
+                "Scheduled",
+                "False",
+                "Suspended",
+                "spec.suspend is true: no ticks fire",
+                plan.generation,
+            )
+        else:
+            scheduled = Condition(
+                "Scheduled",
+                "False",
+                "InvalidSchedule",
+                "the schedule cannot be parsed (see Ready)",
+                plan.generation,
+            )
+        entry.scheduled = scheduled
+        self._touch(entry)
+
+    def conditions(
+        self, uid: TaskUid, namespace: str, name: str, generation: int, conditions: list[Condition]
+    ) -> None:
+        entry = self._entry(uid, namespace, name, generation)
+        wanted = {c.type: c for c in conditions}
+        if wanted != entry.conditions:
+            entry.conditions = wanted
+            self._touch(entry)
+
+    def run_changed(self, uid: TaskUid) -> None:
+        entry = self._entries.get(uid)
+        if entry is not None:
+            self._touch(entry)
+
+    def misfired(self, plan: TaskPlan, fired: int, dropped: int) -> None:
+        entry = self._entry(plan.uid, plan.namespace, plan.name, plan.generation)
+        entry.pending_events.append(
+            (
+                "Warning",
+                "Misfired",
+                f"{fired + dropped} ticks were missed while no leader ran; "
+                f"fired {fired}, dropped {dropped} ({plan.misfire.value})",
+            )
+        )
+        self._touch(entry)
+
+    def forget(self, uid: TaskUid) -> None:
+        self._entries.pop(uid, None)
+
+    def _touch(self, entry: _Entry) -> None:
+        entry.dirty = True
+        self._wake.set()
+
+    # -- the flusher --------------------------------------------------------------------------
+
+    async def run(self, lease_valid: Callable[[], bool]) -> None:
+        budget = self._max_per_second
+        last = self._clock()
+        while True:
+            await asyncio.sleep(FLUSH_TICK_SECONDS)
+            now = self._clock()
+            budget = min(self._max_per_second, budget + (now - last) * self._max_per_second)
+            last = now
+            due = sorted(
+                (
+                    e
+                    for e in self._entries.values()
+                    if e.dirty and now - e.last_write >= self._min_interval
+                ),
+                key=lambda e: e.last_write,
+            )
+            for entry in due:
+                if budget < 1 or not lease_valid():
+                    break
+                budget -= 1
+                entry.dirty = False
+                entry.last_write = now
+                try:
+                    await asyncio.to_thread(self._flush, entry)
+                except kubernetes.client.ApiException as exc:
+                    if exc.status == 404:
+                        self._entries.pop(entry.uid, None)
+                    else:
+                        entry.dirty = True
+                        log.warning(
+                            "status of task %s/%s not written: %s",
+                            entry.namespace,
+                            entry.name,
+                            exc.reason,
+                        )
+                except Exception as exc:
+                    entry.dirty = True
+                    log.warning(
+                        "status of task %s/%s not written: %r", entry.namespace, entry.name, exc
+                    )
+
+    def _flush(self, entry: _Entry) -> None:
+        with self._engine.connect() as conn:
+            facts = summary.task_summary(conn, entry.uid)
+        if not entry.seeded:
+            self._seed(entry)
+        status = self._status(entry, facts)
+        if status != entry.written:
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, entry.namespace, "tasks", entry.name, {"status": status}
+            )
+            entry.written = status
+            self._metrics.status_writes.labels(task=f"{entry.namespace}/{entry.name}").inc()
+        self._post_events(entry, facts)
+
+    def _seed(self, entry: _Entry) -> None:
+        current: Any = self._custom.get_namespaced_custom_object(
+            GROUP, VERSION, entry.namespace, "tasks", entry.name
+        )
+        status = current.get("status") or {}
+        for c in status.get("conditions") or []:
+            entry.transitions[c["type"]] = (c["status"], c["lastTransitionTime"])
+        entry.reported["failures"] = int(status.get("consecutiveFailures") or 0)
+        entry.reported["skipped"] = int((status.get("counters") or {}).get("skipped") or 0)
+        entry.seeded = True
+
+    def _status(self, entry: _Entry, facts: summary.Summary) -> dict[str, Any]:
+        last = facts.last
+        status: dict[str, Any] = {
+            "observedGeneration": entry.generation,
+            "nextScheduleTime": rfc3339(entry.next_fire),
+            "lastScheduleTime": rfc3339(facts.last_schedule_at),
+            "lastSuccessfulTime": rfc3339(facts.last_success_at),
+            "lastExecution": _execution(last) if last else None,
+            "active": [
+                {
+                    "id": str(r.id),
+                    "pod": r.pod_name or "",
+                    "tick": rfc3339(r.scheduled_at),
+                    "attempt": r.attempt,
+                    "startedAt": rfc3339(r.dispatched_at),
+                }
+                for r in facts.open
+                if r.status.value != "queued"
+            ],
+            "queued": sum(1 for r in facts.open if r.status.value == "queued"),
+            "counters": facts.counters,
+            "consecutiveFailures": facts.consecutive_failures,
+            "conditions": self._conditions(entry),
+        }
+        return {k: v for k, v in status.items() if v is not None}
+
+    def _conditions(self, entry: _Entry) -> list[dict[str, Any]]:
+        wanted = dict(entry.conditions)
+        if entry.scheduled is not None:
+            wanted["Scheduled"] = entry.scheduled
+        out = []
+        for c in sorted(wanted.values(), key=lambda c: c.type):
+            previous = entry.transitions.get(c.type)
+            if previous is None or previous[0] != c.status:
+                previous = (c.status, rfc3339(datetime.now(UTC)) or "")
+                entry.transitions[c.type] = previous
+                # Scheduled=False only echoes Ready or spec.suspend: no event of its own.
+                if c.status == "False" and c.type != "Scheduled":
+                    entry.pending_events.append(("Warning", c.reason, c.message))
+            out.append(
+                {
+                    "type": c.type,
+                    "status": c.status,
+                    "reason": c.reason,
+                    "message": c.message,
+                    "observedGeneration": c.observed_generation,
+                    "lastTransitionTime": previous[1],
+                }
+            )
+        return out
+
+    def _post_events(self, entry: _Entry, facts: summary.Summary) -> None:
+        failures, was = facts.consecutive_failures, entry.reported.get("failures", 0)
+        if failures > was and facts.last is not None:
+            entry.pending_events.append(
+                (
+                    "Warning",
+                    "RunFailed",
+                    f"run {facts.last.id} {PHASES[facts.last.status.value].lower()}: "
+                    f"{facts.last.error or 'no message'} ({failures} in a row)",
+                )
+            )
+        elif failures == 0 and was > 0:
+            entry.pending_events.append(
+                ("Normal", "Recovered", f"a run succeeded after {was} failed in a row")
+            )
+        skipped, skipped_was = facts.counters["skipped"], entry.reported.get("skipped", 0)
+        if skipped > skipped_was:
+            entry.pending_events.append(
+                (
+                    "Normal",
+                    "Skipped",
+                    f"{skipped - skipped_was} tick(s) skipped: a run was still going",
+                )
+            )
+        entry.reported.update(failures=failures, skipped=skipped)
+        for kind, reason, message in entry.pending_events:
+            self._events.post(entry.namespace, entry.name, entry.uid, kind, reason, message)
+        entry.pending_events.clear()
+
+
+def _execution(run: executions.Execution) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": str(run.id),
+        "attempt": run.attempt,
+        "phase": PHASES[run.status.value],
+        "message": (run.error or "")[:1024],
+    }
+    if run.scheduled_at is not None:
+        out["tick"] = rfc3339(run.scheduled_at)
+    if run.pod_name:
+        out["pod"] = run.pod_name
+    return out

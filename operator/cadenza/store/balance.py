@@ -1,0 +1,46 @@
+"""Each Task's load-balancer state (round-robin cursor, smooth-weight counters, ...).
+
+Persisted so that a new leader continues where the previous one stopped: a round robin does not
+restart at the first pod after a failover. A state saved for another strategy is ignored, so
+changing a Task's strategy starts it fresh.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.mysql import insert
+from sqlalchemy.engine import Connection
+
+from cadenza.core.ids import Epoch, TaskUid
+from cadenza.store import schema
+
+_state = schema.load_balance_state
+_NOW = func.utc_timestamp(3)
+
+
+def load(conn: Connection, task: TaskUid, strategy: str) -> dict[str, Any]:
+    row = conn.execute(
+        select(_state.c.strategy, _state.c.state).where(_state.c.task_uid == task)
+    ).one_or_none()
+    if row is None or row.strategy != strategy or not isinstance(row.state, dict):
+        return {}
+    return dict(row.state)
+
+
+def save(
+    conn: Connection, task: TaskUid, strategy: str, state: dict[str, Any], epoch: Epoch
+) -> None:
+    """Upsert (a leader write: call it inside ``fencing.leader_transaction``)."""
+    stmt = insert(_state).values(
+        task_uid=task, strategy=strategy, state=state, epoch=epoch, updated_at=_NOW
+    )
+    conn.execute(
+        stmt.on_duplicate_key_update(
+            strategy=stmt.inserted.strategy,
+            state=stmt.inserted.state,
+            epoch=stmt.inserted.epoch,
+            updated_at=_NOW,
+        )
+    )

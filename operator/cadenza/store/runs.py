@@ -1,0 +1,347 @@
+"""A run's life after its claim: dispatch, retry, finish — as guarded state transitions.
+
+Invariants:
+
+- Every transition is one ``UPDATE ... WHERE id = :id AND attempt = :attempt AND status IN
+  (...)``: it applies only from the states it may leave, so a duplicate or late report (a
+  callback that arrives twice, a leader that resumes after a pause) changes nothing and the
+  caller learns it from the returned ``False``. A finished run never moves backwards; only
+  ``lost`` may still be corrected by the real result of the same attempt.
+- Dispatches and retries are leader writes (fenced connection); callbacks are applied by any
+  replica, guarded by the attempt, the state and the per-run token checked before.
+- ``execution_attempts`` gets one row per dispatch and its outcome, so history shows where
+  every attempt went.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, text, update
+from sqlalchemy.engine import Connection
+
+from cadenza.core.ids import Epoch, ExecutionId, TaskUid
+from cadenza.core.transitions import TERMINAL, RunStatus
+from cadenza.store import executions, schema
+
+_NOW = func.utc_timestamp(3)
+_runs = schema.task_executions
+_attempts = schema.execution_attempts
+
+OPEN = (RunStatus.CLAIMED, RunStatus.QUEUED, RunStatus.DISPATCHED, RunStatus.RUNNING)
+"""States of a run that is not over yet."""
+_DISPATCHABLE = (RunStatus.CLAIMED, RunStatus.QUEUED)
+_REPORTABLE_FROM = (RunStatus.CLAIMED, RunStatus.DISPATCHED, RunStatus.RUNNING, RunStatus.LOST)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dispatch:
+    """Where one attempt went."""
+
+    executor: str
+    pod: str
+    ip: str | None
+    token_hash: str
+    deadline_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as reported by a sidecar or decided by the leader."""
+
+    status: RunStatus
+    error: str | None = None
+    result: Any = None
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def begin_dispatch(
+    conn: Connection, run: ExecutionId, attempt: int, to: Dispatch, epoch: Epoch
+) -> bool:
+    """Record where ``attempt`` is about to be sent, before sending it.
+
+    The per-run token's hash must be stored before the pod can call back: a fast handler's
+    callback may arrive before the pod's 202 does.
+    """
+    done = conn.execute(
+        update(_runs)
+        .where(_runs.c.id == run, _runs.c.status.in_(_DISPATCHABLE))
+        .values(
+            status=RunStatus.DISPATCHED.value,
+            attempt=attempt,
+            executor_name=to.executor,
+            pod_name=to.pod,
+            pod_ip=to.ip,
+            callback_token_hash=to.token_hash,
+            deadline_at=to.deadline_at,
+            next_attempt_at=None,
+            dispatched_at=_NOW,
+            epoch=epoch,
+            updated_at=_NOW,
+        )
+    ).rowcount
+    if done:
+        conn.execute(
+            insert(_attempts)
+            .prefix_with("IGNORE")
+            .values(
+                execution_id=run,
+                attempt=attempt,
+                executor_name=to.executor,
+                pod_name=to.pod,
+                pod_ip=to.ip,
+                callback_token_hash=to.token_hash,
+                status=RunStatus.DISPATCHED.value,
+                dispatched_at=_NOW,
+            )
+        )
+        # A pod that refused this attempt before (busy, draining) left its row: point it here.
+        conn.execute(
+            update(_attempts)
+            .where(_attempts.c.execution_id == run, _attempts.c.attempt == attempt)
+            .values(
+                executor_name=to.executor,
+                pod_name=to.pod,
+                pod_ip=to.ip,
+                callback_token_hash=to.token_hash,
+            )
+        )
+    return bool(done)
+
+
+def confirm_dispatch(conn: Connection, run: ExecutionId, attempt: int) -> bool:
+    """The pod accepted: the run is running there (unless its result already arrived)."""
+    done = conn.execute(
+        update(_runs)
+        .where(
+            _runs.c.id == run,
+            _runs.c.attempt == attempt,
+            _runs.c.status == RunStatus.DISPATCHED.value,
+        )
+        .values(status=RunStatus.RUNNING.value, updated_at=_NOW)
+    ).rowcount
+    _set_attempt_status(conn, run, attempt, RunStatus.RUNNING, only_from=RunStatus.DISPATCHED)
+    return bool(done)
+
+
+def abandon_dispatch(
+    conn: Connection, run: ExecutionId, attempt: int, back_to: RunStatus = RunStatus.CLAIMED
+) -> bool:
+    """The pod refused or could not be reached: the run waits for another pod."""
+    return bool(
+        conn.execute(
+            update(_runs)
+            .where(
+                _runs.c.id == run,
+                _runs.c.attempt == attempt,
+                _runs.c.status == RunStatus.DISPATCHED.value,
+            )
+            .values(
+                status=back_to.value,
+                pod_name=None,
+                pod_ip=None,
+                callback_token_hash=None,
+                updated_at=_NOW,
+            )
+        ).rowcount
+    )
+
+
+def _set_attempt_status(
+    conn: Connection, run: ExecutionId, attempt: int, status: RunStatus, only_from: RunStatus
+) -> None:
+    conn.execute(
+        update(_attempts)
+        .where(
+            _attempts.c.execution_id == run,
+            _attempts.c.attempt == attempt,
+            _attempts.c.status == only_from.value,
+        )
+        .values(status=status.value)
+    )
+
+
+def finish(conn: Connection, run: ExecutionId, attempt: int, outcome: Outcome) -> bool:
+    """End the run with ``outcome`` if ``attempt`` is still its current, unfinished attempt."""
+    if outcome.status not in TERMINAL:
+        raise ValueError(f"{outcome.status} is not a final state")
+    allowed = _REPORTABLE_FROM if outcome.status is not RunStatus.LOST else OPEN
+    values: dict[str, Any] = {
+        "status": outcome.status.value,
+        "error": outcome.error,
+        "result": outcome.result,
+        "exit_code": outcome.exit_code,
+        "finished_at": outcome.finished_at or _NOW,
+        "next_attempt_at": None,
+        "updated_at": _NOW,
+    }
+    if outcome.started_at is not None:
+        values["started_at"] = outcome.started_at
+    done = conn.execute(
+        update(_runs)
+        .where(_runs.c.id == run, _runs.c.attempt == attempt, _runs.c.status.in_(allowed))
+        .values(**values)
+    ).rowcount
+    if done:
+        _close_attempt(conn, run, attempt, outcome)
+    return bool(done)
+
+
+def schedule_retry(
+    conn: Connection, run: ExecutionId, attempt: int, outcome: Outcome, at: datetime
+) -> bool:
+    """Attempt ``attempt`` ended badly and another is allowed: queue the run again for ``at``."""
+    allowed = _REPORTABLE_FROM if outcome.status is not RunStatus.LOST else OPEN
+    done = conn.execute(
+        update(_runs)
+        .where(_runs.c.id == run, _runs.c.attempt == attempt, _runs.c.status.in_(allowed))
+        .values(
+            status=RunStatus.QUEUED.value,
+            error=outcome.error,
+            exit_code=outcome.exit_code,
+            next_attempt_at=at,
+            callback_token_hash=None,
+            updated_at=_NOW,
+        )
+    ).rowcount
+    if done:
+        _close_attempt(conn, run, attempt, outcome)
+    return bool(done)
+
+
+def give_up_attempt(
+    conn: Connection,
+    run: ExecutionId,
+    attempt: int,
+    outcome: Outcome,
+    retry_at: datetime | None,
+) -> bool:
+    """No pod accepted ``attempt``: count it as failed, then queue the run for ``retry_at`` or,
+    without one, end it with ``outcome``."""
+    values: dict[str, Any] = {
+        "attempt": attempt,
+        "error": outcome.error,
+        "pod_name": None,
+        "pod_ip": None,
+        "callback_token_hash": None,
+        "updated_at": _NOW,
+    }
+    if retry_at is not None:
+        values.update(status=RunStatus.QUEUED.value, next_attempt_at=retry_at)
+    else:
+        values.update(status=outcome.status.value, next_attempt_at=None, finished_at=_NOW)
+    done = conn.execute(
+        update(_runs).where(_runs.c.id == run, _runs.c.status.in_(_DISPATCHABLE)).values(**values)
+    ).rowcount
+    if done:
+        conn.execute(
+            insert(_attempts)
+            .prefix_with("IGNORE")
+            .values(
+                execution_id=run,
+                attempt=attempt,
+                status=outcome.status.value,
+                dispatched_at=_NOW,
+                finished_at=_NOW,
+                error=outcome.error,
+            )
+        )
+        _close_attempt(conn, run, attempt, outcome)
+    return bool(done)
+
+
+def _close_attempt(conn: Connection, run: ExecutionId, attempt: int, outcome: Outcome) -> None:
+    conn.execute(
+        update(_attempts)
+        .where(_attempts.c.execution_id == run, _attempts.c.attempt == attempt)
+        .values(
+            status=outcome.status.value,
+            error=outcome.error,
+            finished_at=outcome.finished_at or _NOW,
+        )
+    )
+
+
+def open_runs(conn: Connection) -> list[executions.Execution]:
+    """Every run not over yet, oldest first (what a new leader picks up)."""
+    rows = conn.execute(
+        select(_runs).where(_runs.c.status.in_([s.value for s in OPEN])).order_by(_runs.c.id)
+    )
+    return [executions.execution_from_row(row) for row in rows]
+
+
+def current(
+    conn: Connection, runs: Iterable[ExecutionId]
+) -> dict[ExecutionId, executions.Execution]:
+    ids = list(runs)
+    if not ids:
+        return {}
+    rows = conn.execute(select(_runs).where(_runs.c.id.in_(ids)))
+    return {ExecutionId(int(row.id)): executions.execution_from_row(row) for row in rows}
+
+
+def last_ticks(conn: Connection, tasks: Sequence[TaskUid]) -> dict[TaskUid, datetime]:
+    """The latest claimed tick of each task (the point from which misfires are counted)."""
+    if not tasks:
+        return {}
+    rows = conn.execute(
+        select(_runs.c.task_uid, func.max(_runs.c.scheduled_at))
+        .where(_runs.c.task_uid.in_(list(tasks)), _runs.c.scheduled_at.is_not(None))
+        .group_by(_runs.c.task_uid)
+    )
+    return {TaskUid(uid): tick for uid, tick in rows if tick is not None}
+
+
+def mirrored_tasks(conn: Connection, tasks: Iterable[TaskUid]) -> set[TaskUid]:
+    """Which of ``tasks`` have their row in the mirror."""
+    uids = list(tasks)
+    if not uids:
+        return set()
+    rows = conn.execute(select(schema.tasks.c.uid).where(schema.tasks.c.uid.in_(uids)))
+    return {TaskUid(uid) for (uid,) in rows}
+
+
+def attempt_token_hash(conn: Connection, run: ExecutionId, attempt: int) -> str | None:
+    return conn.execute(
+        select(_attempts.c.callback_token_hash).where(
+            _attempts.c.execution_id == run, _attempts.c.attempt == attempt
+        )
+    ).scalar_one_or_none()
+
+
+def prune(
+    conn: Connection, task: TaskUid, max_age_seconds: int, max_runs: int, batch: int = 1000
+) -> int:
+    """Delete up to ``batch`` finished runs of ``task`` older than the age or beyond the newest
+    ``max_runs``, with their attempts; how many runs went."""
+    mine = _runs.c.task_uid == task
+    cutoff = conn.execute(
+        select(_runs.c.id).where(mine).order_by(_runs.c.id.desc()).offset(max_runs).limit(1)
+    ).scalar_one_or_none()
+    too_old = _runs.c.finished_at < func.utc_timestamp(3) - text(
+        f"INTERVAL {int(max_age_seconds)} SECOND"
+    )
+    condition = too_old if cutoff is None else or_(too_old, _runs.c.id <= cutoff)
+    ids = list(
+        conn.execute(
+            select(_runs.c.id)
+            .where(mine, _runs.c.status.in_([s.value for s in TERMINAL]), condition)
+            .limit(batch)
+        ).scalars()
+    )
+    if not ids:
+        return 0
+    conn.execute(delete(_attempts).where(_attempts.c.execution_id.in_(ids)))
+    return int(conn.execute(delete(_runs).where(_runs.c.id.in_(ids))).rowcount)
+
+
+def attempts(conn: Connection, run: ExecutionId) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(_attempts).where(_attempts.c.execution_id == run).order_by(_attempts.c.attempt)
+    )
+    return [dict(row._mapping) for row in rows]

@@ -1,0 +1,280 @@
+"""The leader's dispatch client against real sidecars: every answer maps to the right outcome.
+
+Each test starts a real ``cadenza-sidecar`` with the demo app behind it on its own loopback
+address (127.0.0.20 and up), and a real aiohttp callback receiver on 127.0.0.1. What happened is
+read from the demo app's ledger (one line per handler call) and from the callbacks received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from cadenza.devenv.controlplane import free_port
+from cadenza.devenv.pods import APP_PORT, SidecarPod
+from cadenza.dispatch.client import DispatchClient, DispatchRequest, Outcome
+from tests.support import async_wait_for, wait_for
+
+CALLBACK_TOKEN = "per-run-callback-token"
+NOBODY_LISTENS = "127.0.0.26"
+
+
+@dataclass
+class Receiver:
+    """A real callback endpoint: records every callback body and its Authorization header."""
+
+    url: str
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    async def callback(self, execution_key: str, within: float = 30.0) -> dict[str, Any]:
+        async def arrived() -> dict[str, Any] | None:
+            found = [body for _, body in self.calls if body.get("executionId") == execution_key]
+            return found[0] if found else None
+
+        body: dict[str, Any] | None = await async_wait_for(
+            arrived, within, f"the callback of {execution_key}"
+        )
+        assert body is not None
+        return body
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    port = free_port()
+    box = Receiver(url=f"http://127.0.0.1:{port}/api/v1/callbacks")
+
+    async def handle(request: web.Request) -> web.Response:
+        box.calls.append((request.headers.get("Authorization", ""), await request.json()))
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/api/v1/callbacks", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield box
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[DispatchClient]:
+    dispatch = DispatchClient(connect_timeout=1.0, total_timeout=3.0)
+    yield dispatch
+    await dispatch.close()
+
+
+@pytest.fixture
+def sidecars(tmp_path: Path) -> Iterator[Callable[..., SidecarPod]]:
+    """Start a fake pod's sidecar and demo app; every one is stopped when the test ends."""
+    started: list[SidecarPod] = []
+
+    def start(ip: str, **options: Any) -> SidecarPod:
+        pod = SidecarPod(
+            name=f"worker-{ip.rsplit('.', 1)[1]}", namespace="tests", ip=ip,
+            workdir=tmp_path, labels={}, **options,
+        )  # fmt: skip
+        started.append(pod)
+        pod.start_processes()
+        # start_processes waits for the sidecar only; a run sent before the app listens fails.
+        wait_for(lambda: app_answers(pod), 30, f"the demo app of {pod.name}")
+        return pod
+
+    yield start
+    for pod in started:
+        for proc in pod.processes:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+        pod.stop_processes()
+
+
+def run(
+    receiver: Receiver, handler: str = "echo", payload: Any = None, **fields: Any
+) -> DispatchRequest:
+    values: dict[str, Any] = {
+        "execution_key": f"exec-{uuid.uuid4().hex[:12]}",
+        "task_uid": str(uuid.uuid4()),
+        "task": "tests/nightly",
+        "epoch": 7,
+        "handler": handler,
+        "payload": payload,
+        "scheduled_at": datetime.now(UTC),
+        "attempt": 1,
+        "timeout_seconds": 60,
+        "callback_url": receiver.url,
+        "callback_token": CALLBACK_TOKEN,
+    }
+    values.update(fields)
+    return DispatchRequest(**values)
+
+
+def app_answers(pod: SidecarPod) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{pod.ip}:{APP_PORT}/healthz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def ledger(pod: SidecarPod) -> list[dict[str, Any]]:
+    if not pod.ledger.exists():
+        return []
+    return [json.loads(line) for line in pod.ledger.read_text().splitlines() if line.strip()]
+
+
+async def test_an_accepted_run_really_runs_and_reports_back(
+    client: DispatchClient, receiver: Receiver, sidecars: Callable[..., SidecarPod]
+) -> None:
+    pod = await asyncio.to_thread(sidecars, "127.0.0.20")
+    request = run(receiver, payload={"rows": [1, 2, 3]})
+
+    result = await client.send(pod.sidecar_url, None, request)
+
+    assert (result.outcome, result.status, result.pod) == (Outcome.ACCEPTED, 202, pod.name)
+    assert result.started and not result.try_another_pod and result.error is None
+    callback = await receiver.callback(request.execution_key)
+    assert (callback["status"], callback["result"]) == ("succeeded", {"rows": [1, 2, 3]})
+    assert (callback["attempt"], callback["pod"]) == (1, pod.name)
+    assert receiver.calls[0][0] == f"Bearer {CALLBACK_TOKEN}"
+    (entry,) = ledger(pod)
+    assert (entry["executionId"], entry["handler"]) == (request.execution_key, "echo")
+
+
+async def test_a_duplicate_key_is_answered_from_the_pod_and_runs_once(
+    client: DispatchClient, receiver: Receiver, sidecars: Callable[..., SidecarPod]
+) -> None:
+    pod = await asyncio.to_thread(sidecars, "127.0.0.20")
+    request = run(receiver, "sleep", {"seconds": 0.5})
+
+    first = await client.send(pod.sidecar_url, None, request)
+    again = await client.send(pod.sidecar_url, None, request)
+
+    assert first.outcome is Outcome.ACCEPTED
+    assert (again.outcome, again.status, again.started) == (Outcome.DUPLICATE, 200, True)
+    assert again.body is not None and again.body["state"] == "running"
+    assert (await receiver.callback(request.execution_key))["status"] == "succeeded"
+    # A new leader asking "do you have this run?" after it finished: still the same run.
+    after = await client.send(pod.sidecar_url, None, request)
+    assert after.outcome is Outcome.DUPLICATE
+    assert after.body is not None and after.body["state"] == "succeeded"
+    assert [e["executionId"] for e in ledger(pod)] == [request.execution_key]
+
+
+async def test_a_full_pod_answers_busy_and_a_cancel_frees_it(
+    client: DispatchClient, receiver: Receiver, sidecars: Callable[..., SidecarPod]
+) -> None:
+    pod = await asyncio.to_thread(sidecars, "127.0.0.21", max_concurrency=1)
+    slow = run(receiver, "sleep", {"seconds": 60})
+    assert (await client.send(pod.sidecar_url, None, slow)).outcome is Outcome.ACCEPTED
+
+    busy = await client.send(pod.sidecar_url, None, run(receiver))
+
+    assert (busy.outcome, busy.status, busy.try_another_pod) == (Outcome.BUSY, 429, True)
+    assert busy.body is not None and (busy.body["inFlight"], busy.body["capacity"]) == (1, 1)
+    health = await client.probe(pod.sidecar_url, "/healthz", 1)
+    assert (health.ok, health.in_flight, health.capacity) == (True, 1, 1)
+
+    assert await client.cancel(pod.sidecar_url, None, slow.execution_key) is True
+    callback = await receiver.callback(slow.execution_key)
+    assert callback["status"] == "cancelled"
+    assert await client.cancel(pod.sidecar_url, None, "never-dispatched") is False
+    freed = await client.send(pod.sidecar_url, None, run(receiver))
+    assert freed.outcome is Outcome.ACCEPTED
+
+
+async def test_a_draining_pod_refuses_new_runs_but_knows_its_own(
+    client: DispatchClient, receiver: Receiver, sidecars: Callable[..., SidecarPod]
+) -> None:
+    pod = await asyncio.to_thread(sidecars, "127.0.0.22")
+    slow = run(receiver, "sleep", {"seconds": 60})
+    assert (await client.send(pod.sidecar_url, None, slow)).outcome is Outcome.ACCEPTED
+
+    pod.processes[0].send_signal(signal.SIGTERM)  # the sidecar only, as the kubelet does
+
+    async def draining() -> bool:
+        return (await client.probe(pod.sidecar_url, "/healthz", 1)).draining
+
+    await async_wait_for(draining, 10, "the sidecar to drain")
+    probe = await client.probe(pod.sidecar_url, "/healthz", 1)
+    assert (probe.ok, probe.draining, probe.in_flight) == (False, True, 1)
+    refused = await client.send(pod.sidecar_url, None, run(receiver))
+    assert (refused.outcome, refused.status, refused.try_another_pod) == (
+        Outcome.DRAINING,
+        503,
+        True,
+    )
+    assert (await client.send(pod.sidecar_url, None, slow)).outcome is Outcome.DUPLICATE
+
+
+async def test_nothing_listening_is_unreachable_and_certainly_not_started(
+    client: DispatchClient, receiver: Receiver
+) -> None:
+    url = f"http://{NOBODY_LISTENS}:9090"
+
+    result = await client.send(url, None, run(receiver))
+
+    assert (result.outcome, result.status, result.body) == (Outcome.UNREACHABLE, None, None)
+    assert result.try_another_pod and not result.may_have_started
+    assert result.error is not None and "connect" in result.error
+    probe = await client.probe(url, "/healthz", 1)
+    assert not probe.ok and probe.error is not None and "connect" in probe.error
+    assert await client.cancel(url, None, "anything") is False
+
+
+async def test_a_pod_that_stops_answering_may_have_started_the_run(
+    client: DispatchClient, receiver: Receiver, sidecars: Callable[..., SidecarPod]
+) -> None:
+    pod = await asyncio.to_thread(sidecars, "127.0.0.23")
+    os.kill(pod.processes[0].pid, signal.SIGSTOP)
+
+    result = await client.send(pod.sidecar_url, None, run(receiver))
+
+    assert (result.outcome, result.status) == (Outcome.UNREACHABLE, None)
+    assert result.may_have_started and result.try_another_pod
+    assert result.error == "no answer within 3 s"
+    probe = await client.probe(pod.sidecar_url, "/healthz", 1)
+    assert (probe.ok, probe.error) == (False, "no answer within 1 s")
+
+
+async def test_a_wrong_token_is_rejected_and_another_pod_may_be_tried(
+    client: DispatchClient, receiver: Receiver, sidecars: Callable[..., SidecarPod]
+) -> None:
+    pod = await asyncio.to_thread(sidecars, "127.0.0.24", token="the-right-token")
+
+    for token in ("a-wrong-token", None):
+        result = await client.send(pod.sidecar_url, token, run(receiver))
+        assert (result.outcome, result.status) == (Outcome.REJECTED, 401)
+        assert result.try_another_pod and not result.started
+        assert result.error is not None and "token" in result.error
+    assert await client.cancel(pod.sidecar_url, "a-wrong-token", "anything") is False
+
+    request = run(receiver)
+    accepted = await client.send(pod.sidecar_url, "the-right-token", request)
+    assert accepted.outcome is Outcome.ACCEPTED
+    assert (await receiver.callback(request.execution_key))["status"] == "succeeded"
+    assert [e["executionId"] for e in ledger(pod)] == [request.execution_key]
+
+
+async def test_a_malformed_request_is_rejected_by_every_pod_alike(
+    client: DispatchClient, receiver: Receiver, sidecars: Callable[..., SidecarPod]
+) -> None:
+    pod = await asyncio.to_thread(sidecars, "127.0.0.25")
+
+    for fields, named in (({"task": "no-namespace"}, "task"), ({"attempt": 0}, "attempt")):
+        result = await client.send(pod.sidecar_url, None, run(receiver, **fields))
+        assert (result.outcome, result.status) == (Outcome.REJECTED, 400)
+        assert not result.try_another_pod, "every pod would refuse the same body"
+        assert result.body is not None and result.body["field"] == named
+        assert result.error is not None and named in result.error
+    assert ledger(pod) == []

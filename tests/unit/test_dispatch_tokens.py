@@ -1,0 +1,39 @@
+"""The dispatch token as stored in a Secret: what is accepted and how refusals read."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from cadenza.executors.spec import TokenRef
+from cadenza.executors.tokens import TokenUnavailable, decode_token
+
+WHERE = "Secret team-a/workers-token (spec.tokenSecretRef)"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_the_token_is_decoded_and_a_trailing_newline_dropped() -> None:
+    data = {"token": b64("s3cr3t\n")}
+    assert decode_token(WHERE, data, TokenRef("workers-token")) == "s3cr3t"
+
+
+def test_a_missing_key_names_the_keys_present_and_the_fix() -> None:
+    with pytest.raises(TokenUnavailable) as refused:
+        decode_token(WHERE, {"password": b64("x")}, TokenRef("workers-token", "token"))
+    assert refused.value.permanent
+    assert str(refused.value) == (
+        f"{WHERE} has no key 'token' (keys: password); set spec.tokenSecretRef.key"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("not base64!", "is not base64 of UTF-8 text"), (b64("  \n"), "is empty")],
+)
+def test_an_unusable_value_is_refused(value: str, problem: str) -> None:
+    with pytest.raises(TokenUnavailable, match=problem):
+        decode_token(WHERE, {"token": value}, TokenRef("workers-token"))
