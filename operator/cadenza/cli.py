@@ -38,6 +38,8 @@ def _configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # urllib3 logs every retry of the Kubernetes client; our own messages say what failed.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     # kopf's own per-object chatter is debug material for us.
     logging.getLogger("kopf").setLevel(max(logging.getLevelName(level), logging.WARNING))
 
@@ -56,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(settings.log_level)
 
     if args.command == "operator":
+        import kubernetes
+
         from cadenza import replica
         from cadenza.store.engine import DatabaseUnavailable
 
@@ -63,5 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(replica.run(settings))
         except DatabaseUnavailable as exc:
             logging.getLogger("cadenza").error("cannot use the database: %s", exc)
+            return 2
+        except kubernetes.config.ConfigException as exc:
+            where = (
+                f"KUBECONFIG={settings.kube.kubeconfig}"
+                if settings.kube.kubeconfig
+                else ("the in-cluster service account (no KUBECONFIG set)")
+            )
+            logging.getLogger("cadenza").error(
+                "cannot log in to Kubernetes with %s: %s", where, exc
+            )
             return 2
     return 2

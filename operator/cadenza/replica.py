@@ -150,6 +150,7 @@ class Replica:
 
     async def wait_until_listed(self) -> None:
         """Wait until kopf's indexes hold every object that existed when this started."""
+        pause = 0.5
         while not self.stopping.is_set():
             try:
                 expected = await asyncio.to_thread(
@@ -161,10 +162,14 @@ class Replica:
                     log.info("indexes filled (%d objects)", len(expected))
                     return
                 log.debug("waiting for %d objects to be indexed", len(missing))
+                pause = 0.5
             except Exception as exc:
-                log.warning("listing for the readiness check failed: %s", exc)
+                log.warning(
+                    "listing for the readiness check failed (again in %.0fs): %s", pause, exc
+                )
+                pause = min(pause * 2, 30.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), 0.5)
+                await asyncio.wait_for(self.stopping.wait(), pause)
 
     async def campaign(self) -> None:
         await self.wait_until_listed()

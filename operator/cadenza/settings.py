@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 T = TypeVar("T")
 
 DEFAULT_DATABASE_URL = "mysql+pymysql://root:123456@127.0.0.1:3306/jobs"
@@ -174,7 +177,7 @@ class Settings:
                 "CADENZA_INSTANCE_ID", str, f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
             ),
             database=DatabaseSettings(
-                url=read("CADENZA_DATABASE_URL", str, DEFAULT_DATABASE_URL),
+                url=_database_url(read("CADENZA_DATABASE_URL", str, DEFAULT_DATABASE_URL)),
                 pool_size=read("CADENZA_DATABASE_POOL_SIZE", int, 8, minimum=1, maximum=512),
                 connect_timeout=read(
                     "CADENZA_DATABASE_CONNECT_TIMEOUT", float, 5.0, minimum=0.1, maximum=300
@@ -266,6 +269,23 @@ def boolean(raw: str) -> bool:
     if value in ("false", "0", "no", "off"):
         return False
     raise ValueError(raw)
+
+
+def _database_url(raw: str) -> str:
+    """The URL, if SQLAlchemy can parse it and it names MySQL (the password is never echoed)."""
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise SettingsError(
+            "CADENZA_DATABASE_URL is not a database URL; expected one like "
+            "mysql+pymysql://user:password@host:3306/jobs"
+        ) from None
+    if not url.drivername.startswith(("mysql", "mariadb")):
+        raise SettingsError(
+            f"CADENZA_DATABASE_URL names {url.drivername!r}; Cadenza needs MySQL or MariaDB "
+            "(mysql+pymysql://user:password@host:3306/jobs)"
+        )
+    return raw
 
 
 class _Reader:

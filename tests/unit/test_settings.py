@@ -46,6 +46,8 @@ def test_values_are_read() -> None:
     ("env", "named"),
     [
         ({"CADENZA_HTTP_PORT": "eighty"}, "CADENZA_HTTP_PORT"),
+        ({"CADENZA_DATABASE_URL": "notaurl"}, "CADENZA_DATABASE_URL"),
+        ({"CADENZA_DATABASE_URL": "postgresql://u:p@h/db"}, "CADENZA_DATABASE_URL"),
         ({"CADENZA_HTTP_PORT": "0"}, "CADENZA_HTTP_PORT"),
         ({"CADENZA_HTTP_PORT": "70000"}, "CADENZA_HTTP_PORT"),
         ({"CADENZA_LEASE_SECONDS": "1"}, "CADENZA_LEASE_SECONDS"),

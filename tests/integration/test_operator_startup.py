@@ -1,0 +1,128 @@
+"""Bad configuration and unreachable dependencies: one clear error and a non-zero exit, or a
+logged, retried wait — never a traceback loop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cadenza.devenv.controlplane import ControlPlane, free_port
+from tests.support import wait_for
+
+
+def _run(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cadenza", "operator"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def base_env(controlplane: ControlPlane) -> dict[str, str]:
+    return controlplane.env | {
+        "CADENZA_HTTP_HOST": "127.0.0.1",
+        "CADENZA_HTTP_PORT": str(free_port()),
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        (
+            {"CADENZA_DATABASE_URL": "mysql+pymysql://root:wrong@127.0.0.1:3306/jobs"},
+            "access denied: check the user name and password",
+        ),
+        (
+            {"CADENZA_DATABASE_URL": "mysql+pymysql://root:123456@127.0.0.1:3306/no_such_db"},
+            "the database does not exist: create it",
+        ),
+        ({"CADENZA_DATABASE_URL": "not a url"}, "CADENZA_DATABASE_URL is not a database URL"),
+        ({"CADENZA_DATABASE_URL": "sqlite:///x.db"}, "Cadenza needs MySQL or MariaDB"),
+        ({"CADENZA_HTTP_PORT": "http"}, "CADENZA_HTTP_PORT='http' is not a valid int"),
+        ({"CADENZA_LEASE_SECONDS": "2"}, "CADENZA_LEASE_SECONDS='2' is below the minimum"),
+        ({"KUBECONFIG": "/nonexistent/kubeconfig"}, "cannot log in to Kubernetes"),
+    ],
+)
+def test_a_wrong_setting_exits_with_one_clear_error(
+    base_env: dict[str, str], override: dict[str, str], says: str
+) -> None:
+    proc = _run(base_env | override)
+    assert proc.returncode == 2, proc.stderr
+    assert says in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "123456" not in proc.stderr and "wrong" not in proc.stderr.replace("wrong@", "")
+
+
+def test_an_unreachable_database_is_waited_for_with_logged_retries(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    env = base_env | {
+        "CADENZA_DATABASE_URL": f"mysql+pymysql://root:123456@127.0.0.1:{free_port()}/jobs"
+    }
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cadenza", "operator"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: log.read_text().count("retrying in") >= 3, 30, "three logged retries")
+        assert proc.poll() is None
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        assert all("exception" not in line for line in lines)
+        assert "the server is unreachable" in lines[0]["message"]
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_an_unreachable_api_server_is_retried_without_tracebacks(
+    base_env: dict[str, str], database: str, tmp_path: Path
+) -> None:
+    dead = tmp_path / "kubeconfig"
+    dead.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [
+                    {
+                        "name": "x",
+                        "cluster": {
+                            "server": f"https://127.0.0.1:{free_port()}",
+                            "insecure-skip-tls-verify": True,
+                        },
+                    }
+                ],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "x", "user": "u"}}],
+            }
+        )
+    )
+    log = tmp_path / "operator.log"
+    env = base_env | {"KUBECONFIG": str(dead), "CADENZA_DATABASE_URL": database}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cadenza", "operator"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: "readiness check failed" in log.read_text(), 30, "a logged retry")
+        assert proc.poll() is None
+        assert "Traceback" not in log.read_text()
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
