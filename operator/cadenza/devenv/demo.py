@@ -153,7 +153,8 @@ def main() -> int:
     source {env}
     kubectl get tasks,executors,pods        # the sample Tasks and the demo executor pods
     curl -s $CADENZA_API/api/v1/replicas    # which replica leads
-    mysql -h127.0.0.1 -uroot -p123456 {DEMO_DATABASE} -e 'SELECT * FROM scheduler_instances'
+    kubectl get task test-task -w           # the original sample fires every 10 seconds
+    mysql -h127.0.0.1 -uroot -p123456 {DEMO_DATABASE} -e 'SELECT * FROM task_executions'
 
   Stop with Ctrl-C (or: kill -TERM {os.getpid()}).""",
             flush=True,
