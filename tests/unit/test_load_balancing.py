@@ -325,3 +325,19 @@ def test_strategies_are_the_crd_spellings() -> None:
 def test_candidate_refuses_negative_numbers(weight: int, in_flight: int) -> None:
     with pytest.raises(ValueError):
         pod("a", weight=weight, in_flight=in_flight)
+
+
+def test_a_pod_weight_annotation_is_read_and_bounded() -> None:
+    from cadenza.kube.views import PodView
+
+    def pod(annotation: str | None) -> PodView:
+        meta: dict[str, object] = {"uid": "u", "namespace": "n", "name": "p"}
+        if annotation is not None:
+            meta["annotations"] = {"cadenza.dev/weight": annotation}
+        return PodView.from_body({"metadata": meta, "status": {}})
+
+    assert pod("5").weight == 5
+    assert pod("0").weight == 0
+    assert pod(None).weight is None
+    for bad in ("-1", "1.5", "heavy", "1001", ""):
+        assert pod(bad).weight is None

@@ -41,6 +41,8 @@ class PodCandidate:
     capacity: int
     """The Executor's ``maxConcurrencyPerPod``."""
     token: str | None
+    weight: int | None = None
+    """The pod's ``cadenza.dev/weight`` annotation, which overrides its Executor entry's."""
 
     @property
     def full(self) -> bool:
@@ -145,6 +147,7 @@ class ExecutorEntry:
             in_flight=in_flight,
             capacity=self.spec.max_concurrency_per_pod,
             token=self.token,
+            weight=pod.weight,
         )
 
     def pod_snapshot(self, member: Member, in_flight: int, candidate: bool) -> PodSnapshot:

@@ -15,6 +15,8 @@ from typing import Any
 
 ORIGINAL_NAME = "cadenza.dev/original-name"
 TRIGGER = "cadenza.dev/trigger"
+WEIGHT = "cadenza.dev/weight"
+"""Pod annotation: this pod's weight for the Weighted strategy, instead of its Executor entry's."""
 
 
 def spec_hash(spec: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
@@ -92,6 +94,7 @@ class PodView:
     phase: str
     ready: bool
     terminating: bool
+    weight: int | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> PodView:
@@ -108,9 +111,18 @@ class PodView:
             phase=status.get("phase") or "Pending",
             ready=ready,
             terminating=meta.get("deletionTimestamp") is not None,
+            weight=_weight((meta.get("annotations") or {}).get(WEIGHT)),
         )
 
     @property
     def candidate(self) -> bool:
         """Running, Ready, addressable and not being deleted: worth probing and dispatching to."""
         return self.phase == "Running" and self.ready and bool(self.ip) and not self.terminating
+
+
+def _weight(raw: str | None) -> int | None:
+    """A pod's weight annotation, if it is a whole number from 0 to 1000 (else ignored)."""
+    if raw is None or not raw.strip().isdigit():
+        return None
+    value = int(raw.strip())
+    return value if value <= 1000 else None

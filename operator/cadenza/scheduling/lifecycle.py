@@ -368,7 +368,7 @@ class Lifecycle:
                 strategies.Candidate(
                     name=PodName(c.pod),
                     executor=c.executor,
-                    weight=entry.weight if entry else 1,
+                    weight=c.weight if c.weight is not None else (entry.weight if entry else 1),
                     priority=entry.priority if entry else 0,
                     in_flight=c.in_flight,
                 )
