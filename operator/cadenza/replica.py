@@ -201,9 +201,9 @@ async def serve_http(replica: Replica) -> web.AppRunner:
     return runner
 
 
-async def prepare_database(settings: Settings) -> Any:
-    """Connect (waiting while the database is unreachable) and migrate; raise on a wrong DSN."""
-    engine = store_engine.create_engine(
+def create_engine(settings: Settings) -> Any:
+    """The pool (no connection is made yet)."""
+    return store_engine.create_engine(
         settings.database.url,
         pool_size=settings.database.pool_size,
         connect_timeout=settings.database.connect_timeout,
@@ -211,6 +211,11 @@ async def prepare_database(settings: Settings) -> Any:
         # the share lock of a leader transaction that the next leader's epoch bump waits for.
         session_wait_timeout=settings.leadership.lease_seconds,
     )
+
+
+async def prepare_database(settings: Settings, engine: Any, stopping: asyncio.Event) -> bool:
+    """Wait while the database is unreachable, then migrate; raise on a wrong DSN. False when
+    asked to stop while waiting."""
     delay = 1.0
     while True:
         try:
@@ -220,13 +225,16 @@ async def prepare_database(settings: Settings) -> Any:
             if exc.permanent:
                 raise
             log.warning("database unavailable, retrying in %.0fs: %s", delay, exc)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), delay)
+            if stopping.is_set():
+                return False
             delay = min(delay * 2, 30.0)
     directory = settings.database.migrations_dir or migrations.DEFAULT_SQL_DIR
     applied = await asyncio.to_thread(migrations.migrate, engine, directory)
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
-    return engine
+    return True
 
 
 async def run(settings: Settings) -> int:
@@ -234,10 +242,19 @@ async def run(settings: Settings) -> int:
     loop.set_default_executor(
         ThreadPoolExecutor(settings.thread_pool_size, thread_name_prefix="cadenza-io")
     )
-    engine = await prepare_database(settings)
+    engine = create_engine(settings)
     replica = Replica(settings, engine)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, replica.stopping.set)
+    # Probes answer while the database is awaited: a liveness probe must not restart a replica
+    # for an outage of something else (readiness stays false until the indexes are filled).
+    runner = await serve_http(replica)
+    try:
+        if not await prepare_database(settings, engine, replica.stopping):
+            return 0
+    except BaseException:
+        await runner.cleanup()
+        raise
     await asyncio.to_thread(
         instances.register,
         engine,
@@ -246,7 +263,6 @@ async def run(settings: Settings) -> int:
         os.getpid(),
         settings.http.advertise_url,
     )
-    runner = await serve_http(replica)
     kopf_stop: asyncio.Future[None] = loop.create_future()
     namespaces = settings.kube.namespaces
     tasks = [

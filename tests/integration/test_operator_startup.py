@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -80,7 +82,15 @@ def test_an_unreachable_database_is_waited_for_with_logged_retries(
         assert proc.poll() is None
         lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         assert all("exception" not in line for line in lines)
-        assert "the server is unreachable" in lines[0]["message"]
+        assert any("the server is unreachable" in line["message"] for line in lines)
+        # Liveness holds during the outage, readiness does not.
+        url = f"http://127.0.0.1:{env['CADENZA_HTTP_PORT']}"
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
+            assert resp.status == 200
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/readyz", timeout=5)
+        assert refused.value.code == 503
+        refused.value.close()
     finally:
         proc.terminate()
         proc.wait(20)
