@@ -392,6 +392,8 @@ class Lifecycle:
     ) -> tuple[bool | None, str]:
         """(True, _): the pod has the run. (False, why): it refused, try another.
         (None, _): the run is no longer ours to send."""
+        if not self._lease_valid():
+            return None, "lease in doubt"
         token = secrets.token_urlsafe(32)
         deadline = self._now() + timedelta(seconds=plan.timeout_seconds)
         dispatch = store_runs.Dispatch(pod.executor, pod.pod, pod.ip, token_hash(token), deadline)
@@ -403,6 +405,11 @@ class Lifecycle:
 
         if not await self._write(begin):
             return None, "not dispatchable"
+        if not self._lease_valid():
+            # The last good heartbeat is too old to be sure nobody else leads: do not send. The
+            # run stays dispatched to no answer; whoever leads next settles it by its deadline.
+            log.warning("lease in doubt: not sending run %s", run.id)
+            return None, "lease in doubt"
         run.pod, run.pod_uid, run.base_url, run.token = (
             pod.pod,
             pod.pod_uid,
