@@ -227,8 +227,9 @@ class Lifecycle:
             if run.status is RunStatus.QUEUED:
                 self._maybe_start_queued(run, now)
             elif run.status is RunStatus.CLAIMED:
-                # Only a dispatch that raised (logged by _log_failure) leaves a claimed run
-                # idle here; without another try it would count as in flight forever.
+                # A claimed run idle here was not sent: the lease was in doubt at its tick, or
+                # its dispatch raised (logged by _log_failure). Without another try it would
+                # count as in flight forever.
                 self._start(run, run.attempt)
             elif run.status in (RunStatus.RUNNING, RunStatus.DISPATCHED):
                 self._check_overdue(run, row, now)
