@@ -4,7 +4,7 @@
 - ``crds`` (session): Cadenza's CRDs installed and Established.
 - ``namespace``: a fresh namespace per test.
 - ``mariadb`` (session) / ``database``: the real MariaDB server and an empty database per test,
-  dropped afterwards.
+  dropped afterwards; ``engine``: a pool on that database, migrated, that must not leak.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from cadenza.devenv import controlplane as cp
 from cadenza.devenv import mariadb
+from cadenza.store import engine as store_engine
+from cadenza.store import migrations
 from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +41,8 @@ def crd_established(plane: cp.ControlPlane, name: str) -> bool:
     out = plane.kubectl("get", "crd", name, "-o", "json", check=False)
     if out.returncode != 0:
         return False
-    conditions = json.loads(out.stdout).get("status", {}).get("conditions", [])
+    # A CRD just created may show "conditions": null for a moment.
+    conditions = (json.loads(out.stdout).get("status") or {}).get("conditions") or []
     return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 
@@ -70,3 +74,14 @@ def database(mariadb_server: mariadb.Server) -> Iterator[str]:
     """The SQLAlchemy URL of a fresh, empty database that is dropped after the test."""
     with mariadb.scratch_database(mariadb_server) as name:
         yield mariadb_server.url(name)
+
+
+@pytest.fixture
+def engine(database: str) -> Iterator[Engine]:
+    """A pool on the test's database with every migration applied; fails a test that leaks a
+    pooled connection."""
+    eng = store_engine.create_engine(database, pool_size=4)
+    migrations.migrate(eng)
+    yield eng
+    assert eng.pool.checkedout() == 0, "a test leaked a pooled connection"  # type: ignore[attr-defined]
+    eng.dispose()

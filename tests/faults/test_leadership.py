@@ -12,43 +12,26 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pymysql
 import pytest
-from sqlalchemy.engine import make_url
 
 from cadenza.devenv.controlplane import ControlPlane
-from tests.support import wait_for
+from tests.support import db, wait_for
 from tests.support.operators import Replicas, replicas
 
 pytestmark = pytest.mark.usefixtures("crds")
 
 
-def _sql(database_url: str, query: str, *args: object) -> list[tuple[object, ...]]:
-    url = make_url(database_url)
-    conn = pymysql.connect(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password,
-        database=url.database,
-        autocommit=True,
-    )
-    with conn, conn.cursor() as cur:
-        cur.execute(query, args)
-        return list(cur.fetchall())
-
-
 def _epoch(group: Replicas) -> int:
-    rows = _sql(
+    rows = db.rows(
         group.database_url,
         "SELECT epoch FROM leader_epochs WHERE lock_name = %s",
         f"cadenza.test.{group.namespace}",
     )
-    return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
+    return int(rows[0][0]) if rows else 0
 
 
 def _roles(group: Replicas) -> dict[str, tuple[str, object]]:
-    rows = _sql(group.database_url, "SELECT instance_id, role, epoch FROM scheduler_instances")
+    rows = db.rows(group.database_url, "SELECT instance_id, role, epoch FROM scheduler_instances")
     return {str(r[0]): (str(r[1]), r[2]) for r in rows}
 
 
@@ -103,7 +86,9 @@ def _apply_task(group: Replicas, schedule: str) -> None:
 
 
 def _mirrored_schedule(group: Replicas) -> object:
-    rows = _sql(group.database_url, "SELECT cron_expression, epoch FROM tasks WHERE name='probe'")
+    rows = db.rows(
+        group.database_url, "SELECT cron_expression, epoch FROM tasks WHERE name='probe'"
+    )
     return rows[0] if rows else None
 
 
@@ -141,7 +126,7 @@ def test_a_frozen_leader_is_fenced_and_steps_down(three: Replicas) -> None:
         "the successor to mirror the change made after the resume",
     )
     # No row carries the old epoch after the takeover: its writes were refused or never sent.
-    stale = _sql(
+    stale = db.rows(
         three.database_url,
         "SELECT COUNT(*) FROM tasks WHERE epoch = %s AND updated_at > "
         "(SELECT acquired_at FROM leader_epochs WHERE lock_name = %s)",
@@ -155,13 +140,13 @@ def test_killing_the_lock_session_makes_the_leader_step_down(three: Replicas) ->
     leader = three.wait_for_leader()
     epoch = _epoch(three)
     lock = f"cadenza.test.{three.namespace}"
-    session = _sql(three.database_url, "SELECT IS_USED_LOCK(%s)", lock)[0][0]
+    session = db.rows(three.database_url, "SELECT IS_USED_LOCK(%s)", lock)[0][0]
     assert session is not None
-    _sql(three.database_url, f"KILL {int(session)}")  # type: ignore[call-overload]
+    db.rows(three.database_url, f"KILL {int(session)}")
     wait_for(lambda: _epoch(three) > epoch, 30, "a new epoch after the lock session died")
     # Whoever leads now holds the lock on a new session; the killed one is gone for good.
     new_session = wait_for(
-        lambda: _sql(three.database_url, "SELECT IS_USED_LOCK(%s)", lock)[0][0],
+        lambda: db.rows(three.database_url, "SELECT IS_USED_LOCK(%s)", lock)[0][0],
         30,
         "the lock to be held again",
     )

@@ -32,17 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from sqlalchemy.engine import make_url
 
 from cadenza.devenv.controlplane import ControlPlane, free_port
 from cadenza.kube import admission
-from tests.support import wait_for
+from tests.support import db, wait_for
 from tests.support.operators import Replicas, replicas
 
 pytestmark = [
@@ -499,23 +497,8 @@ def test_a_stored_invalid_task_can_still_be_edited_reported_and_deleted(
 # --- without the webhook -------------------------------------------------------------------------
 
 
-def _sql(database_url: str, query: str, *args: object) -> list[tuple[Any, ...]]:
-    url = make_url(database_url)
-    conn = pymysql.connect(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password,
-        database=url.database,
-        autocommit=True,
-    )
-    with conn, conn.cursor() as cur:
-        cur.execute(query, args)
-        return list(cur.fetchall())
-
-
 def _epoch(database_url: str, namespace: str) -> int:
-    rows = _sql(
+    rows = db.rows(
         database_url,
         "SELECT epoch FROM leader_epochs WHERE lock_name = %s",
         f"cadenza.test.{namespace}",
@@ -557,7 +540,7 @@ def test_an_invalid_task_that_slipped_through_gets_a_condition_not_a_crash(
         assert (ready["status"], ready["reason"]) == ("True", "Valid"), ready
         rows = {
             str(r[0]): (bool(r[1]), r[2])
-            for r in _sql(database, "SELECT name, valid, invalid_reason FROM tasks")
+            for r in db.rows(database, "SELECT name, valid, invalid_reason FROM tasks")
         }
         assert rows["good-after"] == (True, None)
         assert rows["bad-minute"][0] is False and "61" in rows["bad-minute"][1]

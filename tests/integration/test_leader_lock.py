@@ -5,32 +5,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-import pymysql
 import pytest
-from sqlalchemy.engine import make_url
 
 from cadenza.leadership import Leadership, LeaderState
 from cadenza.settings import LeadershipSettings
 from cadenza.store import migrations
-from tests.support import wait_for
+from tests.support import db, wait_for
 
 LOCK = "cadenza.test.lock"
-
-
-def _query(url: str, sql: str, *args: object) -> object:
-    u = make_url(url)
-    conn = pymysql.connect(
-        host=u.host,
-        port=u.port or 3306,
-        user=u.username,
-        password=u.password,
-        database=u.database,
-        autocommit=True,
-    )
-    with conn, conn.cursor() as cur:
-        cur.execute(sql, args)
-        row = cur.fetchone()
-    return row[0] if row else None
 
 
 class Recorder:
@@ -69,10 +51,10 @@ def test_leads_with_a_bumped_epoch_and_a_valid_lease(
     leadership, _ = election
     wait_for(lambda: leadership.state.leading, 20, "leadership")
     assert leadership.lease_valid()
-    assert leadership.state.epoch == _query(
+    assert leadership.state.epoch == db.scalar(
         migrated, "SELECT epoch FROM leader_epochs WHERE lock_name = %s", LOCK
     )
-    assert _query(migrated, "SELECT IS_USED_LOCK(%s)", LOCK) == leadership.state.connection_id
+    assert db.scalar(migrated, "SELECT IS_USED_LOCK(%s)", LOCK) == leadership.state.connection_id
 
 
 def test_stepping_down_never_stacks_the_lock(
@@ -99,7 +81,7 @@ def test_stepping_down_never_stacks_the_lock(
     leadership.stop()
     assert not leadership.state.leading
     # One release freed it completely: the lock is not stacked on any session.
-    assert _query(migrated, "SELECT IS_FREE_LOCK(%s)", LOCK) == 1
+    assert db.scalar(migrated, "SELECT IS_FREE_LOCK(%s)", LOCK) == 1
 
 
 def test_a_foreign_epoch_makes_the_leader_step_down(
@@ -109,7 +91,7 @@ def test_a_foreign_epoch_makes_the_leader_step_down(
     wait_for(lambda: leadership.state.leading, 20, "leadership")
     epoch = leadership.state.epoch
     assert epoch is not None
-    _query(migrated, "UPDATE leader_epochs SET epoch = epoch + 100 WHERE lock_name = %s", LOCK)
+    db.scalar(migrated, "UPDATE leader_epochs SET epoch = epoch + 100 WHERE lock_name = %s", LOCK)
     wait_for(lambda: any(not s.leading for s in recorder.states[1:]), 20, "a step-down")
     wait_for(lambda: leadership.state.leading, 20, "leadership again")
     assert leadership.state.epoch is not None and leadership.state.epoch > epoch + 100
@@ -134,7 +116,7 @@ def test_refuses_to_lead_with_a_skewed_clock(migrated: str) -> None:
         # The thread connects, measures, refuses and backs off; the lock stays free.
         wait_for(lambda: "clock" in (leadership.last_error or ""), 20, "a refusal")
         assert not leadership.state.leading
-        assert _query(migrated, "SELECT IS_FREE_LOCK(%s)", LOCK) == 1
+        assert db.scalar(migrated, "SELECT IS_FREE_LOCK(%s)", LOCK) == 1
     finally:
         leadership.stop()
     assert recorder.states == []

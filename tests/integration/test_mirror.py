@@ -14,7 +14,6 @@ from sqlalchemy import Engine
 from cadenza.core import selectors
 from cadenza.devenv.controlplane import ControlPlane
 from cadenza.devenv.pods import pod_manifest, set_pod_status
-from cadenza.store import engine as store_engine
 from cadenza.store import mirror
 from tests.support import wait_for
 from tests.support.operators import Replicas, replicas
@@ -128,13 +127,6 @@ def assert_mirrored(plane: ControlPlane, engine: Engine, namespace: str, what: s
         wait_for(equal, 60, f"mirror equals the API {what}")
     except AssertionError:
         pytest.fail(f"{what}:\napi    = {last['api']}\nmirror = {last['mirror']}")
-
-
-@pytest.fixture
-def engine(database: str) -> Iterator[Engine]:
-    eng = store_engine.create_engine(database)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.devenv import mariadb
-from cadenza.store import engine as engines
-from cadenza.store import executions, fencing, migrations
+from cadenza.store import executions, fencing
 
 pytestmark = pytest.mark.mariadb
 
@@ -24,15 +23,6 @@ LOCK = "cadenza-leader"
 TICK = datetime(2025, 1, 9, 1, 41, 50, tzinfo=UTC)
 SCHEDULE = executions.Origin.SCHEDULE
 Leader = Callable[[], AbstractContextManager[Connection]]
-
-
-@pytest.fixture
-def engine(database: str) -> Iterator[Engine]:
-    eng = engines.create_engine(database, pool_size=4)
-    migrations.migrate(eng)
-    yield eng
-    assert eng.pool.checkedout() == 0, "a test leaked a pooled connection"  # type: ignore[attr-defined]
-    eng.dispose()
 
 
 @pytest.fixture

@@ -14,22 +14,12 @@ from sqlalchemy.engine import Engine, make_url
 
 from cadenza.core.ids import Epoch
 from cadenza.devenv import mariadb
-from cadenza.store import engine as engines
-from cadenza.store import fencing, migrations, mirror
+from cadenza.store import fencing, mirror
 from tests.support import wait_for
 
 pytestmark = pytest.mark.mariadb
 
 LOCK = "cadenza-leader"
-
-
-@pytest.fixture
-def engine(database: str) -> Iterator[Engine]:
-    eng = engines.create_engine(database, pool_size=4)
-    migrations.migrate(eng)
-    yield eng
-    assert eng.pool.checkedout() == 0, "a test leaked a pooled connection"  # type: ignore[attr-defined]
-    eng.dispose()
 
 
 @pytest.fixture

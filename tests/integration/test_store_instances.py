@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -12,20 +11,10 @@ from sqlalchemy.engine import Engine, make_url
 
 from cadenza.core.ids import Epoch
 from cadenza.devenv import mariadb
-from cadenza.store import engine as engines
-from cadenza.store import fencing, instances, migrations, schema
+from cadenza.store import fencing, instances, schema
 from tests.support import wait_for
 
 pytestmark = pytest.mark.mariadb
-
-
-@pytest.fixture
-def engine(database: str) -> Iterator[Engine]:
-    eng = engines.create_engine(database, pool_size=2)
-    migrations.migrate(eng)
-    yield eng
-    assert eng.pool.checkedout() == 0, "a test leaked a pooled connection"  # type: ignore[attr-defined]
-    eng.dispose()
 
 
 def test_a_replica_registers_heartbeats_and_forgets_itself(engine: Engine) -> None:

@@ -18,23 +18,13 @@ from sqlalchemy.engine import Connection, Engine, make_url
 
 from cadenza.core.ids import Epoch, TaskUid
 from cadenza.devenv import mariadb
-from cadenza.store import engine as engines
-from cadenza.store import executions, fencing, migrations, mirror, schema
+from cadenza.store import executions, fencing, mirror, schema
 from tests.support import wait_for
 
 pytestmark = pytest.mark.mariadb
 
 LOCK = "cadenza-leader"
 Leader = Callable[[], AbstractContextManager[Connection]]
-
-
-@pytest.fixture
-def engine(database: str) -> Iterator[Engine]:
-    eng = engines.create_engine(database, pool_size=4)
-    migrations.migrate(eng)
-    yield eng
-    assert eng.pool.checkedout() == 0, "a test leaked a pooled connection"  # type: ignore[attr-defined]
-    eng.dispose()
 
 
 @pytest.fixture
