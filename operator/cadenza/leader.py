@@ -118,7 +118,8 @@ class Leader:
                 group.create_task(_forward_changes(ctx.hub, pool), name="pool-changes")
                 group.create_task(executor_status.run(pool), name="executor-status")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(pool.wait_updated(0), FIRST_PROBES_SECONDS)
+                    await asyncio.wait_for(_first_probes(pool), FIRST_PROBES_SECONDS)
+                scheduler.load()
                 await lifecycle.recover()
                 self.lifecycle = lifecycle
                 group.create_task(lifecycle.run(), name="lifecycle")
@@ -139,6 +140,15 @@ class Leader:
         finally:
             self.lifecycle = None
             await client.close()
+
+
+async def _first_probes(pool: ExecutorPool) -> None:
+    """Until every addressable pod has been probed once. The pool's first update is only its
+    first read of the pods, before any probe answered: waiting for that alone let a new leader
+    send its first runs (taken over, misfired) while it still knew no healthy pod."""
+    seen = -1
+    while not all(executor.settled for executor in pool.snapshot()):
+        seen = await pool.wait_updated(seen)
 
 
 async def _forward_changes(hub: Hub, pool: ExecutorPool) -> None:

@@ -96,14 +96,20 @@ def apply(engine: Engine, run: ExecutionId, token: str, report: Report) -> dict[
         ).scalar_one_or_none()
         policy = retry_policy(spec) if isinstance(spec, dict) else retry_.NO_RETRY
         delay = None
-        if report.outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+        # A lost run is corrected with its real result, never reopened: the leader has let it go.
+        retryable = current.status is not RunStatus.LOST
+        if retryable and report.outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
             delay = retry_.retry_delay(policy, report.attempt, _rng)
         if delay is not None:
             at = datetime.now(UTC) + timedelta(seconds=delay)
-            store_runs.schedule_retry(conn, run, report.attempt, report.outcome, at)
-            return {"applied": True, "status": RunStatus.QUEUED.value, "retryAt": at.isoformat()}
-        store_runs.finish(conn, run, report.attempt, report.outcome)
-        return {"applied": True, "status": report.outcome.status.value}
+            if store_runs.schedule_retry(conn, run, report.attempt, report.outcome, at):
+                queued = RunStatus.QUEUED.value
+                return {"applied": True, "status": queued, "retryAt": at.isoformat()}
+        elif store_runs.finish(conn, run, report.attempt, report.outcome):
+            return {"applied": True, "status": report.outcome.status.value}
+        # The guarded update matched no row: the attempt was already closed and the run queued
+        # for its next one (this is a duplicate of the report that did it). Nothing changed.
+        return {"applied": False, "status": current.status.value}
 
 
 def _run_id(raw: str) -> ExecutionId:
@@ -124,9 +130,9 @@ def _report(raw: bytes) -> Report:
     try:
         body = json.loads(raw)
     except ValueError:
-        raise CallbackError(400, "the body is not JSON") from None
+        raise CallbackError(400, "the body is not JSON", "body") from None
     if not isinstance(body, dict):
-        raise CallbackError(400, "the body must be a JSON object")
+        raise CallbackError(400, "the body must be a JSON object", "body")
     raw_status = body.get("status")
     status = RunStatus(raw_status) if raw_status in {s.value for s in RESULTS} else None
     if status is None:

@@ -227,6 +227,30 @@ class DispatchClient:
                         status, _message(_json_object(raw), raw))  # fmt: skip
         return False
 
+    async def view(
+        self, base_url: str, token: str | None, execution_key: str
+    ) -> dict[str, Any] | None:
+        """What the pod knows of a run (``GET /v1/executions/{key}``): its view, ``{}`` when
+        the pod does not know the key, None when the pod could not be asked."""
+        url = (
+            f"{base_url.rstrip('/')}{EXECUTIONS_PATH}/{urllib.parse.quote(execution_key, safe='')}"
+        )
+        try:
+            async with self._http().get(
+                url,
+                headers=_auth(token),
+                timeout=self._timeout(self._total_timeout),
+                allow_redirects=False,
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        if status == 404:
+            return {}
+        body = _json_object(raw)
+        return body if status == 200 and body is not None else None
+
     async def probe(self, base_url: str, path: str, timeout: float) -> ProbeResult:  # noqa: ASYNC109
         """GET the sidecar's health endpoint (no token: ``/healthz`` never needs one).
 

@@ -50,6 +50,8 @@ from cadenza.store import runs as store_runs
 log = logging.getLogger(__name__)
 
 RECONCILE_SECONDS = 0.5
+TAKEN_OVER_CHECK = timedelta(seconds=2)
+"""How often a new leader asks a pod about a run an earlier leader dispatched there."""
 
 
 def execution_key(run: ExecutionId, attempt: int) -> str:
@@ -79,6 +81,10 @@ class Run:
     next_attempt_at: datetime | None = None
     used_pods: set[str] = dataclasses.field(default_factory=set)
     dispatching: bool = False
+    taken_over: bool = False
+    """Dispatched by an earlier leader: its callback may be addressed to a replica that is gone,
+    so this leader asks the pod how it went."""
+    next_check: datetime | None = None
 
 
 Notify = Callable[[TaskUid, executions.Execution | None], None]
@@ -179,11 +185,24 @@ class Lifecycle:
         )
         if execution.pod_name:
             run.used_pods.add(execution.pod_name)
+        run.taken_over = run.status in (RunStatus.DISPATCHED, RunStatus.RUNNING)
         self._runs[run.id] = run
         if run.status is RunStatus.CLAIMED:
-            self._start(run, run.attempt)
+            # An earlier leader may have claimed it within the scheduler's lookahead: not
+            # before its tick.
+            wait = self._until_tick(run, self._now())
+            if wait > 0:
+                asyncio.get_running_loop().call_later(wait, self._start, run, run.attempt)
+            else:
+                self._start(run, run.attempt)
         else:
             self._wake.set()
+
+    def _until_tick(self, run: Run, now: datetime) -> float:
+        """Seconds until a scheduled run's tick (0 when due, or not a scheduled run)."""
+        if run.origin != "schedule" or run.scheduled_at is None:
+            return 0.0
+        return max((run.scheduled_at - now).total_seconds(), 0.0)
 
     async def recover(self) -> None:
         """Take over the open runs that earlier leaders left (called once, before ticking)."""
@@ -226,13 +245,18 @@ class Lifecycle:
                 run.attempt = row.attempt
             if run.status is RunStatus.QUEUED:
                 self._maybe_start_queued(run, now)
-            elif run.status is RunStatus.CLAIMED:
+            elif run.status is RunStatus.CLAIMED and not self._until_tick(run, now):
                 # A claimed run idle here was not sent: the lease was in doubt at its tick, or
-                # its dispatch raised (logged by _log_failure). Without another try it would
-                # count as in flight forever.
+                # its dispatch raised (logged by _log_failure), or it was taken over before its
+                # tick. Without another try it would count as in flight forever.
                 self._start(run, run.attempt)
             elif run.status in (RunStatus.RUNNING, RunStatus.DISPATCHED):
-                self._check_overdue(run, row, now)
+                if run.taken_over and (run.next_check is None or run.next_check <= now):
+                    run.next_check = now + TAKEN_OVER_CHECK
+                    run.dispatching = True
+                    self._spawn(self._ask_pod(run))
+                else:
+                    self._check_overdue(run, row, now)
         self._metrics.active.set(
             sum(1 for r in self._runs.values() if r.status is not RunStatus.QUEUED)
         )
@@ -302,6 +326,40 @@ class Lifecycle:
                 RunStatus.LOST,
                 f"no result from pod {run.pod} by the deadline; the pod did not report back",
             )
+        finally:
+            run.dispatching = False
+
+    async def _ask_pod(self, run: Run) -> None:
+        """Settle a taken-over run from what its pod says (same execution key, so the pod
+        answers for the very attempt it ran): its result, or that it never had it."""
+        try:
+            if run.base_url is None:
+                self._locate(run)
+            if run.base_url is None:
+                return  # the pod is not a candidate now: the deadline check settles it
+            view = await self._client.view(
+                run.base_url, run.token, execution_key(run.id, run.attempt)
+            )
+            if view is None:
+                return
+            if not view:
+                await self._fail(run, RunStatus.LOST, f"pod {run.pod} does not know the run")
+                return
+            state = str(view.get("state"))
+            if state not in {s.value for s in TERMINAL}:
+                return
+            outcome = store_runs.Outcome(
+                status=RunStatus(state),
+                error=view.get("error"),
+                result=view.get("result"),
+                exit_code=view.get("exitCode"),
+            )
+            if outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+                await self._fail(run, outcome.status, outcome.error or state)
+            else:
+                await self._write(lambda c: store_runs.finish(c, run.id, run.attempt, outcome))
+                self._wake.set()
+            log.info("run %s taken over: pod %s says %s", run.id, run.pod, state)
         finally:
             run.dispatching = False
 
@@ -509,7 +567,11 @@ class Lifecycle:
     async def _balance_state(self, plan: TaskPlan) -> dict[str, Any]:
         key = (plan.uid, plan.strategy.value)
         if key not in self._balance:
-            self._balance[key] = await self._read(balance.load, plan.uid, plan.strategy.value)
+            loaded = await self._read(balance.load, plan.uid, plan.strategy.value)
+            # Two dispatches may load at once (a new leader re-sending runs it took over while
+            # the first ticks fire): the one that resumes second must see the first one's pick,
+            # or both would pick the same pod.
+            self._balance.setdefault(key, loaded)
         return self._balance[key]
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -110,11 +110,21 @@ class Scheduler:
         self._next: dict[TaskUid, datetime] = {}
         self._heap: list[tuple[datetime, TaskUid]] = []
         self._deferred: list[Claim] = []
+        self._loaded: list[Claim] | None = None
+
+    def load(self) -> None:
+        """Read every Task's plan now, before :meth:`run`: a new leader takes over the open runs
+        of earlier epochs first, and their dispatch needs the plans (a run without a plan is
+        cancelled as the run of a deleted Task)."""
+        self._loaded = self._refresh(initial=True)
 
     async def run(self) -> None:
         changed = self._hub.subscribe()
         try:
-            triggered = self._refresh(initial=True)
+            if self._loaded is None:
+                self.load()
+            # The manual triggers found by load(), and whatever changed since.
+            triggered = (self._loaded or []) + self._refresh()
             await self._misfires()
             await self._claim(triggered)
             while True:

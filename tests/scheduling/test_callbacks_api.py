@@ -1,0 +1,365 @@
+"""``POST /api/v1/callbacks/{id}`` on a running replica: it trusts only the attempt's token, names
+the field a malformed report got wrong, and never moves a finished run backwards.
+
+Tokens are never stored in clear, so a test cannot read one. Where a test must speak for a
+sidecar it *plants* a token: it writes the sha256 of a token it chose into the attempt's row, as
+the leader does at dispatch, then calls back with that token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Engine
+
+from cadenza.api import callbacks
+from cadenza.core.ids import ExecutionId
+from cadenza.core.transitions import RunStatus
+from cadenza.devenv.controlplane import ControlPlane
+from cadenza.store import engine as engines
+from cadenza.store import migrations, schema
+from cadenza.store import runs as store_runs
+from tests.scheduling.test_load_balancing_e2e import EVERY_SECOND, private_addresses, wait_healthy
+from tests.support import scenario as scenario_module
+from tests.support import wait_for
+from tests.support.scenario import Scenario, executor, scenario, task
+
+TOKEN = "the-callback-token"
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def report(status: str = "succeeded", attempt: int = 1, **fields: Any) -> dict[str, Any]:
+    """A callback body exactly as a sidecar sends it."""
+    return {
+        "executionId": f"x-{attempt}", "status": status, "attempt": attempt, "pod": "pool-0",
+        "startedAt": "2030-01-01T00:00:00.000Z", "finishedAt": "2030-01-01T00:00:01.000Z",
+        "result": {"ok": True}, "error": None, "exitCode": None, **fields,
+    }  # fmt: skip
+
+
+# -- over HTTP, against a replica -------------------------------------------------------------
+
+
+@pytest.fixture
+def scene(
+    controlplane: ControlPlane,
+    database: str,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    crds: None,
+) -> Iterator[Scenario]:
+    monkeypatch.setattr(scenario_module, "_addresses", private_addresses())
+    with scenario(controlplane, database, namespace, tmp_path) as s:
+        yield s
+
+
+@pytest.fixture
+def retried_run(scene: Scenario) -> dict[str, Any]:
+    """A real run that failed its first attempt and succeeded on the second; nothing fires after
+    it (the Task is suspended), so its row only changes if a callback changes it."""
+    scene.add_pods("pool", 1)
+    scene.apply(executor("pool"))
+    wait_healthy(scene, 1)
+    scene.apply(
+        task(
+            "cb", EVERY_SECOND, handler="flaky", payload={"failures": 1},
+            retry={"maxAttempts": 2, "backoffSeconds": 1, "jitterPercent": 0},
+        )
+    )  # fmt: skip
+    done = wait_for(
+        lambda: [r for r in scene.runs("cb") if r["status"] == "succeeded"], 20, "a retried run"
+    )
+    scene.plane.kubectl(
+        "patch", "task", "cb", "-n", scene.namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"suspend": True}}),
+    )  # fmt: skip
+    row = done[0]
+    assert row["attempt"] == 2 and [a["status"] for a in scene.attempts(row["id"])] == [
+        "failed",
+        "succeeded",
+    ]
+    return row
+
+
+def post(url: str, body: bytes | Any, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, dict(json.load(resp))
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(json.load(exc))
+
+
+def row_now(scene: Scenario, run: int) -> dict[str, Any]:
+    (row,) = scene.sql("SELECT * FROM task_executions WHERE id = %s", run)
+    return row
+
+
+def plant(scene: Scenario, run: int, attempt: int, token: str) -> None:
+    scene.sql(
+        "UPDATE execution_attempts SET callback_token_hash = %s"
+        " WHERE execution_id = %s AND attempt = %s",
+        sha256(token), run, attempt,
+    )  # fmt: skip
+
+
+MALFORMED: list[tuple[str, bytes | Any, str]] = [
+    ("not JSON", b"{status: succeeded", "body"),
+    ("an array", [report()], "body"),
+    ("a string", "succeeded", "body"),
+    ("missing status", {k: v for k, v in report().items() if k != "status"}, "status"),
+    ("unknown status", report(status="done"), "status"),
+    ("running is no result", report(status="running"), "status"),
+    ("missing attempt", {k: v for k, v in report().items() if k != "attempt"}, "attempt"),
+    ("attempt 0", report(attempt=0), "attempt"),
+    ('attempt "1"', {**report(), "attempt": "1"}, "attempt"),
+    ("attempt true", {**report(), "attempt": True}, "attempt"),
+    ('exitCode "x"', report(exitCode="x"), "exitCode"),
+    ("exitCode 1.5", report(exitCode=1.5), "exitCode"),
+    ("error not a string", report(error=["boom"]), "error"),
+    ("startedAt not a time", report(startedAt="yesterday"), "startedAt"),
+    ("finishedAt without a zone", report(finishedAt="2030-01-01T00:00:01"), "finishedAt"),
+]
+
+
+def test_callbacks_refuse_what_they_cannot_trust(
+    scene: Scenario, retried_run: dict[str, Any]
+) -> None:
+    run = retried_run["id"]
+    before = row_now(scene, run)
+    tried = scene.attempts(run)
+    replicas = scene.replicas.members
+    url = f"{replicas[0].url}/api/v1/callbacks/{run}"
+
+    # Unauthenticated: no header, or not a bearer token.
+    assert post(url, report(attempt=2))[0] == 401
+    status, body = post(url, report(attempt=2), token="")
+    assert status == 401 and "Bearer" in body["error"], body
+    # A forged token, for the current attempt and for the previous one.
+    for attempt in (1, 2):
+        status, body = post(url, report(status="failed", attempt=attempt), token="forged")
+        assert status == 403 and "token" in body["error"], body
+    # Unknown runs.
+    base = f"{replicas[0].url}/api/v1/callbacks"
+    assert post(f"{base}/{run + 1000}", report(), token="forged")[0] == 404
+    assert post(f"{base}/not-a-run", report(), token="forged")[0] == 404
+    # Malformed reports, each named by its field.
+    for what, bad, field in MALFORMED:
+        status, body = post(url, bad, token="forged")
+        assert status == 400, (what, status, body)
+        assert body.get("field") == field and field in body["error"], (what, body)
+
+    assert row_now(scene, run) == before
+    assert scene.attempts(run) == tried
+
+
+def test_stale_duplicate_and_late_callbacks_change_nothing(
+    scene: Scenario, retried_run: dict[str, Any]
+) -> None:
+    run = retried_run["id"]
+    plant(scene, run, 1, "first-attempt")
+    plant(scene, run, 2, "second-attempt")
+    before = row_now(scene, run)
+    tried = scene.attempts(run)
+    # Any replica takes callbacks, not only the leader.
+    scene.replicas.add("follower")
+    scene.replicas.wait_indexed()
+    leader = scene.replicas.wait_for_leader()
+    follower = next(m for m in scene.replicas.members if m is not leader)
+    url = f"{follower.url}/api/v1/callbacks/{run}"
+
+    # The first attempt's report, long after the run moved on to its second.
+    status, body = post(url, report(status="failed", attempt=1), token="first-attempt")
+    assert status == 409 and "stale" in body["error"], body
+    # A token is good for its own attempt only.
+    status, _ = post(url, report(status="failed", attempt=2), token="first-attempt")
+    assert status == 403
+    # The second attempt's success again (a retried callback), then a late failure.
+    again = report(status="succeeded", attempt=2, result=json.loads(before["result"]))
+    for body_sent in (again, report(status="failed", attempt=2, error="late")):
+        status, body = post(url, body_sent, token="second-attempt")
+        assert (status, body) == (200, {"applied": False, "status": "succeeded"}), body
+
+    assert row_now(scene, run) == before
+    assert scene.attempts(run) == tried
+
+
+# -- the guarded transition itself, on rows prepared in a scratch database --------------------
+
+
+@pytest.fixture
+def engine(database: str) -> Iterator[Engine]:
+    eng = engines.create_engine(database, pool_size=2)
+    migrations.migrate(eng)
+    yield eng
+    assert eng.pool.checkedout() == 0, "a test leaked a pooled connection"  # type: ignore[attr-defined]
+    eng.dispose()
+
+
+def prepared_run(
+    engine: Engine, status: RunStatus, attempt: int = 1, retry: dict[str, Any] | None = None
+) -> ExecutionId:
+    """A run in ``status`` at ``attempt``, dispatched with ``TOKEN``, of a Task whose spec says
+    ``retry``. ``lost`` is how the leader leaves a run it gave up on; ``queued`` how a callback
+    leaves one whose attempt failed with a retry to come."""
+    now = datetime.now(UTC)
+    uid = str(uuid.uuid4())
+    lost, queued = status is RunStatus.LOST, status is RunStatus.QUEUED
+    with engine.begin() as conn:
+        conn.execute(
+            insert(schema.tasks).values(
+                uid=uid, namespace="ns", name=f"t-{uid[:8]}", generation=1,
+                cron_expression="* * * * * *", time_zone="UTC", suspend=False,
+                execution_mode="Parallel", load_balance_strategy="RoundRobin", handler="echo",
+                timeout_seconds=30, spec={"retry": retry or {"maxAttempts": 1}},
+                spec_hash=sha256(uid), valid=True, missing_executors=[],
+                created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+        run = conn.execute(
+            insert(schema.task_executions).values(
+                task_uid=uid, namespace="ns", task_name=f"t-{uid[:8]}", origin="schedule",
+                scheduled_at=now, requested_at=now, status=status.value, attempt=attempt,
+                max_attempts=(retry or {}).get("maxAttempts", 1), epoch=1,
+                executor_name="pool", pod_name="pool-0", pod_ip="127.0.0.9",
+                callback_token_hash=None if queued else sha256(TOKEN),
+                deadline_at=now + timedelta(seconds=30), dispatched_at=now,
+                created_at=now, updated_at=now,
+                finished_at=now if lost else None,
+                next_attempt_at=now + timedelta(seconds=60) if queued else None,
+                error="no result from pod pool-0 by the deadline" if lost else
+                "handler answered HTTP 500" if queued else None,
+            )
+        ).lastrowid  # fmt: skip
+        conn.execute(
+            insert(schema.execution_attempts).values(
+                execution_id=run, attempt=attempt, executor_name="pool", pod_name="pool-0",
+                pod_ip="127.0.0.9", callback_token_hash=sha256(TOKEN),
+                status="failed" if queued else status.value, dispatched_at=now,
+            )
+        )  # fmt: skip
+    return ExecutionId(int(run))
+
+
+def outcome(status: RunStatus, **fields: Any) -> callbacks.Report:
+    return callbacks.Report(
+        attempt=int(fields.pop("attempt", 1)), outcome=store_runs.Outcome(status=status, **fields)
+    )
+
+
+def rows(engine: Engine, run: ExecutionId) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(schema.task_executions).where(schema.task_executions.c.id == run)
+        ).one()
+        return dict(row._mapping), store_runs.attempts(conn, run)
+
+
+def test_a_duplicate_success_is_acknowledged_and_changes_nothing(engine: Engine) -> None:
+    run = prepared_run(engine, RunStatus.RUNNING)
+    success = outcome(RunStatus.SUCCEEDED, result={"n": 1})
+
+    first = callbacks.apply(engine, run, TOKEN, success)
+    after_first = rows(engine, run)
+    second = callbacks.apply(engine, run, TOKEN, success)
+
+    assert first == {"applied": True, "status": "succeeded"}
+    assert second == {"applied": False, "status": "succeeded"}
+    assert rows(engine, run) == after_first
+    row, (only,) = after_first
+    assert row["result"] == {"n": 1} and only["status"] == "succeeded"
+
+
+def test_a_late_failure_never_moves_a_succeeded_run_backwards(engine: Engine) -> None:
+    run = prepared_run(engine, RunStatus.RUNNING, retry={"maxAttempts": 3})
+    callbacks.apply(engine, run, TOKEN, outcome(RunStatus.SUCCEEDED, result="ok"))
+    settled = rows(engine, run)
+
+    for late in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED):
+        answer = callbacks.apply(engine, run, TOKEN, outcome(late, error="late"))
+        assert answer == {"applied": False, "status": "succeeded"}, late
+    assert rows(engine, run) == settled
+
+
+def test_the_real_result_corrects_a_lost_run(engine: Engine) -> None:
+    run = prepared_run(engine, RunStatus.LOST)
+    started = datetime(2030, 1, 1, 0, 0, 0, tzinfo=UTC)
+
+    answer = callbacks.apply(
+        engine, run, TOKEN,
+        outcome(RunStatus.SUCCEEDED, result=[1, 2], started_at=started,
+                finished_at=started + timedelta(seconds=2)),
+    )  # fmt: skip
+
+    assert answer == {"applied": True, "status": "succeeded"}
+    row, (only,) = rows(engine, run)
+    assert row["status"] == "succeeded" and row["result"] == [1, 2] and row["error"] is None
+    assert row["started_at"] == started and row["finished_at"] == started + timedelta(seconds=2)
+    assert only["status"] == "succeeded" and only["error"] is None
+    # Corrected once: a second, different report changes nothing.
+    corrected = rows(engine, run)
+    late = callbacks.apply(engine, run, TOKEN, outcome(RunStatus.FAILED, error="late"))
+    assert late == {"applied": False, "status": "succeeded"}
+    assert rows(engine, run) == corrected
+
+
+def test_a_late_failure_of_a_lost_run_is_recorded_not_retried(engine: Engine) -> None:
+    # The Task allows more attempts now than when the leader gave the run up: the real result
+    # corrects history, it does not reopen a run the leader no longer tracks.
+    run = prepared_run(engine, RunStatus.LOST, retry={"maxAttempts": 3, "backoffSeconds": 1})
+
+    answer = callbacks.apply(engine, run, TOKEN, outcome(RunStatus.FAILED, error="exit 1"))
+
+    assert answer == {"applied": True, "status": "failed"}
+    row, (only,) = rows(engine, run)
+    assert row["status"] == "failed" and row["error"] == "exit 1"
+    assert row["next_attempt_at"] is None and only["status"] == "failed"
+
+
+def test_a_duplicate_of_the_report_that_queued_a_retry_changes_nothing(engine: Engine) -> None:
+    run = prepared_run(engine, RunStatus.QUEUED, retry={"maxAttempts": 3, "backoffSeconds": 60})
+    before = rows(engine, run)
+
+    again = callbacks.apply(
+        engine, run, TOKEN, outcome(RunStatus.FAILED, error="handler answered HTTP 500")
+    )
+
+    assert again == {"applied": False, "status": "queued"}
+    assert rows(engine, run) == before
+
+
+def test_the_token_and_attempt_guard_the_function_too(engine: Engine) -> None:
+    run = prepared_run(engine, RunStatus.RUNNING, attempt=2, retry={"maxAttempts": 2})
+    before = rows(engine, run)
+
+    with pytest.raises(callbacks.CallbackError) as forged:
+        callbacks.apply(engine, run, "forged", outcome(RunStatus.SUCCEEDED, attempt=2))
+    with pytest.raises(callbacks.CallbackError) as other_attempt:
+        callbacks.apply(engine, run, TOKEN, outcome(RunStatus.SUCCEEDED, attempt=1))
+    with pytest.raises(callbacks.CallbackError) as unknown:
+        callbacks.apply(engine, ExecutionId(run + 1000), TOKEN, outcome(RunStatus.SUCCEEDED))
+
+    assert (forged.value.status, other_attempt.value.status, unknown.value.status) == (
+        403,
+        403,
+        404,
+    )
+    assert rows(engine, run) == before
