@@ -400,20 +400,20 @@ class Lifecycle:
         back_to = RunStatus.QUEUED if run.status is RunStatus.QUEUED else RunStatus.CLAIMED
         names = [e.name for e in plan.executors]
         found = self._pool.candidates(plan.namespace, names)
-        # Pods known to be full are passed over while others have room; the counts may be a
-        # probe behind, so when every pod looks full they are tried anyway (429 is the limit).
-        roomy = [c for c in found if not c.full]
-        pods = {c.pod: c for c in (roomy or found)}
+        # Pods that look full come last: their counts may be a probe behind, so they are still
+        # tried once every pod with room refused (the sidecar's 429 is the real limit).
         refusals: list[str] = []
-        while pods:
-            chosen = await self._choose(plan, pods, run.used_pods)
-            if chosen is None:
-                break
-            del pods[chosen.pod]
-            sent, reason = await self._send(run, plan, attempt, chosen, back_to)
-            if sent is not False:
-                return  # the pod has it, or the run is no longer ours to send
-            refusals.append(f"{chosen.pod}: {reason}")
+        for group in ([c for c in found if not c.full], [c for c in found if c.full]):
+            pods = {c.pod: c for c in group}
+            while pods:
+                chosen = await self._choose(plan, pods, run.used_pods)
+                if chosen is None:
+                    break
+                del pods[chosen.pod]
+                sent, reason = await self._send(run, plan, attempt, chosen, back_to)
+                if sent is not False:
+                    return  # the pod has it, or the run is no longer ours to send
+                refusals.append(f"{chosen.pod}: {reason}")
         detail = "; ".join(refusals) or f"no healthy pod of executor {', '.join(names)}"
         await self._give_up(run, attempt, f"no executor pod accepted the run ({detail})")
 
@@ -485,9 +485,9 @@ class Lifecycle:
             # A request that left but got no answer may be running there: never send it to a
             # second pod. The deadline check settles it if the pod never reports.
             if result.started:
+                self._observe_delay(run, attempt)  # the pod's acceptance, not our bookkeeping
                 await self._write(lambda c: store_runs.confirm_dispatch(c, run.id, attempt))
                 self._pool.note_dispatched(pod.pod_uid)
-                self._observe_delay(run, attempt)
             run.status = RunStatus.RUNNING
             self._on_change(run.task, None)
             return True, ""

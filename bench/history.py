@@ -1,0 +1,200 @@
+"""What the benchmark run did, computed from MySQL's execution history and the leader's metrics.
+
+Every number is taken over the *steady window*: the whole-second ticks from ``window_start`` to
+``window_end`` inclusive, chosen by the caller after every Task has fired once (no start-up) and
+before the run stops (no tail). Within it each Task is expected to fire once per second.
+
+Invariants:
+- Only rows of origin ``schedule`` count as ticks; ``misfire``/``manual`` rows are reported
+  apart (a benchmark without a leader change should have none).
+- Time differences use the database's own timestamps (``UTC_TIMESTAMP(3)`` and the sidecar's
+  reported times, all on this machine), never this process's clock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+TERMINAL = {"succeeded", "failed", "timed_out", "cancelled", "skipped", "lost"}
+
+
+@dataclass(frozen=True)
+class Row:
+    task_uid: str
+    scheduled_at: datetime
+    origin: str
+    status: str
+    dispatched_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    pod_name: str | None
+    attempt: int
+    created_at: datetime
+    """When the leader claimed the tick (inserted the row): up to a lookahead before it."""
+    error: str | None
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) by linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def distribution(values: Sequence[float]) -> dict[str, float | int | None]:
+    """p50/p90/p99/max/mean in milliseconds of a list of seconds."""
+    if not values:
+        return {"count": 0, "p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
+    ms = [v * 1000 for v in values]
+    return {
+        "count": len(ms),
+        "p50_ms": round(percentile(ms, 50), 1),
+        "p90_ms": round(percentile(ms, 90), 1),
+        "p99_ms": round(percentile(ms, 99), 1),
+        "max_ms": round(max(ms), 1),
+        "mean_ms": round(sum(ms) / len(ms), 1),
+    }
+
+
+def fetch_rows(conn: pymysql.connections.Connection, namespace: str) -> list[Row]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT task_uid, scheduled_at, origin, status, dispatched_at, started_at,"
+            " finished_at, pod_name, attempt, created_at, error FROM task_executions"
+            " WHERE namespace = %s AND scheduled_at IS NOT NULL",
+            (namespace,),
+        )
+        return [Row(*r) for r in cur.fetchall()]
+
+
+def open_in_window(conn: pymysql.connections.Connection, namespace: str, end: datetime) -> int:
+    """Runs of the window (ticks up to ``end``) not finished yet."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT COUNT(*) FROM task_executions WHERE namespace = %s AND scheduled_at <= %s"
+            " AND status NOT IN %s",
+            (namespace, end, tuple(TERMINAL)),
+        )
+        row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _seconds(later: datetime | None, earlier: datetime) -> float | None:
+    return None if later is None else (later - earlier).total_seconds()
+
+
+def ticks(
+    rows: Iterable[Row], tasks: int, start: datetime, end: datetime
+) -> dict[str, int | float]:
+    """Expected vs claimed ticks per Task over the window; duplicates must be 0."""
+    expected_per_task = int((end - start).total_seconds()) + 1
+    scheduled = [r for r in rows if r.origin == "schedule" and start <= r.scheduled_at <= end]
+    per_key = Counter((r.task_uid, r.scheduled_at) for r in scheduled)
+    duplicates = sum(n - 1 for n in per_key.values())
+    return {
+        "expected_per_task": expected_per_task,
+        "expected": expected_per_task * tasks,
+        "claimed": len(per_key),
+        "missed": expected_per_task * tasks - len(per_key),
+        "duplicated": duplicates,
+        "off_grid": sum(1 for r in scheduled if r.scheduled_at.microsecond),
+    }
+
+
+def analyse(rows: Sequence[Row], tasks: int, start: datetime, end: datetime) -> dict[str, Any]:
+    """Fire delay, end-to-end latency, throughput, tick accounting and outcomes."""
+    window = [r for r in rows if start <= r.scheduled_at <= end]
+    scheduled = [r for r in window if r.origin == "schedule"]
+    fire = [d for r in scheduled if (d := _seconds(r.dispatched_at, r.scheduled_at)) is not None]
+    claim = [(r.created_at - r.scheduled_at).total_seconds() for r in scheduled]
+    run_time = [
+        d
+        for r in scheduled
+        if r.started_at is not None and (d := _seconds(r.finished_at, r.started_at)) is not None
+    ]
+    per_tick: dict[datetime, list[datetime]] = {}
+    for r in scheduled:
+        if r.dispatched_at is not None:
+            per_tick.setdefault(r.scheduled_at, []).append(r.dispatched_at)
+    spread = [(max(d) - min(d)).total_seconds() for d in per_tick.values()]
+    span = (end - start).total_seconds() + 1
+    window_end = end + timedelta(seconds=1)
+    finished = [
+        r for r in rows if r.finished_at is not None and start <= r.finished_at < window_end
+    ]
+    return {
+        "fire_delay": distribution(fire),
+        "claim_lateness": distribution(claim),
+        "dispatch_spread_per_tick": distribution(spread),
+        "end_to_end": distribution(end_to_end(rows, start, end)),
+        "handler_run_time": distribution(run_time),
+        "throughput": {
+            "offered_runs_per_second": tasks,
+            "finished_runs_per_second": round(len(finished) / span, 2),
+        },
+        "ticks": ticks(rows, tasks, start, end),
+        "status": dict(Counter(r.status for r in window)),
+        "origin": dict(Counter(r.origin for r in window)),
+        "retried_runs": sum(1 for r in window if r.attempt > 1),
+        "errors": dict(Counter(r.error[:300] for r in window if r.error).most_common(5)),
+        "runs_per_pod": dict(Counter(r.pod_name or "-" for r in scheduled)),
+    }
+
+
+def series(rows: Sequence[Row], start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+    """(tick, fire delay in seconds) of each scheduled run in the window, for the plot."""
+    return [
+        (r.scheduled_at, (r.dispatched_at - r.scheduled_at).total_seconds())
+        for r in rows
+        if r.origin == "schedule" and r.dispatched_at is not None and start <= r.scheduled_at <= end
+    ]
+
+
+def end_to_end(rows: Sequence[Row], start: datetime, end: datetime) -> list[float]:
+    """Tick to finish, in seconds, of each finished scheduled run in the window."""
+    return [
+        (r.finished_at - r.scheduled_at).total_seconds()
+        for r in rows
+        if r.origin == "schedule" and r.finished_at is not None and start <= r.scheduled_at <= end
+    ]
+
+
+def executed_twice(ledgers: Iterable[Path]) -> int:
+    """Execution keys the demo apps ran more than once (the pods' own record, not ours)."""
+    seen: Counter[str] = Counter()
+    for ledger in ledgers:
+        if ledger.exists():
+            for line in ledger.read_text().splitlines():
+                if line.strip():
+                    seen[str(json.loads(line).get("executionId"))] += 1
+    return sum(n - 1 for n in seen.values() if n > 1)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text exposition -> {series: value} (comments dropped)."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def metric_total(values: dict[str, float], name: str) -> float:
+    """Sum of every series of ``name`` (all label sets)."""
+    return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
+
+
+def metric_by_label(values: dict[str, float], name: str) -> dict[str, float]:
+    """{labels: value} of every series of ``name``."""
+    return {k[len(name) :] or "{}": v for k, v in values.items() if k.startswith(name + "{")}
