@@ -214,7 +214,12 @@ class TaskStatusBook:
                     )
 
     def _flush(self, entry: _Entry) -> None:
-        with self._engine.connect() as conn:
+        # One snapshot for all the summary's queries: read committed would let a run finish
+        # between them (a "Running" last execution beside a streak its success just reset).
+        with (
+            self._engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn,
+            conn.begin(),
+        ):
             facts = summary.task_summary(conn, entry.uid)
         if not entry.seeded:
             self._seed(entry)
