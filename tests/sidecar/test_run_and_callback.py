@@ -39,7 +39,7 @@ async def test_accepted_run_reports_its_result_by_callback(http_sidecar, demo_ap
     assert ran["attempt"] == 2
 
 
-async def test_run_view_follows_the_run_until_it_finished(http_sidecar, receiver):
+async def test_run_view_follows_the_run_until_it_finished(http_sidecar, receiver, wait_until):
     body = receiver.dispatch_body("sleep", {"seconds": 0.5})
     assert (await http_sidecar.post(body)).status == 202
 
@@ -58,7 +58,8 @@ async def test_run_view_follows_the_run_until_it_finished(http_sidecar, receiver
         "exitCode",
     }  # fmt: skip
     await receiver.wait_acknowledged(body["executionId"])
-    assert http_sidecar.spooled() == []
+    # The file goes once the sidecar has read the acknowledgement, a moment after we sent it.
+    await wait_until(lambda: http_sidecar.spooled() == [], what="the spool to empty")
 
 
 async def test_failing_handler_reports_failed_with_status_and_body(http_sidecar, receiver):
