@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from cadenza.devenv.controlplane import ControlPlane
 from tests.support import wait_for
-from tests.support.scenario import Scenario, executor, scenario, task
+from tests.support.scenario import Scenario, executor, task
 
 pytestmark = pytest.mark.usefixtures("crds")
-
-
-@pytest.fixture
-def scene(
-    controlplane: ControlPlane, database: str, namespace: str, tmp_path: Path
-) -> Iterator[Scenario]:
-    with scenario(controlplane, database, namespace, tmp_path) as s:
-        yield s
 
 
 def test_a_task_every_second_runs_each_second_on_the_pods(scene: Scenario) -> None:

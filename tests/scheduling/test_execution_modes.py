@@ -9,28 +9,17 @@ sidecars reported for each run.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cadenza.devenv.controlplane import ControlPlane
 from tests.support import wait_for
-from tests.support.scenario import Scenario, executor, scenario, task
+from tests.support.scenario import Scenario, executor, task
 
 pytestmark = pytest.mark.usefixtures("crds")
 
 IN_FLIGHT = ("claimed", "dispatched", "running")
-
-
-@pytest.fixture
-def scene(
-    controlplane: ControlPlane, database: str, namespace: str, tmp_path: Path
-) -> Iterator[Scenario]:
-    with scenario(controlplane, database, namespace, tmp_path) as s:
-        yield s
 
 
 def by_status(rows: list[dict[str, Any]], *statuses: str) -> list[dict[str, Any]]:

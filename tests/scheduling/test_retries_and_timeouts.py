@@ -10,16 +10,13 @@ import itertools
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cadenza.devenv.controlplane import ControlPlane
 from tests.support import wait_for
-from tests.support.scenario import Scenario, executor, scenario, task
+from tests.support.scenario import Scenario, executor, task
 
 pytestmark = pytest.mark.usefixtures("crds")
 
@@ -29,14 +26,6 @@ JITTER = 0.1
 # From the attempt's end at the pod to the retry's dispatch: callback delivery, then the leader's
 # reconcile period (0.5 s) and one database write.
 LATENCY = 1.0
-
-
-@pytest.fixture
-def scene(
-    controlplane: ControlPlane, database: str, namespace: str, tmp_path: Path
-) -> Iterator[Scenario]:
-    with scenario(controlplane, database, namespace, tmp_path) as s:
-        yield s
 
 
 def triggered(name: str, value: str, **spec: Any) -> dict[str, Any]:

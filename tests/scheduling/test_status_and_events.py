@@ -4,7 +4,6 @@ the cluster invalid (no admission webhook here) reported, never a crash."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +74,6 @@ def test_status_writes_stay_within_the_coalescing_bound_under_a_one_second_sched
         assert status["counters"]["succeeded"] > status_before.get("counters", {}).get(
             "succeeded", 0
         )
-
-
-@pytest.fixture
-def scene(
-    controlplane: ControlPlane, database: str, namespace: str, tmp_path: Path
-) -> Iterator[Scenario]:
-    with scenario(controlplane, database, namespace, tmp_path) as s:
-        yield s
 
 
 def test_an_invalid_task_is_reported_not_ready_and_the_others_keep_running(

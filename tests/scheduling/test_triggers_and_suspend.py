@@ -7,29 +7,18 @@ is checked after it has visibly fired a few times, so the scheduler was demonstr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cadenza.devenv.controlplane import ControlPlane
 from tests.support import wait_for
-from tests.support.scenario import Scenario, executor, scenario, task
+from tests.support.scenario import Scenario, executor, task
 
 pytestmark = pytest.mark.usefixtures("crds")
 
 EVERY_SECOND = "* * * * * *"
 YEARLY = "0 0 1 1 *"
-
-
-@pytest.fixture
-def scene(
-    controlplane: ControlPlane, database: str, namespace: str, tmp_path: Path
-) -> Iterator[Scenario]:
-    with scenario(controlplane, database, namespace, tmp_path) as s:
-        yield s
 
 
 def now() -> datetime:
