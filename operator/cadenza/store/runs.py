@@ -20,7 +20,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, text, update
+from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
@@ -86,30 +87,16 @@ def begin_dispatch(
         )
     ).rowcount
     if done:
-        conn.execute(
-            insert(_attempts)
-            .prefix_with("IGNORE")
-            .values(
-                execution_id=run,
-                attempt=attempt,
-                executor_name=to.executor,
-                pod_name=to.pod,
-                pod_ip=to.ip,
-                callback_token_hash=to.token_hash,
-                status=RunStatus.DISPATCHED.value,
-                dispatched_at=_NOW,
-            )
-        )
         # A pod that refused this attempt before (busy, draining) left its row: point it here.
-        conn.execute(
-            update(_attempts)
-            .where(_attempts.c.execution_id == run, _attempts.c.attempt == attempt)
-            .values(
-                executor_name=to.executor,
-                pod_name=to.pod,
-                pod_ip=to.ip,
-                callback_token_hash=to.token_hash,
-            )
+        _record_attempt(
+            conn,
+            run,
+            attempt,
+            executor_name=to.executor,
+            pod_name=to.pod,
+            pod_ip=to.ip,
+            callback_token_hash=to.token_hash,
+            status=RunStatus.DISPATCHED.value,
         )
     return bool(done)
 
@@ -239,20 +226,23 @@ def give_up_attempt(
         update(_runs).where(_runs.c.id == run, _runs.c.status.in_(_DISPATCHABLE)).values(**values)
     ).rowcount
     if done:
-        conn.execute(
-            insert(_attempts)
-            .prefix_with("IGNORE")
-            .values(
-                execution_id=run,
-                attempt=attempt,
-                status=outcome.status.value,
-                dispatched_at=_NOW,
-                finished_at=_NOW,
-                error=outcome.error,
-            )
+        _record_attempt(
+            conn,
+            run,
+            attempt,
+            status=outcome.status.value,
+            finished_at=_NOW,
+            error=outcome.error,
         )
-        _close_attempt(conn, run, attempt, outcome)
     return bool(done)
+
+
+def _record_attempt(conn: Connection, run: ExecutionId, attempt: int, **values: Any) -> None:
+    """Create the attempt's row, or set ``values`` on the one an earlier try left."""
+    stmt = mysql_insert(_attempts).values(
+        execution_id=run, attempt=attempt, dispatched_at=_NOW, **values
+    )
+    conn.execute(stmt.on_duplicate_key_update(**{name: stmt.inserted[name] for name in values}))
 
 
 def _close_attempt(conn: Connection, run: ExecutionId, attempt: int, outcome: Outcome) -> None:
