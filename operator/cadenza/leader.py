@@ -31,6 +31,7 @@ from cadenza.scheduling.plans import TaskPlan
 from cadenza.scheduling.scheduler import Scheduler
 from cadenza.scheduling.status import TaskStatusBook
 from cadenza.settings import Settings
+from cadenza.store.leader_store import LeaderStore
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class Leader:
         ctx, epoch = self.ctx, self.epoch
         lock = ctx.settings.leadership.lock_name
         client = DispatchClient()
+        store = LeaderStore(ctx.engine, lock, epoch, ctx.metrics)
         plans: dict[TaskUid, TaskPlan] = {}
         tuning = ctx.settings.scheduling
         book = TaskStatusBook(
@@ -85,8 +87,7 @@ class Leader:
 
         mirror = MirrorLoop(ctx.hub, ctx.engine, ctx.settings, epoch, conditions)
         lifecycle = Lifecycle(
-            engine=ctx.engine,
-            lock_name=lock,
+            store=store,
             epoch=epoch,
             plans=plans,
             pool=pool,
@@ -99,9 +100,7 @@ class Leader:
         )
         scheduler = Scheduler(
             hub=ctx.hub,
-            engine=ctx.engine,
-            lock_name=lock,
-            epoch=epoch,
+            store=store,
             lifecycle=lifecycle,
             plans=plans,
             metrics=ctx.metrics,
@@ -127,9 +126,7 @@ class Leader:
                 group.create_task(book.run(ctx.lease_valid), name="task-status")
                 group.create_task(
                     retention.prune_forever(
-                        ctx.engine,
-                        lock,
-                        epoch,
+                        store,
                         plans,
                         ctx.lease_valid,
                         tuning.retention_interval_seconds,
@@ -140,6 +137,7 @@ class Leader:
         finally:
             self.lifecycle = None
             await client.close()
+            await store.close()
 
 
 async def _first_probes(pool: ExecutorPool) -> None:

@@ -20,7 +20,7 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -28,8 +28,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from cadenza.core import retry as retry_
+from cadenza.core import runs as rules
 from cadenza.core.ids import ExecutionId
-from cadenza.core.transitions import RESULTS, RunStatus, apply_callback
+from cadenza.core.transitions import RESULTS, RunStatus
 from cadenza.scheduling.plans import retry_policy
 from cadenza.store import deadlocks, executions, schema
 from cadenza.store import runs as store_runs
@@ -89,26 +90,23 @@ def apply(engine: Engine, run: ExecutionId, token: str, report: Report) -> dict[
             raise CallbackError(
                 409, f"attempt {report.attempt} is stale: the run is at attempt {current.attempt}"
             )
-        if apply_callback(current.status, report.outcome.status) is None:
-            return {"applied": False, "status": current.status.value}
         spec = conn.execute(
             select(schema.tasks.c.spec).where(schema.tasks.c.uid == current.task_uid)
         ).scalar_one_or_none()
         policy = retry_policy(spec) if isinstance(spec, dict) else retry_.NO_RETRY
-        delay = None
-        # A lost run is corrected with its real result, never reopened: the leader has let it go.
-        retryable = current.status is not RunStatus.LOST
-        if retryable and report.outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
-            delay = retry_.retry_delay(policy, report.attempt, _rng)
-        if delay is not None:
-            at = datetime.now(UTC) + timedelta(seconds=delay)
-            if store_runs.schedule_retry(conn, run, report.attempt, report.outcome, at):
+        decision = rules.after_report(
+            current.status, report.outcome, policy, report.attempt, datetime.now(UTC), _rng
+        )
+        if isinstance(decision, rules.Retry):
+            if store_runs.schedule_retry(conn, run, report.attempt, decision.outcome, decision.at):
                 queued = RunStatus.QUEUED.value
-                return {"applied": True, "status": queued, "retryAt": at.isoformat()}
-        elif store_runs.finish(conn, run, report.attempt, report.outcome):
+                return {"applied": True, "status": queued, "retryAt": decision.at.isoformat()}
+        elif decision is not None and store_runs.finish(
+            conn, run, report.attempt, decision.outcome
+        ):
             return {"applied": True, "status": report.outcome.status.value}
-        # The guarded update matched no row: the attempt was already closed and the run queued
-        # for its next one (this is a duplicate of the report that did it). Nothing changed.
+        # A duplicate or late report, or the guarded update matched no row: the attempt was
+        # already closed and the run queued for its next one. Nothing changed.
         return {"applied": False, "status": current.status.value}
 
 

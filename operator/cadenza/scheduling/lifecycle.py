@@ -32,20 +32,19 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.engine import Engine
-
+from cadenza.core import modes, strategies
 from cadenza.core import retry as retry_
-from cadenza.core import strategies
+from cadenza.core import runs as rules
 from cadenza.core.ids import Epoch, ExecutionId, PodName, TaskUid
-from cadenza.core.modes import ExecutionMode
 from cadenza.core.transitions import TERMINAL, RunStatus
-from cadenza.dispatch.client import DispatchClient, DispatchRequest, Outcome
+from cadenza.dispatch.client import DispatchClient, DispatchRequest, DispatchResult, Outcome
 from cadenza.executors.members import PodCandidate
 from cadenza.executors.pool import ExecutorPool
 from cadenza.metrics import Metrics
 from cadenza.scheduling.plans import TaskPlan
-from cadenza.store import balance, deadlocks, executions, fencing
-from cadenza.store import runs as store_runs
+from cadenza.store import executions, fencing
+from cadenza.store.port import Balance, Begin, RunStore
+from cadenza.store.runs import Dispatch
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +93,7 @@ class Lifecycle:
     def __init__(
         self,
         *,
-        engine: Engine,
-        lock_name: str,
+        store: RunStore,
         epoch: Epoch,
         plans: Mapping[TaskUid, TaskPlan],
         pool: ExecutorPool,
@@ -108,8 +106,7 @@ class Lifecycle:
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._engine = engine
-        self._lock_name = lock_name
+        self._store = store
         self._epoch = epoch
         self._plans = plans
         self._pool = pool
@@ -206,7 +203,7 @@ class Lifecycle:
 
     async def recover(self) -> None:
         """Take over the open runs that earlier leaders left (called once, before ticking)."""
-        found = await self._read(store_runs.open_runs)
+        found = await self._store.open_runs()
         for execution in found:
             self.submit(execution)
         if found:
@@ -230,8 +227,9 @@ class Lifecycle:
         if not self._lease_valid():
             return
         watched = [r.id for r in self._runs.values() if not r.dispatching]
-        latest = await self._read(store_runs.current, watched) if watched else {}
+        latest = await self._store.current(watched)
         now = self._now()
+        waiting: dict[TaskUid, list[Run]] = {}
         for run_id in watched:
             run = self._runs.get(run_id)
             if run is None or run.dispatching:
@@ -244,7 +242,10 @@ class Lifecycle:
             if row.attempt != run.attempt:
                 run.attempt = row.attempt
             if run.status is RunStatus.QUEUED:
-                self._maybe_start_queued(run, now)
+                if run.next_attempt_at is None:
+                    waiting.setdefault(run.task, []).append(run)
+                elif run.next_attempt_at <= now:
+                    self._start(run, run.attempt + 1)  # a retry's backoff is over
             elif run.status is RunStatus.CLAIMED and not self._until_tick(run, now):
                 # A claimed run idle here was not sent: the lease was in doubt at its tick, or
                 # its dispatch raised (logged by _log_failure), or it was taken over before its
@@ -257,6 +258,7 @@ class Lifecycle:
                     self._spawn(self._ask_pod(run))
                 else:
                     self._check_overdue(run, row, now)
+        self._release_queues(waiting)
         self._metrics.active.set(
             sum(1 for r in self._runs.values() if r.status is not RunStatus.QUEUED)
         )
@@ -274,27 +276,30 @@ class Lifecycle:
         # A Sequential Task's next run may start now.
         self._wake.set()
 
-    def _maybe_start_queued(self, run: Run, now: datetime) -> None:
-        if run.next_attempt_at is not None:
-            if run.next_attempt_at <= now:
-                self._start(run, run.attempt + 1)
-            return
-        plan = self._plans.get(run.task)
-        if plan is None:
-            self._spawn(self._finish(run, RunStatus.CANCELLED, "the Task was deleted"))
-            return
-        if plan.mode is ExecutionMode.SEQUENTIAL and self.in_flight(run.task):
-            return
-        head = min(
-            (
-                r.id
+    def _release_queues(self, waiting: Mapping[TaskUid, list[Run]]) -> None:
+        """Start the queued runs that each Task's mode lets go now; the core decides which."""
+        for task, queue in waiting.items():
+            plan = self._plans.get(task)
+            if plan is None:
+                for run in queue:
+                    self._spawn(self._finish(run, RunStatus.CANCELLED, "the Task was deleted"))
+                continue
+            # A queued run on its way to a pod is active already: it must not let a second go.
+            active = sum(
+                1
                 for r in self._runs.values()
-                if r.task == run.task and r.status is RunStatus.QUEUED and r.next_attempt_at is None
-            ),
-            default=run.id,
-        )
-        if head == run.id:
-            self._start(run, run.attempt)
+                if r.task == task and (r.status is not RunStatus.QUEUED or r.dispatching)
+            )
+            ready = {r.id: r for r in queue}
+            released = modes.next_from_queue(
+                plan.mode,
+                active,
+                [modes.QueuedRun(r.id, r.scheduled_at or r.requested_at) for r in queue],
+                plan.max_concurrent,
+            )
+            for item in released:
+                run = ready[item.execution_id]
+                self._start(run, run.attempt)
 
     def _check_overdue(self, run: Run, row: executions.Execution, now: datetime) -> None:
         deadline = row.deadline_at
@@ -346,18 +351,13 @@ class Lifecycle:
                 await self._fail(run, RunStatus.LOST, f"pod {run.pod} does not know the run")
                 return
             state = str(view.get("state"))
-            if state not in {s.value for s in TERMINAL}:
+            outcome = rules.after_pod_view(state, view)
+            if outcome is None:
                 return
-            outcome = store_runs.Outcome(
-                status=RunStatus(state),
-                error=view.get("error"),
-                result=view.get("result"),
-                exit_code=view.get("exitCode"),
-            )
             if outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
                 await self._fail(run, outcome.status, outcome.error or state)
             else:
-                await self._write(lambda c: store_runs.finish(c, run.id, run.attempt, outcome))
+                await self._store.end_attempt(run.id, run.attempt, rules.Finish(outcome))
                 self._wake.set()
             log.info("run %s taken over: pod %s says %s", run.id, run.pod, state)
         finally:
@@ -397,7 +397,6 @@ class Lifecycle:
         if plan is None:
             await self._finish(run, RunStatus.CANCELLED, "the Task was deleted")
             return
-        back_to = RunStatus.QUEUED if run.status is RunStatus.QUEUED else RunStatus.CLAIMED
         names = [e.name for e in plan.executors]
         found = self._pool.candidates(plan.namespace, names)
         # Pods that look full come last: their counts may be a probe behind, so they are still
@@ -410,10 +409,14 @@ class Lifecycle:
                 if chosen is None:
                     break
                 del pods[chosen.pod]
-                sent, reason = await self._send(run, plan, attempt, chosen, back_to)
-                if sent is not False:
+                after, reason = await self._send(run, plan, attempt, chosen)
+                if after is None or after is rules.AfterAnswer.RUNNING:
                     return  # the pod has it, or the run is no longer ours to send
                 refusals.append(f"{chosen.pod}: {reason}")
+                if after is rules.AfterAnswer.END_ATTEMPT:
+                    # Every pod would refuse this request alike: asking them all helps nobody.
+                    await self._give_up(run, attempt, f"the run was refused ({refusals[-1]})")
+                    return
         detail = "; ".join(refusals) or f"no healthy pod of executor {', '.join(names)}"
         await self._give_up(run, attempt, f"no executor pod accepted the run ({detail})")
 
@@ -447,28 +450,29 @@ class Lifecycle:
         return pods[picked.pod]
 
     async def _send(
-        self, run: Run, plan: TaskPlan, attempt: int, pod: PodCandidate, back_to: RunStatus
-    ) -> tuple[bool | None, str]:
-        """(True, _): the pod has the run. (False, why): it refused, try another.
-        (None, _): the run is no longer ours to send."""
+        self, run: Run, plan: TaskPlan, attempt: int, pod: PodCandidate
+    ) -> tuple[rules.AfterAnswer | None, str]:
+        """What the run rules say after ``pod`` answered, with the pod's reason for a refusal;
+        None when the run is no longer ours to send."""
         if not self._lease_valid():
             return None, "lease in doubt"
         token = secrets.token_urlsafe(32)
         deadline = self._now() + timedelta(seconds=plan.timeout_seconds)
-        dispatch = store_runs.Dispatch(pod.executor, pod.pod, pod.ip, token_hash(token), deadline)
-        state = self._balance.get((plan.uid, plan.strategy.value), {})
-
-        def begin(conn: Any) -> bool:
-            balance.save(conn, plan.uid, plan.strategy.value, state, self._epoch)
-            return store_runs.begin_dispatch(conn, run.id, attempt, dispatch, self._epoch)
-
-        if not await self._write(begin):
+        key = (plan.uid, plan.strategy.value)
+        begin = Begin(
+            run.id,
+            attempt,
+            Dispatch(pod.executor, pod.pod, pod.ip, token_hash(token), deadline),
+            Balance(plan.uid, plan.strategy.value, self._balance.get(key, {})),
+        )
+        if not await self._store.begin_dispatch(begin):
             return None, "not dispatchable"
         if not self._lease_valid():
             # The last good heartbeat is too old to be sure nobody else leads: do not send. The
             # run stays dispatched to no answer; whoever leads next settles it by its deadline.
             log.warning("lease in doubt: not sending run %s", run.id)
             return None, "lease in doubt"
+        back_to = run.status
         run.pod, run.pod_uid, run.base_url, run.token = (
             pod.pod,
             pod.pod_uid,
@@ -481,24 +485,24 @@ class Lifecycle:
             pod.base_url, pod.token, self._request(run, plan, attempt, token)
         )
         self._metrics.dispatches.labels(outcome=result.outcome.value).inc()
-        if result.started or result.may_have_started:
-            # A request that left but got no answer may be running there: never send it to a
-            # second pod. The deadline check settles it if the pod never reports.
+        after = rules.after_answer(_answer(result))
+        if after is rules.AfterAnswer.RUNNING:
             if result.started:
                 self._observe_delay(run, attempt)  # the pod's acceptance, not our bookkeeping
-                await self._write(lambda c: store_runs.confirm_dispatch(c, run.id, attempt))
+                await self._store.confirm(run.id, attempt)
                 self._pool.note_dispatched(pod.pod_uid)
             run.status = RunStatus.RUNNING
             self._on_change(run.task, None)
-            return True, ""
+            return after, ""
         log.info("pod %s refused run %s: %s", pod.pod, run.id, result.error)
         if result.outcome is Outcome.UNREACHABLE:
             self._pool.note_dispatch_error(pod.pod_uid, result.error or "unreachable")
         elif result.status == 401:
             self._pool.note_token_rejected(pod.executor_uid)
-        await self._write(lambda c: store_runs.abandon_dispatch(c, run.id, attempt, back_to))
+        # The row stays pointed at this pod until the next one is recorded (or the attempt is
+        # given up): both are allowed from a refused attempt, so no write is needed here.
         run.status, run.pod, run.pod_uid, run.base_url, run.token = back_to, None, None, None, None
-        return False, result.error or result.outcome.value
+        return after, result.error or result.outcome.value
 
     def _request(self, run: Run, plan: TaskPlan, attempt: int, token: str) -> DispatchRequest:
         return DispatchRequest(
@@ -522,29 +526,31 @@ class Lifecycle:
 
     # -- ending attempts ----------------------------------------------------------------------
 
-    def _retry_at(self, run: Run, attempt: int) -> datetime | None:
+    def _policy(self, run: Run) -> retry_.RetryPolicy:
         plan = self._plans.get(run.task)
-        delay = retry_.retry_delay(plan.retry if plan else retry_.NO_RETRY, attempt, self._rng)
-        return None if delay is None else self._now() + timedelta(seconds=delay)
+        return plan.retry if plan else retry_.NO_RETRY
 
     async def _give_up(self, run: Run, attempt: int, error: str) -> None:
         """No pod took ``attempt``: it counts as a failed attempt."""
-        at = self._retry_at(run, attempt)
-        outcome = store_runs.Outcome(status=RunStatus.FAILED, error=error)
-        if await self._write(lambda c: store_runs.give_up_attempt(c, run.id, attempt, outcome, at)):
+        outcome = rules.Outcome(status=RunStatus.FAILED, error=error)
+        decision = rules.after_bad_attempt(
+            self._policy(run), attempt, outcome, self._now(), self._rng
+        )
+        at = decision.at if isinstance(decision, rules.Retry) else None
+        if await self._store.give_up(run.id, attempt, outcome, at):
             self._after_failure(run, attempt, error, at)
 
     async def _fail(self, run: Run, status: RunStatus, error: str) -> None:
         """End the dispatched attempt badly: retry if the policy allows, else finish the run."""
-        at = self._retry_at(run, run.attempt)
-        outcome = store_runs.Outcome(status=status, error=error)
-        if at is None:
-            await self._finish(run, status, error)
-            return
-        if await self._write(
-            lambda c: store_runs.schedule_retry(c, run.id, run.attempt, outcome, at)
-        ):
-            self._after_failure(run, run.attempt, error, at)
+        outcome = rules.Outcome(status=status, error=error)
+        decision = rules.after_bad_attempt(
+            self._policy(run), run.attempt, outcome, self._now(), self._rng
+        )
+        applied = await self._store.end_attempt(run.id, run.attempt, decision)
+        if isinstance(decision, rules.Finish):
+            self._wake.set()
+        elif applied:
+            self._after_failure(run, run.attempt, error, decision.at)
 
     def _after_failure(self, run: Run, attempt: int, error: str, at: datetime | None) -> None:
         run.attempt = attempt
@@ -555,42 +561,35 @@ class Lifecycle:
         self._on_change(run.task, None)
         self._wake.set()
 
-    async def _finish(
-        self, run: Run, status: RunStatus, error: str | None, attempt: int | None = None
-    ) -> None:
-        outcome = store_runs.Outcome(status=status, error=error)
-        await self._write(lambda c: store_runs.finish(c, run.id, attempt or run.attempt, outcome))
+    async def _finish(self, run: Run, status: RunStatus, error: str | None) -> None:
+        outcome = rules.Outcome(status=status, error=error)
+        await self._store.end_attempt(run.id, run.attempt, rules.Finish(outcome))
         self._wake.set()
-
-    # -- database -----------------------------------------------------------------------------
 
     async def _balance_state(self, plan: TaskPlan) -> dict[str, Any]:
         key = (plan.uid, plan.strategy.value)
         if key not in self._balance:
-            loaded = await self._read(balance.load, plan.uid, plan.strategy.value)
+            loaded = await self._store.balance_state(plan.uid, plan.strategy.value)
             # Two dispatches may load at once (a new leader re-sending runs it took over while
             # the first ticks fire): the one that resumes second must see the first one's pick,
             # or both would pick the same pod.
             self._balance.setdefault(key, loaded)
         return self._balance[key]
 
-    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        def read() -> Any:
-            with self._engine.connect() as conn:
-                return fn(conn, *args)
 
-        return await asyncio.to_thread(read)
-
-    async def _write(self, fn: Callable[[Any], bool]) -> bool:
-        def write() -> bool:
-            with fencing.leader_transaction(self._engine, self._lock_name, self._epoch) as conn:
-                return fn(conn)
-
-        try:
-            return await asyncio.to_thread(deadlocks.retry_deadlocks, write)
-        except fencing.Fenced:
-            self._metrics.fenced.inc()
-            raise
+def _answer(result: DispatchResult) -> rules.Answer:
+    """The run rules' view of a pod's answer."""
+    if result.started:
+        return rules.Answer.STARTED
+    if result.may_have_started:
+        return rules.Answer.MAYBE_STARTED
+    if result.outcome is Outcome.BUSY:
+        return rules.Answer.BUSY
+    if result.outcome is Outcome.DRAINING:
+        return rules.Answer.DRAINING
+    if result.outcome is Outcome.UNREACHABLE:
+        return rules.Answer.UNREACHABLE
+    return rules.Answer.POD_REFUSED if result.try_another_pod else rules.Answer.MALFORMED
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

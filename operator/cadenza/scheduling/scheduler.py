@@ -27,17 +27,15 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.engine import Connection, Engine
-
 from cadenza.core import misfire, modes
-from cadenza.core.ids import Epoch, ExecutionId, TaskUid
+from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.kube.hub import Hub
 from cadenza.metrics import Metrics
 from cadenza.scheduling.lifecycle import Lifecycle
 from cadenza.scheduling.plans import TaskPlan, plan_of
-from cadenza.store import deadlocks, executions, fencing
-from cadenza.store import runs as store_runs
+from cadenza.store import executions
+from cadenza.store.port import NewRun, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +85,7 @@ class Scheduler:
         self,
         *,
         hub: Hub,
-        engine: Engine,
-        lock_name: str,
-        epoch: Epoch,
+        store: RunStore,
         lifecycle: Lifecycle,
         plans: dict[TaskUid, TaskPlan],
         metrics: Metrics,
@@ -98,9 +94,7 @@ class Scheduler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._hub = hub
-        self._engine = engine
-        self._lock_name = lock_name
-        self._epoch = epoch
+        self._store = store
         self._lifecycle = lifecycle
         self.plans = plans
         self._metrics = metrics
@@ -128,7 +122,7 @@ class Scheduler:
             await self._misfires()
             await self._claim(triggered)
             while True:
-                await self._claim(self._due())
+                await self.fire_due()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), self._sleep_seconds())
                 if changed.is_set():
@@ -136,6 +130,10 @@ class Scheduler:
                     await self._claim(self._refresh())
         finally:
             self._hub.unsubscribe(changed)
+
+    async def fire_due(self) -> None:
+        """Claim every tick due within the lookahead (and claims waiting for the mirror)."""
+        await self._claim(self._due())
 
     # -- plans --------------------------------------------------------------------------------
 
@@ -205,9 +203,7 @@ class Scheduler:
     async def _misfires(self) -> None:
         """Ticks missed while no leader ran, per each Task's misfire policy."""
         scheduled = [p for p in self.plans.values() if p.schedule and not p.suspend]
-        last = await asyncio.to_thread(
-            self._read, lambda c: store_runs.last_ticks(c, [p.uid for p in scheduled])
-        )
+        last = await self._store.last_ticks([p.uid for p in scheduled])
         now = self._now()
         claims: list[Claim] = []
         for plan in scheduled:
@@ -237,17 +233,38 @@ class Scheduler:
     # -- claiming -----------------------------------------------------------------------------
 
     async def _claim(self, claims: Iterable[Claim]) -> None:
+        """Claim a batch of ticks and triggers in one fenced transaction. The claims of Tasks
+        not mirrored yet come back to be tried again: a run of a Task without its row would
+        find no retry policy for its callbacks and no parent for its balancer state (the
+        indexes, which the scheduler reads, are ahead of the mirror by its debounce)."""
         batch = list(claims)
         if not batch:
             return
         decided = [(c, self._decide(c, batch[:i])) for i, c in enumerate(batch)]
-        claimed, deferred = await asyncio.to_thread(
-            deadlocks.retry_deadlocks, lambda: self._insert(decided)
+        result = await self._store.claim(
+            [
+                NewRun(
+                    task=c.plan.uid,
+                    namespace=c.plan.namespace,
+                    name=c.plan.name,
+                    tick=c.tick,
+                    origin=c.origin,
+                    status=status,
+                    max_attempts=c.plan.retry.max_attempts,
+                    trigger_key=c.trigger_key,
+                )
+                for c, status in decided
+            ]
         )
+        deferred = [c for c, _ in decided if c.plan.uid in result.unmirrored]
+        if deferred:
+            log.info("%d claims wait for the mirror to write their Tasks", len(deferred))
         self._deferred.extend(deferred)
-        for item in claimed:
-            self._metrics.ticks.labels(decision=item.status.value).inc()
-            self._hand_over(item)
+        for (claim, status), run in zip(decided, result.runs, strict=True):
+            if run is None:
+                continue
+            self._metrics.ticks.labels(decision=status.value).inc()
+            self._hand_over(Claimed(claim, run, status))
 
     def _decide(self, claim: Claim, earlier: list[Claim]) -> RunStatus:
         plan = claim.plan
@@ -263,38 +280,6 @@ class Scheduler:
             modes.TickDecision.QUEUE: RunStatus.QUEUED,
             modes.TickDecision.SKIP: RunStatus.SKIPPED,
         }[decision]
-
-    def _insert(self, decided: list[tuple[Claim, RunStatus]]) -> tuple[list[Claimed], list[Claim]]:
-        """Claim what the batch decided; the claims of Tasks not mirrored yet come back to be
-        tried again: a run of a Task without its row would find no retry policy for its
-        callbacks and no parent for its balancer state (the indexes, which the scheduler
-        reads, are ahead of the mirror by its debounce)."""
-        out: list[Claimed] = []
-        deferred: list[Claim] = []
-        with fencing.leader_transaction(self._engine, self._lock_name, self._epoch) as conn:
-            mirrored = store_runs.mirrored_tasks(conn, {c.plan.uid for c, _ in decided})
-            for claim, status in decided:
-                plan = claim.plan
-                if plan.uid not in mirrored:
-                    deferred.append(claim)
-                    continue
-                run = executions.claim_tick(
-                    conn,
-                    plan.uid,
-                    plan.namespace,
-                    plan.name,
-                    claim.tick,
-                    claim.origin,
-                    epoch=self._epoch,
-                    max_attempts=plan.retry.max_attempts,
-                    trigger_key=claim.trigger_key,
-                    status=status,
-                )
-                if run is not None:
-                    out.append(Claimed(claim, run, status))
-        if deferred:
-            log.info("%d claims wait for the mirror to write their Tasks", len(deferred))
-        return out, deferred
 
     def _hand_over(self, item: Claimed) -> None:
         claim = item.claim
@@ -316,10 +301,6 @@ class Scheduler:
             item.status,
             requested,
         )
-
-    def _read(self, fn: Callable[[Connection], dict[TaskUid, datetime]]) -> dict[TaskUid, datetime]:
-        with self._engine.connect() as conn:
-            return fn(conn)
 
 
 def _timing_changed(old: TaskPlan, new: TaskPlan) -> bool:

@@ -20,22 +20,21 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
+from cadenza.core.runs import DISPATCHABLE, OPEN, Outcome, sources_of
 from cadenza.core.transitions import TERMINAL, RunStatus
 from cadenza.store import executions, schema
+
+__all__ = ["OPEN", "Dispatch", "Outcome"]
 
 _NOW = func.utc_timestamp(3)
 _runs = schema.task_executions
 _attempts = schema.execution_attempts
-
-OPEN = (RunStatus.CLAIMED, RunStatus.QUEUED, RunStatus.DISPATCHED, RunStatus.RUNNING)
-"""States of a run that is not over yet."""
-_DISPATCHABLE = (RunStatus.CLAIMED, RunStatus.QUEUED)
-_REPORTABLE_FROM = (RunStatus.CLAIMED, RunStatus.DISPATCHED, RunStatus.RUNNING, RunStatus.LOST)
+_OPEN = [s.value for s in OPEN]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,16 +48,16 @@ class Dispatch:
     deadline_at: datetime
 
 
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """How an attempt ended, as reported by a sidecar or decided by the leader."""
-
-    status: RunStatus
-    error: str | None = None
-    result: Any = None
-    exit_code: int | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+def _sendable(run: ExecutionId, attempt: int) -> Any:
+    """The run may take ``attempt`` now: it waits for a pod, or ``attempt`` was just refused by
+    another pod (re-pointed without going back to waiting: a 429 moves on at once)."""
+    return and_(
+        _runs.c.id == run,
+        or_(
+            _runs.c.status.in_([s.value for s in DISPATCHABLE]),
+            and_(_runs.c.status == RunStatus.DISPATCHED.value, _runs.c.attempt == attempt),
+        ),
+    )
 
 
 def begin_dispatch(
@@ -71,7 +70,7 @@ def begin_dispatch(
     """
     done = conn.execute(
         update(_runs)
-        .where(_runs.c.id == run, _runs.c.status.in_(_DISPATCHABLE))
+        .where(_sendable(run, attempt))
         .values(
             status=RunStatus.DISPATCHED.value,
             attempt=attempt,
@@ -153,11 +152,11 @@ def _set_attempt_status(
     )
 
 
-def finish(conn: Connection, run: ExecutionId, attempt: int, outcome: Outcome) -> bool:
+def finish(
+    conn: Connection, run: ExecutionId, attempt: int, outcome: Outcome, *, by_leader: bool = False
+) -> bool:
     """End the run with ``outcome`` if ``attempt`` is still its current, unfinished attempt."""
-    if outcome.status not in TERMINAL:
-        raise ValueError(f"{outcome.status} is not a final state")
-    allowed = _REPORTABLE_FROM if outcome.status is not RunStatus.LOST else OPEN
+    allowed = [s.value for s in sources_of(outcome.status, by_leader=by_leader)]
     values: dict[str, Any] = {
         "status": outcome.status.value,
         "error": outcome.error,
@@ -183,7 +182,7 @@ def schedule_retry(
     conn: Connection, run: ExecutionId, attempt: int, outcome: Outcome, at: datetime
 ) -> bool:
     """Attempt ``attempt`` ended badly and another is allowed: queue the run again for ``at``."""
-    allowed = _REPORTABLE_FROM if outcome.status is not RunStatus.LOST else OPEN
+    allowed = [s.value for s in sources_of(outcome.status)]
     done = conn.execute(
         update(_runs)
         .where(_runs.c.id == run, _runs.c.attempt == attempt, _runs.c.status.in_(allowed))
@@ -222,9 +221,7 @@ def give_up_attempt(
         values.update(status=RunStatus.QUEUED.value, next_attempt_at=retry_at)
     else:
         values.update(status=outcome.status.value, next_attempt_at=None, finished_at=_NOW)
-    done = conn.execute(
-        update(_runs).where(_runs.c.id == run, _runs.c.status.in_(_DISPATCHABLE)).values(**values)
-    ).rowcount
+    done = conn.execute(update(_runs).where(_sendable(run, attempt)).values(**values)).rowcount
     if done:
         _record_attempt(
             conn,
@@ -259,9 +256,7 @@ def _close_attempt(conn: Connection, run: ExecutionId, attempt: int, outcome: Ou
 
 def open_runs(conn: Connection) -> list[executions.Execution]:
     """Every run not over yet, oldest first (what a new leader picks up)."""
-    rows = conn.execute(
-        select(_runs).where(_runs.c.status.in_([s.value for s in OPEN])).order_by(_runs.c.id)
-    )
+    rows = conn.execute(select(_runs).where(_runs.c.status.in_(_OPEN)).order_by(_runs.c.id))
     return [executions.execution_from_row(row) for row in rows]
 
 

@@ -1,0 +1,222 @@
+"""The leader's store port over MySQL: fenced, batched, on lanes of its own.
+
+The leader's run pipeline reaches MySQL only through :class:`LeaderStore`. It owns what every
+caller used to repeat: the hop off the event loop, the epoch-fenced transaction
+(:func:`cadenza.store.fencing.leader_transaction`) and the retry of deadlock victims.
+
+Two lanes, each one thread with its own pooled connection, so the fire path never queues behind
+bookkeeping: the *fire* lane carries claims, dispatch records and the balancer reads they need;
+the *books* lane carries confirmations, attempt ends, retention and the reconciler's reads.
+
+Group commit: writes that arrive while a lane's transaction is in flight wait and then go
+together, in arrival order, in the lane's next transaction. One run costs no transaction of its
+own once many are in flight, and a lone run is not held back by any timer.
+
+WARNING: one write that raises fails its whole batch (every caller in it gets the error), and
+:class:`~cadenza.store.fencing.Fenced` fails every caller: the leader must step down. A write
+that merely does not apply (a guarded update matching no row) is an ordinary ``False``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Connection, Engine
+
+from cadenza.core.ids import Epoch, ExecutionId, TaskUid
+from cadenza.core.runs import Finish, Next, Outcome
+from cadenza.metrics import Metrics
+from cadenza.store import balance, deadlocks, executions, fencing
+from cadenza.store import runs as store_runs
+from cadenza.store.port import Begin, Claims, NewRun
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Write = Callable[[Connection], Any]
+
+MAX_BATCH = 500
+"""Writes per transaction at most: a longer transaction holds the epoch row's share lock longer,
+which a new leader's epoch bump waits for."""
+PRUNE_BATCH = 1000
+
+
+class _Lane:
+    """One thread, and the writes waiting for its next fenced transaction."""
+
+    def __init__(self, name: str, store: LeaderStore) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"cadenza-{name}")
+        self._store = store
+        self._waiting: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def read(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+
+    async def write(self, op: Write) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((op, future))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                ops = [op for op, _ in batch]
+                try:
+                    results = await self.read(functools.partial(self._store.transact, ops))
+                except asyncio.CancelledError:
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._flushing = None
+
+    def close(self) -> None:
+        for _, future in self._waiting:
+            future.cancel()
+        self._waiting.clear()
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+
+class LeaderStore:
+    """:class:`cadenza.store.port.RunStore` for the leader of ``epoch``."""
+
+    def __init__(
+        self, engine: Engine, lock_name: str, epoch: Epoch, metrics: Metrics | None = None
+    ) -> None:
+        self._engine = engine
+        self._lock_name = lock_name
+        self._epoch = epoch
+        self._metrics = metrics
+        self._fire = _Lane("fire", self)
+        self._books = _Lane("books", self)
+
+    @property
+    def epoch(self) -> Epoch:
+        return self._epoch
+
+    def transact(self, ops: Sequence[Write]) -> list[Any]:
+        """Run ``ops`` in order in one fenced transaction (blocking; on a lane's thread)."""
+
+        def once() -> list[Any]:
+            with fencing.leader_transaction(self._engine, self._lock_name, self._epoch) as conn:
+                return [op(conn) for op in ops]
+
+        try:
+            return deadlocks.retry_deadlocks(once)
+        except fencing.Fenced:
+            if self._metrics is not None:
+                self._metrics.fenced.inc()
+            raise
+
+    async def close(self) -> None:
+        self._fire.close()
+        self._books.close()
+
+    # -- the fire path ------------------------------------------------------------------------
+
+    async def claim(self, runs: Sequence[NewRun]) -> Claims:
+        items = list(runs)
+        if not items:
+            return Claims([], frozenset())
+
+        def claim_all(conn: Connection) -> Claims:
+            mirrored = store_runs.mirrored_tasks(conn, {r.task for r in items})
+            out: list[ExecutionId | None] = []
+            for r in items:
+                if r.task not in mirrored:
+                    out.append(None)
+                    continue
+                out.append(
+                    executions.claim_tick(
+                        conn,
+                        r.task,
+                        r.namespace,
+                        r.name,
+                        r.tick,
+                        r.origin,
+                        epoch=self._epoch,
+                        max_attempts=r.max_attempts,
+                        trigger_key=r.trigger_key,
+                        status=r.status,
+                    )
+                )
+            return Claims(out, frozenset({r.task for r in items} - mirrored))
+
+        result: Claims = await self._fire.write(claim_all)
+        return result
+
+    async def begin_dispatch(self, begin: Begin) -> bool:
+        def write(conn: Connection) -> bool:
+            if begin.balance is not None:
+                b = begin.balance
+                balance.save(conn, b.task, b.strategy, dict(b.state), self._epoch)
+            return store_runs.begin_dispatch(conn, begin.run, begin.attempt, begin.to, self._epoch)
+
+        return bool(await self._fire.write(write))
+
+    async def balance_state(self, task: TaskUid, strategy: str) -> dict[str, Any]:
+        return await self._fire.read(lambda: self._read(balance.load, task, strategy))
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    async def confirm(self, run: ExecutionId, attempt: int) -> bool:
+        return bool(await self._books.write(lambda c: store_runs.confirm_dispatch(c, run, attempt)))
+
+    async def end_attempt(self, run: ExecutionId, attempt: int, decision: Next) -> bool:
+        def write(conn: Connection) -> bool:
+            if isinstance(decision, Finish):
+                return store_runs.finish(conn, run, attempt, decision.outcome, by_leader=True)
+            return store_runs.schedule_retry(conn, run, attempt, decision.outcome, decision.at)
+
+        return bool(await self._books.write(write))
+
+    async def give_up(
+        self, run: ExecutionId, attempt: int, outcome: Outcome, retry_at: datetime | None
+    ) -> bool:
+        return bool(
+            await self._books.write(
+                lambda c: store_runs.give_up_attempt(c, run, attempt, outcome, retry_at)
+            )
+        )
+
+    async def prune(self, task: TaskUid, max_age_seconds: int, max_runs: int) -> int:
+        return int(
+            await self._books.write(
+                lambda c: store_runs.prune(c, task, max_age_seconds, max_runs, PRUNE_BATCH)
+            )
+        )
+
+    async def open_runs(self) -> list[executions.Execution]:
+        return await self._books.read(lambda: self._read(store_runs.open_runs))
+
+    async def current(self, runs: Sequence[ExecutionId]) -> dict[ExecutionId, executions.Execution]:
+        ids = list(runs)
+        if not ids:
+            return {}
+        return await self._books.read(lambda: self._read(store_runs.current, ids))
+
+    async def last_ticks(self, tasks: Sequence[TaskUid]) -> dict[TaskUid, datetime]:
+        uids = list(tasks)
+        return await self._books.read(lambda: self._read(store_runs.last_ticks, uids))
+
+    def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._engine.connect() as conn:
+            return fn(conn, *args)

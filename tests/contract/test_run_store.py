@@ -1,0 +1,272 @@
+"""The leader's store port keeps one contract, in memory and on MySQL: the same suite runs
+against both. The scheduler's and the run rules' unit tests rely on the memory store behaving
+as the real one does."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine, make_url
+
+from cadenza.core import runs as rules
+from cadenza.core.ids import Epoch, ExecutionId, TaskUid
+from cadenza.core.transitions import RunStatus
+from cadenza.devenv import mariadb
+from cadenza.store import fencing, mirror
+from cadenza.store.executions import Origin
+from cadenza.store.leader_store import LeaderStore
+from cadenza.store.memory import MemoryRunStore
+from cadenza.store.port import Balance, Begin, NewRun, RunStore
+from cadenza.store.runs import Dispatch
+
+LOCK = "cadenza-leader"
+TICK = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+FAILED = rules.Outcome(RunStatus.FAILED, error="exit 1")
+
+
+@dataclass
+class Backend:
+    store: RunStore
+    mirror: Callable[[TaskUid], None]
+    fence: Callable[[], None]
+
+
+def _bump(session: Any, instance: str) -> Epoch:
+    with session.cursor() as cur:
+        cur.execute(fencing.BUMP_EPOCH_SQL, (LOCK, instance))
+        cur.execute("SELECT epoch FROM leader_epochs WHERE lock_name = %s", (LOCK,))
+        row = cur.fetchone()
+    return Epoch(int(row[0]))
+
+
+def _task_row(uid: TaskUid) -> mirror.TaskRow:
+    return mirror.TaskRow(
+        uid=uid,
+        namespace="ns",
+        name=f"task-{uid[:8]}",
+        generation=1,
+        cron_expression="* * * * * *",
+        time_zone="UTC",
+        suspend=False,
+        execution_mode="Parallel",
+        load_balance_strategy="RoundRobin",
+        handler="echo",
+        timeout_seconds=30,
+        spec={"schedule": "* * * * * *"},
+        spec_hash=uid.replace("-", "").ljust(64, "0")[:64],
+    )
+
+
+@pytest.fixture
+def mysql_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    server: mariadb.Server = request.getfixturevalue("mariadb_server")
+    database: str = request.getfixturevalue("database")
+    engine: Engine = request.getfixturevalue("engine")
+    session = server.connect(make_url(database).database)
+    epoch = _bump(session, "replica-a")
+    store = LeaderStore(engine, LOCK, epoch)
+
+    def mirror_task(uid: TaskUid) -> None:
+        with fencing.leader_transaction(engine, LOCK, epoch) as conn:
+            mirror.upsert_task(conn, _task_row(uid))
+
+    yield Backend(store, mirror_task, lambda: _bump(session, "replica-b") and None)
+    session.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("mysql", marks=pytest.mark.mariadb)])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    if request.param == "memory":
+        memory = MemoryRunStore()
+        yield Backend(memory, memory.mirror, lambda: memory.fence(2))
+        return
+    chosen: Backend = request.getfixturevalue("mysql_backend")
+    yield chosen
+    await chosen.store.close()
+
+
+def new_task(backend: Backend, mirrored: bool = True) -> TaskUid:
+    uid = TaskUid(str(uuid.uuid4()))
+    if mirrored:
+        backend.mirror(uid)
+    return uid
+
+
+def tick_run(uid: TaskUid, tick: datetime = TICK, **kw: Any) -> NewRun:
+    values: dict[str, Any] = {"status": RunStatus.CLAIMED, "max_attempts": 3, **kw}
+    return NewRun(uid, "ns", "t", tick, Origin.SCHEDULE, **values)
+
+
+def to(pod: str, seconds: int = 30) -> Dispatch:
+    return Dispatch(
+        "workers", pod, "127.0.0.9", "h" * 64, datetime.now(UTC) + timedelta(seconds=seconds)
+    )
+
+
+async def claimed(backend: Backend, **kw: Any) -> ExecutionId:
+    uid = new_task(backend)
+    result = await backend.store.claim([tick_run(uid, **kw)])
+    run = result.runs[0]
+    assert run is not None
+    return run
+
+
+async def status(backend: Backend, run: ExecutionId) -> tuple[RunStatus, int]:
+    row = (await backend.store.current([run]))[run]
+    return row.status, row.attempt
+
+
+async def test_a_tick_is_claimed_once_and_triggers_once_per_key(backend: Backend) -> None:
+    uid = new_task(backend)
+    first = await backend.store.claim([tick_run(uid), tick_run(uid, TICK + timedelta(seconds=1))])
+    again = await backend.store.claim([tick_run(uid)])
+    assert all(first.runs) and again.runs == [None]
+    manual = NewRun(uid, "ns", "t", None, Origin.MANUAL, RunStatus.CLAIMED, trigger_key="v1")
+    assert (await backend.store.claim([manual])).runs[0] is not None
+    assert (await backend.store.claim([manual])).runs == [None]
+    assert await backend.store.last_ticks([uid]) == {uid: TICK + timedelta(seconds=1)}
+
+
+async def test_claims_of_tasks_not_mirrored_yet_come_back(backend: Backend) -> None:
+    known, unknown = new_task(backend), new_task(backend, mirrored=False)
+    result = await backend.store.claim([tick_run(known), tick_run(unknown)])
+    assert result.runs[0] is not None and result.runs[1] is None
+    assert result.unmirrored == frozenset({unknown})
+
+
+async def test_a_skipped_tick_is_over_as_soon_as_it_exists(backend: Backend) -> None:
+    run = await claimed(backend, status=RunStatus.SKIPPED)
+    assert await status(backend, run) == (RunStatus.SKIPPED, 1)
+    assert run not in {r.id for r in await backend.store.open_runs()}
+
+
+async def test_dispatch_confirm_finish(backend: Backend) -> None:
+    run = await claimed(backend)
+    assert await backend.store.begin_dispatch(Begin(run, 1, to("pod-a")))
+    assert await backend.store.confirm(run, 1)
+    assert await status(backend, run) == (RunStatus.RUNNING, 1)
+    done = rules.Finish(rules.Outcome(RunStatus.SUCCEEDED, result={"ok": True}))
+    assert await backend.store.end_attempt(run, 1, done)
+    assert await status(backend, run) == (RunStatus.SUCCEEDED, 1)
+    # A duplicate changes nothing, and a finished run never moves back.
+    assert not await backend.store.end_attempt(run, 1, done)
+    assert not await backend.store.end_attempt(run, 1, rules.Finish(FAILED))
+    assert not await backend.store.confirm(run, 1)
+    assert await status(backend, run) == (RunStatus.SUCCEEDED, 1)
+
+
+async def test_a_refused_attempt_is_pointed_at_the_next_pod_without_going_back(
+    backend: Backend,
+) -> None:
+    run = await claimed(backend)
+    assert await backend.store.begin_dispatch(Begin(run, 1, to("pod-a")))
+    assert await backend.store.begin_dispatch(Begin(run, 1, to("pod-b")))
+    row = (await backend.store.current([run]))[run]
+    assert (row.status, row.attempt, row.pod_name) == (RunStatus.DISPATCHED, 1, "pod-b")
+    # But never a second attempt of a run in flight.
+    assert not await backend.store.begin_dispatch(Begin(run, 2, to("pod-c")))
+
+
+async def test_no_pod_took_it_retry_then_fail(backend: Backend) -> None:
+    run = await claimed(backend)
+    at = datetime.now(UTC) + timedelta(seconds=5)
+    assert await backend.store.begin_dispatch(Begin(run, 1, to("pod-a")))
+    assert await backend.store.give_up(run, 1, FAILED, at)
+    row = (await backend.store.current([run]))[run]
+    assert (row.status, row.attempt) == (RunStatus.QUEUED, 1)
+    assert row.next_attempt_at is not None
+    assert await backend.store.give_up(run, 2, FAILED, None)
+    assert await status(backend, run) == (RunStatus.FAILED, 2)
+    assert not await backend.store.give_up(run, 3, FAILED, None)
+
+
+async def test_a_bad_attempt_is_retried_then_the_last_one_ends_the_run(backend: Backend) -> None:
+    run = await claimed(backend)
+    await backend.store.begin_dispatch(Begin(run, 1, to("pod-a")))
+    retry = rules.Retry(FAILED, datetime.now(UTC) + timedelta(seconds=1))
+    assert await backend.store.end_attempt(run, 1, retry)
+    assert await status(backend, run) == (RunStatus.QUEUED, 1)
+    # A late duplicate of the same report finds the attempt closed.
+    assert not await backend.store.end_attempt(run, 1, rules.Finish(FAILED))
+    assert await backend.store.begin_dispatch(Begin(run, 2, to("pod-b")))
+    # A stale attempt's report does not touch the new one.
+    assert not await backend.store.end_attempt(run, 1, rules.Finish(FAILED))
+    assert await backend.store.end_attempt(run, 2, rules.Finish(FAILED))
+    assert await status(backend, run) == (RunStatus.FAILED, 2)
+
+
+async def test_lost_is_corrected_by_the_real_result(backend: Backend) -> None:
+    run = await claimed(backend)
+    await backend.store.begin_dispatch(Begin(run, 1, to("pod-a")))
+    lost = rules.Finish(rules.Outcome(RunStatus.LOST, error="no answer"))
+    assert await backend.store.end_attempt(run, 1, lost)
+    ok = rules.Finish(rules.Outcome(RunStatus.SUCCEEDED))
+    assert await backend.store.end_attempt(run, 1, ok)
+    assert await status(backend, run) == (RunStatus.SUCCEEDED, 1)
+
+
+async def test_the_leader_cancels_a_queued_run_of_a_deleted_task(backend: Backend) -> None:
+    run = await claimed(backend, status=RunStatus.QUEUED)
+    cancelled = rules.Finish(rules.Outcome(RunStatus.CANCELLED, error="the Task was deleted"))
+    assert await backend.store.end_attempt(run, 1, cancelled)
+    assert await status(backend, run) == (RunStatus.CANCELLED, 1)
+
+
+async def test_open_runs_and_balancer_state(backend: Backend) -> None:
+    a, b = await claimed(backend), await claimed(backend)
+    await backend.store.end_attempt(b, 1, rules.Finish(rules.Outcome(RunStatus.CANCELLED)))
+    opened = [r.id for r in await backend.store.open_runs()]
+    assert a in opened and b not in opened
+    uid = TaskUid(str(uuid.uuid4()))
+    backend.mirror(uid)
+    run = (await backend.store.claim([tick_run(uid)])).runs[0]
+    assert run is not None
+    state = {"cursor": "pod-b"}
+    await backend.store.begin_dispatch(
+        Begin(run, 1, to("pod-b"), Balance(uid, "RoundRobin", state))
+    )
+    assert await backend.store.balance_state(uid, "RoundRobin") == state
+    assert await backend.store.balance_state(uid, "Weighted") == {}
+
+
+async def test_concurrent_writes_each_get_their_own_answer(backend: Backend) -> None:
+    uid = new_task(backend)
+    ticks = [tick_run(uid, TICK + timedelta(seconds=i)) for i in range(20)]
+    runs = [r for r in (await backend.store.claim(ticks)).runs if r is not None]
+    begins = await asyncio.gather(
+        *(backend.store.begin_dispatch(Begin(r, 1, to(f"pod-{r % 3}"))) for r in runs)
+    )
+    assert all(begins)
+    # Half confirmed twice over: the second of each pair must not apply.
+    answers = await asyncio.gather(
+        *(backend.store.confirm(r, 1) for r in runs[:10]),
+        *(backend.store.confirm(r, 1) for r in runs[:10]),
+    )
+    assert sorted(answers) == [False] * 10 + [True] * 10
+
+
+async def test_retention_prunes_only_finished_runs_beyond_the_limit(backend: Backend) -> None:
+    uid = new_task(backend)
+    ticks = [tick_run(uid, TICK + timedelta(seconds=i)) for i in range(5)]
+    runs = [r for r in (await backend.store.claim(ticks)).runs if r is not None]
+    for r in runs[:4]:
+        await backend.store.end_attempt(r, 1, rules.Finish(rules.Outcome(RunStatus.CANCELLED)))
+    assert await backend.store.prune(uid, 86400, 2) == 3
+    left = await backend.store.current(runs)
+    assert sorted(left) == runs[3:]
+
+
+async def test_an_overtaken_epoch_writes_nothing(backend: Backend) -> None:
+    run = await claimed(backend)
+    backend.fence()
+    with pytest.raises(fencing.Fenced):
+        await backend.store.begin_dispatch(Begin(run, 1, to("pod-a")))
+    with pytest.raises(fencing.Fenced):
+        await backend.store.claim([tick_run(new_task(backend, mirrored=False))])
+    assert await status(backend, run) == (RunStatus.CLAIMED, 1)

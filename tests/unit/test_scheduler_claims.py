@@ -1,0 +1,207 @@
+"""The scheduler over the in-memory store, with an injected clock: each tick is claimed once,
+in batches, never retroactively; claims of Tasks the mirror has not written yet wait; a mode
+decides what a tick does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from cadenza.core.ids import ExecutionId, TaskUid
+from cadenza.core.transitions import RunStatus
+from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
+from cadenza.kube.views import TaskView, spec_hash
+from cadenza.metrics import Metrics
+from cadenza.scheduling.plans import TaskPlan
+from cadenza.scheduling.scheduler import Scheduler
+from cadenza.store.memory import MemoryRunStore
+
+START = datetime(2026, 12, 2, 12, 0, 0, 500000, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class Runs:
+    """What the scheduler hands over: the run half of the leader, reduced to a ledger."""
+
+    started: list[tuple[ExecutionId, TaskUid, datetime | None, RunStatus]] = field(
+        default_factory=list
+    )
+    skipped: list[ExecutionId] = field(default_factory=list)
+    active: dict[TaskUid, int] = field(default_factory=dict)
+
+    def in_flight(self, task: TaskUid) -> int:
+        return self.active.get(task, 0)
+
+    def queued(self, task: TaskUid) -> int:
+        return sum(1 for _, t, _, s in self.started if t == task and s is RunStatus.QUEUED)
+
+    def claimed(
+        self,
+        run: ExecutionId,
+        task: TaskUid,
+        tick: datetime | None,
+        origin: str,
+        status: RunStatus,
+        requested_at: datetime,
+    ) -> None:
+        self.started.append((run, task, tick, status))
+        if status is RunStatus.CLAIMED:
+            self.active[task] = self.active.get(task, 0) + 1
+
+    def skip(self, task: TaskUid, run: ExecutionId) -> None:
+        self.skipped.append(run)
+
+
+def task(name: str, schedule: str = "* * * * * *", **spec: Any) -> TaskView:
+    body = {"schedule": schedule, "executors": [{"name": "workers"}], **spec}
+    return TaskView(
+        uid=f"uid-{name}",
+        namespace="ns",
+        name=name,
+        generation=1,
+        spec=body,
+        original_name=None,
+        trigger=None,
+        spec_hash=spec_hash(body),
+    )
+
+
+@dataclass
+class Scene:
+    clock: Clock
+    store: MemoryRunStore
+    runs: Runs
+    hub: Hub
+    scheduler: Scheduler
+    tasks: dict[tuple[str, str], list[TaskView]]
+
+    def apply(self, view: TaskView) -> None:
+        self.tasks[(view.namespace, view.name)] = [view]
+
+    async def fire(self, seconds: float) -> None:
+        """Let the clock run ``seconds``, claiming what falls due, as the loop would."""
+        for _ in range(int(seconds * 4)):
+            self.clock.advance(0.25)
+            await self.scheduler.fire_due()
+
+    def ticks(self, name: str) -> list[datetime]:
+        uid = TaskUid(f"uid-{name}")
+        return sorted(
+            row.scheduled_at
+            for row in self.store.runs.values()
+            if row.task_uid == uid and row.scheduled_at is not None
+        )
+
+
+@pytest.fixture
+def scene(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:
+    clock = Clock(START)
+    store = MemoryRunStore(clock=clock)
+    tasks: dict[tuple[str, str], list[TaskView]] = {}
+    hub = Hub(indexes={TASKS_INDEX: tasks, EXECUTORS_INDEX: {}, PODS_INDEX: {}})
+    runs = Runs()
+    runs.skipped = []
+    plans: dict[TaskUid, TaskPlan] = {}
+    scheduler = Scheduler(
+        hub=hub,
+        store=store,
+        lifecycle=runs,  # type: ignore[arg-type]
+        plans=plans,
+        metrics=Metrics(),
+        on_schedule=lambda plan, tick: None,
+        on_misfire=lambda plan, fired, dropped: None,
+        clock=clock,
+    )
+    # Hand-over happens at the tick on the real loop; here it happens at once.
+    monkeypatch.setattr(scheduler, "_hand_over", lambda item: _hand_over(runs, item))
+    yield Scene(clock, store, runs, hub, scheduler, tasks)
+
+
+def _hand_over(runs: Runs, item: Any) -> None:
+    if item.status is RunStatus.SKIPPED:
+        runs.skip(item.claim.plan.uid, item.run)
+        return
+    claim = item.claim
+    runs.claimed(item.run, claim.plan.uid, claim.tick, claim.origin.value, item.status, START)
+
+
+async def test_every_second_each_tick_once(scene: Scene) -> None:
+    scene.apply(task("a"))
+    scene.store.mirror(TaskUid("uid-a"))
+    scene.scheduler.load()
+    await scene.fire(5)
+    ticks = scene.ticks("a")
+    assert ticks == [START.replace(microsecond=0) + timedelta(seconds=s) for s in range(1, 6)]
+    # Asking again changes nothing: every tick is claimed already.
+    await scene.scheduler.fire_due()
+    assert scene.ticks("a") == ticks
+
+
+async def test_a_new_task_never_fires_retroactively(scene: Scene) -> None:
+    scene.apply(task("late", "0 0 * * * *"))  # hourly, at minute 0
+    scene.store.mirror(TaskUid("uid-late"))
+    scene.scheduler.load()
+    await scene.fire(3)
+    assert scene.ticks("late") == []
+
+
+async def test_claims_wait_for_the_mirror(scene: Scene) -> None:
+    scene.apply(task("b"))
+    scene.scheduler.load()
+    await scene.fire(1)
+    assert scene.ticks("b") == []
+    scene.store.mirror(TaskUid("uid-b"))
+    await scene.fire(1)
+    # The tick that waited is claimed once the row exists, with the next one.
+    assert len(scene.ticks("b")) == 2
+
+
+async def test_skip_mode_skips_a_tick_while_a_run_is_active(scene: Scene) -> None:
+    scene.apply(task("s", executionMode="Skip"))
+    scene.store.mirror(TaskUid("uid-s"))
+    scene.scheduler.load()
+    await scene.fire(3)
+    statuses = [row.status for row in scene.store.runs.values()]
+    assert statuses == [RunStatus.CLAIMED, RunStatus.SKIPPED, RunStatus.SKIPPED]
+    assert len(scene.runs.skipped) == 2
+
+
+async def test_sequential_mode_queues_behind_the_active_run(scene: Scene) -> None:
+    scene.apply(task("q", executionMode="Sequential"))
+    scene.store.mirror(TaskUid("uid-q"))
+    scene.scheduler.load()
+    await scene.fire(3)
+    statuses = [row.status for row in scene.store.runs.values()]
+    assert statuses == [RunStatus.CLAIMED, RunStatus.QUEUED, RunStatus.QUEUED]
+
+
+async def test_many_tasks_due_together_are_claimed_in_one_batch(scene: Scene) -> None:
+    for i in range(50):
+        scene.apply(task(f"t{i}"))
+        scene.store.mirror(TaskUid(f"uid-t{i}"))
+    scene.scheduler.load()
+    batches: list[int] = []
+    claim = scene.store.claim
+
+    async def counting(runs: Any) -> Any:
+        batches.append(len(runs))
+        return await claim(runs)
+
+    scene.store.claim = counting  # type: ignore[method-assign]
+    await scene.fire(2)
+    assert batches == [50, 50]
