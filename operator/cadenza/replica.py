@@ -121,10 +121,10 @@ class Replica:
             self.leader = None
             self.metrics.leader.set(0)
 
-    def callback_applied(self, _run: ExecutionId) -> None:
+    def callback_applied(self, run: ExecutionId) -> None:
         """A callback reached this replica: if it leads, look at the run now."""
         if self.leader is not None and self.leader.lifecycle is not None:
-            self.leader.lifecycle.wake()
+            self.leader.lifecycle.wake(run)
 
     # -- loops --------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.devenv import mariadb
 from cadenza.store import fencing, mirror
+from cadenza.store import runs as store_runs
 from cadenza.store.executions import Origin
 from cadenza.store.leader_store import LeaderStore
 from cadenza.store.memory import MemoryRunStore
@@ -35,6 +36,8 @@ class Backend:
     store: RunStore
     mirror: Callable[[TaskUid], None]
     fence: Callable[[], None]
+    note: Callable[[ExecutionId], None]
+    """What a callback applied by any replica leaves in the change log."""
 
 
 def _bump(session: Any, instance: str) -> Epoch:
@@ -76,7 +79,11 @@ def mysql_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         with fencing.leader_transaction(engine, LOCK, epoch) as conn:
             mirror.upsert_task(conn, _task_row(uid))
 
-    yield Backend(store, mirror_task, lambda: _bump(session, "replica-b") and None)
+    def note(run: ExecutionId) -> None:
+        with engine.begin() as conn:
+            store_runs.note_change(conn, run)
+
+    yield Backend(store, mirror_task, lambda: _bump(session, "replica-b") and None, note)
     session.close()
 
 
@@ -84,7 +91,7 @@ def mysql_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "memory":
         memory = MemoryRunStore()
-        yield Backend(memory, memory.mirror, lambda: memory.fence(2))
+        yield Backend(memory, memory.mirror, lambda: memory.fence(2), memory.record_change)
         return
     chosen: Backend = request.getfixturevalue("mysql_backend")
     yield chosen
@@ -270,3 +277,19 @@ async def test_an_overtaken_epoch_writes_nothing(backend: Backend) -> None:
     with pytest.raises(fencing.Fenced):
         await backend.store.claim([tick_run(new_task(backend, mirrored=False))])
     assert await status(backend, run) == (RunStatus.CLAIMED, 1)
+
+
+async def test_the_change_log_is_read_by_cursor(backend: Backend) -> None:
+    start = await backend.store.last_change()
+    a, b, c = (ExecutionId(9000 + i) for i in range(3))
+    for run in (a, b, c):
+        backend.note(run)
+    found = await backend.store.changes_since(start, [], 100)
+    assert [run for _, run in found] == [a, b, c]
+    seqs = [seq for seq, _ in found]
+    assert seqs == sorted(seqs) and await backend.store.last_change() == seqs[-1]
+    # Above a position, plus the gaps asked for again; at most the limit.
+    assert [run for _, run in await backend.store.changes_since(seqs[1], [seqs[0]], 100)] == [a, c]
+    assert len(await backend.store.changes_since(start, [], 2)) == 2
+    # Nothing is old enough to prune yet.
+    assert await backend.store.prune_changes(3600) == 0

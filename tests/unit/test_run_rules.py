@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cadenza.core import runs as rules
+from cadenza.core.changes import ChangeCursor
 from cadenza.core.retry import NO_RETRY, RetryPolicy
 from cadenza.core.transitions import RESULTS, TERMINAL, RunStatus
 
@@ -121,3 +122,38 @@ def test_where_an_attempt_may_end_from() -> None:
     assert rules.sources_of(S.SUCCEEDED) == frozenset({S.CLAIMED, S.DISPATCHED, S.RUNNING, S.LOST})
     with pytest.raises(ValueError, match="not how an attempt ends"):
         rules.sources_of(S.SKIPPED)
+
+
+# -- the change cursor the leader reads callbacks' changes with -------------------------------
+
+
+def test_the_change_cursor_reports_each_change_once_and_waits_for_late_commits() -> None:
+    cursor = ChangeCursor(high=10, gap_timeout=5)
+    assert cursor.saw([11, 12, 14], now=0) == [11, 12, 14]
+    assert cursor.wanted() == (14, [13])
+    # 13 commits late: still reported, once.
+    assert cursor.saw([13, 14], now=1) == [13]
+    assert cursor.saw([13], now=1) == []
+    assert cursor.wanted() == (14, [])
+
+
+def test_a_gap_that_never_fills_is_given_up() -> None:
+    cursor = ChangeCursor(high=0, gap_timeout=5)
+    cursor.saw([3], now=0)
+    assert cursor.wanted() == (3, [1, 2])
+    cursor.saw([], now=6)
+    assert cursor.wanted() == (3, [])
+
+
+def test_a_pods_run_view_keeps_the_pods_own_times() -> None:
+    view = {
+        "state": "succeeded",
+        "startedAt": "2026-12-02T12:00:00.125Z",
+        "finishedAt": "2026-12-02T12:00:03.5+00:00",
+    }
+    outcome = rules.after_pod_view("succeeded", view)
+    assert outcome is not None
+    assert outcome.started_at == datetime(2026, 12, 2, 12, 0, 0, 125000, tzinfo=UTC)
+    assert outcome.finished_at == datetime(2026, 12, 2, 12, 0, 3, 500000, tzinfo=UTC)
+    odd = rules.after_pod_view("failed", {"startedAt": "yesterday", "finishedAt": 5})
+    assert odd is not None and (odd.started_at, odd.finished_at) == (None, None)

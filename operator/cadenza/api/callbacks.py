@@ -97,13 +97,17 @@ def apply(engine: Engine, run: ExecutionId, token: str, report: Report) -> dict[
         decision = rules.after_report(
             current.status, report.outcome, policy, report.attempt, datetime.now(UTC), _rng
         )
+        # Each applied change is noted in the change log, which the leader reads with a
+        # cursor: that is how it learns of results that reached another replica.
         if isinstance(decision, rules.Retry):
             if store_runs.schedule_retry(conn, run, report.attempt, decision.outcome, decision.at):
+                store_runs.note_change(conn, run)
                 queued = RunStatus.QUEUED.value
                 return {"applied": True, "status": queued, "retryAt": decision.at.isoformat()}
         elif decision is not None and store_runs.finish(
             conn, run, report.attempt, decision.outcome
         ):
+            store_runs.note_change(conn, run)
             return {"applied": True, "status": report.outcome.status.value}
         # A duplicate or late report, or the guarded update matched no row: the attempt was
         # already closed and the run queued for its next one. Nothing changed.

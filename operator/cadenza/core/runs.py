@@ -129,7 +129,21 @@ def after_pod_view(state: str, view: dict[str, Any]) -> Outcome | None:
         error=view.get("error"),
         result=view.get("result"),
         exit_code=view.get("exitCode"),
+        started_at=_moment(view.get("startedAt")),
+        finished_at=_moment(view.get("finishedAt")),
     )
+
+
+def _moment(value: Any) -> datetime | None:
+    """An RFC 3339 time from a pod's run view; None when absent or not one (the pod's own
+    times are history worth keeping, not worth failing over)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 class Answer(enum.StrEnum):

@@ -1,90 +1,54 @@
-"""The life of a run on the leader: dispatch, queues, retries, timeouts, recovery.
+"""The life of a run on the leader: a coordinator that starts the parts acting on runs and
+applies what they return. The parts never call one another: :mod:`dispatcher` sends an attempt,
+:mod:`settling` settles runs nobody reported on, :mod:`changefeed` names the runs callbacks
+changed, :mod:`openruns` and :mod:`timers` hold the open runs and when to look at them again.
 
-A claimed run is sent to one pod chosen by the Task's strategy among the healthy pods of its
-Executors (lower priority tiers first). A pod that refuses (busy, draining, unreachable, wrong
-token) is passed over for the next; when none is left the attempt fails with the reasons. Results
-arrive by callback at any replica, which writes them as guarded transitions; the leader learns of
-them by re-reading its open runs (at once when the callback reached this replica, else within
-``RECONCILE_SECONDS``).
+The leader learns of a change from the part that made it, from the change feed (callbacks
+applied by any replica), or from a run's deadline timer: it never re-reads its open runs.
 
 Invariants:
-- The per-run token's hash and the chosen pod are committed before the request leaves, so the
-  fastest callback finds them; every leader write is fenced by the epoch.
-- A retry is a new attempt of the same run with a new execution key (``<id>-<attempt>``: the
-  sidecar keeps the first body of a key forever) and prefers a pod no earlier attempt used.
-- Sequential Tasks run one at a time across all pods: a queued run starts only when the Task
-  has no run in flight, oldest first.
-- A run never stays in flight forever: past its deadline plus a grace the leader cancels it on
-  the pod and, if the pod cannot say what became of it, marks it ``lost`` (and retries it if the
-  policy allows). ``lost`` may still be corrected by the real result.
+- The per-run token's hash and the chosen pod are committed before the request leaves.
+- A retry is a new attempt with a new execution key, preferring a pod no earlier attempt used.
+- Queued runs are released by the core's rule (``modes.next_from_queue``).
+- Past its deadline plus a grace a run is cancelled on its pod and counted lost (and retried if
+  the policy allows): no run stays in flight forever.
+- At most one action is under way per run (``Run.busy``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import hashlib
 import logging
 import random
-import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cadenza.core import modes, strategies
-from cadenza.core import retry as retry_
+from cadenza.core import modes
 from cadenza.core import runs as rules
-from cadenza.core.ids import Epoch, ExecutionId, PodName, TaskUid
+from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.transitions import TERMINAL, RunStatus
-from cadenza.dispatch.client import DispatchClient, DispatchRequest, DispatchResult, Outcome
-from cadenza.executors.members import PodCandidate
+from cadenza.dispatch.client import DispatchClient
 from cadenza.executors.pool import ExecutorPool
 from cadenza.metrics import Metrics
+from cadenza.scheduling.changefeed import ChangeFeed
+from cadenza.scheduling.dispatcher import Dispatched, Dispatcher, Sent
+from cadenza.scheduling.openruns import OpenRuns, Run
 from cadenza.scheduling.plans import TaskPlan
+from cadenza.scheduling.settling import Settled, Settler
+from cadenza.scheduling.timers import Kind, Timers
 from cadenza.store import executions, fencing
-from cadenza.store.port import Balance, Begin, RunStore
-from cadenza.store.runs import Dispatch
+from cadenza.store.port import RunStore
 
 log = logging.getLogger(__name__)
 
-RECONCILE_SECONDS = 0.5
+CHANGES_SECONDS = 0.5
+"""How often the change log is read for callbacks applied by other replicas."""
 TAKEN_OVER_CHECK = timedelta(seconds=2)
 """How often a new leader asks a pod about a run an earlier leader dispatched there."""
-
-
-def execution_key(run: ExecutionId, attempt: int) -> str:
-    return f"{run}-{attempt}"
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclasses.dataclass
-class Run:
-    """What the leader knows of one open run."""
-
-    id: ExecutionId
-    task: TaskUid
-    attempt: int
-    status: RunStatus
-    scheduled_at: datetime | None
-    requested_at: datetime
-    origin: str
-    pod: str | None = None
-    pod_uid: str | None = None
-    base_url: str | None = None
-    token: str | None = None
-    deadline_at: datetime | None = None
-    next_attempt_at: datetime | None = None
-    used_pods: set[str] = dataclasses.field(default_factory=set)
-    dispatching: bool = False
-    taken_over: bool = False
-    """Dispatched by an earlier leader: its callback may be addressed to a replica that is gone,
-    so this leader asks the pod how it went."""
-    next_check: datetime | None = None
-
+RESEND_AFTER = timedelta(seconds=0.5)
+"""How soon a run that could not be sent (lease in doubt, an error) is tried again."""
 
 Notify = Callable[[TaskUid, executions.Execution | None], None]
 
@@ -106,40 +70,48 @@ class Lifecycle:
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        rng = rng or random.Random()
         self._store = store
-        self._epoch = epoch
         self._plans = plans
         self._pool = pool
-        self._client = client
-        self._callback_base_url = callback_base_url.rstrip("/")
         self._metrics = metrics
         self._on_change = on_change
         self._lease_valid = lease_valid
         self._grace = timedelta(seconds=deadline_grace_seconds)
-        self._rng = rng or random.Random()
         self._now = clock
-        self._runs: dict[ExecutionId, Run] = {}
-        self._balance: dict[tuple[TaskUid, str], dict[str, Any]] = {}
+        self._dispatcher = Dispatcher(
+            store=store,
+            epoch=epoch,
+            pool=pool,
+            client=client,
+            callback_base_url=callback_base_url,
+            metrics=metrics,
+            lease_valid=lease_valid,
+            rng=rng,
+            clock=clock,
+        )
+        self._settler = Settler(
+            store=store, pool=pool, client=client, plans=plans, rng=rng, clock=clock
+        )
+        self._runs = OpenRuns()
+        self._timers = Timers()
+        self._changes = ChangeFeed(store)
+        self._queues: set[TaskUid] = set()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- what others ask ----------------------------------------------------------------------
 
     def in_flight(self, task: TaskUid) -> int:
-        return sum(
-            1 for r in self._runs.values() if r.task == task and r.status is not RunStatus.QUEUED
-        )
+        return self._runs.in_flight(task)
 
     def queued(self, task: TaskUid) -> int:
-        return sum(
-            1 for r in self._runs.values() if r.task == task and r.status is RunStatus.QUEUED
-        )
+        return self._runs.queued(task)
 
-    def open_runs(self, task: TaskUid) -> list[Run]:
-        return sorted((r for r in self._runs.values() if r.task == task), key=lambda r: r.id)
-
-    def wake(self) -> None:
-        """A run may have changed elsewhere (a callback reached this replica)."""
+    def wake(self, run: ExecutionId | None = None) -> None:
+        """A run changed elsewhere (a callback reached this replica): look at it now."""
+        if run is not None:
+            self._changes.mark(run)
         self._wake.set()
 
     # -- entry points -------------------------------------------------------------------------
@@ -155,11 +127,11 @@ class Lifecycle:
     ) -> None:
         """A run the scheduler just claimed: start it now, or queue it."""
         run = Run(run_id, task, 1, status, tick, requested_at, origin)
-        self._runs[run.id] = run
+        self._runs.add(run)
         if status is RunStatus.CLAIMED:
             self._start(run, 1)
         else:
-            self._wake.set()
+            self._queue_changed(task)
 
     def skipped(self, task: TaskUid, run_id: ExecutionId) -> None:
         """The scheduler recorded a skipped tick (the Task's mode said so)."""
@@ -168,41 +140,23 @@ class Lifecycle:
 
     def submit(self, execution: executions.Execution) -> None:
         """An open run recovered from the database: start it, queue it, or watch it."""
-        run = Run(
-            id=execution.id,
-            task=execution.task_uid,
-            attempt=execution.attempt,
-            status=execution.status,
-            scheduled_at=execution.scheduled_at,
-            requested_at=execution.requested_at,
-            origin=str(execution.origin),
-            pod=execution.pod_name,
-            deadline_at=execution.deadline_at,
-            next_attempt_at=execution.next_attempt_at,
-        )
-        if execution.pod_name:
-            run.used_pods.add(execution.pod_name)
-        run.taken_over = run.status in (RunStatus.DISPATCHED, RunStatus.RUNNING)
-        self._runs[run.id] = run
+        run = Run.taken_over_from(execution)
+        self._runs.add(run)
+        now = self._now()
         if run.status is RunStatus.CLAIMED:
             # An earlier leader may have claimed it within the scheduler's lookahead: not
             # before its tick.
-            wait = self._until_tick(run, self._now())
-            if wait > 0:
-                asyncio.get_running_loop().call_later(wait, self._start, run, run.attempt)
-            else:
-                self._start(run, run.attempt)
+            self._timers.set(run.id, Kind.RESEND, run.tick or now)
+        elif run.status is RunStatus.QUEUED:
+            self._absorb_queued(run)
         else:
-            self._wake.set()
-
-    def _until_tick(self, run: Run, now: datetime) -> float:
-        """Seconds until a scheduled run's tick (0 when due, or not a scheduled run)."""
-        if run.origin != "schedule" or run.scheduled_at is None:
-            return 0.0
-        return max((run.scheduled_at - now).total_seconds(), 0.0)
+            self._timers.set(run.id, Kind.CHECK, now)
+            self._watch_deadline(run)
+        self._wake.set()
 
     async def recover(self) -> None:
         """Take over the open runs that earlier leaders left (called once, before ticking)."""
+        await self._changes.start()
         found = await self._store.open_runs()
         for execution in found:
             self.submit(execution)
@@ -210,386 +164,231 @@ class Lifecycle:
             log.info("took over %d open runs from earlier epochs", len(found))
 
     async def run(self) -> None:
-        """Reconcile until cancelled: results, due retries, queue heads, overdue runs."""
+        """Until cancelled: read what changed, act on timers that came, release queues."""
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), RECONCILE_SECONDS)
+                    await asyncio.wait_for(self._wake.wait(), self._sleep_seconds())
                 self._wake.clear()
-                await self._reconcile()
+                if not self._lease_valid():
+                    continue
+                await self._read_changes()
+                self._fire_timers(self._now())
+                self._release_queues()
+                active, queued = self._runs.totals()
+                self._metrics.active.set(active)
+                self._metrics.queued.set(queued)
         finally:
             for task in self._tasks:
                 task.cancel()
 
-    # -- reconciling --------------------------------------------------------------------------
+    def _sleep_seconds(self) -> float:
+        upcoming = self._timers.next_at()
+        if upcoming is None:
+            return CHANGES_SECONDS
+        until = (upcoming - self._now()).total_seconds()
+        return min(max(until, 0.0), CHANGES_SECONDS)
 
-    async def _reconcile(self) -> None:
-        if not self._lease_valid():
-            return
-        watched = [r.id for r in self._runs.values() if not r.dispatching]
-        latest = await self._store.current(watched)
-        now = self._now()
-        waiting: dict[TaskUid, list[Run]] = {}
-        for run_id in watched:
+    # -- what changed -------------------------------------------------------------------------
+
+    async def _read_changes(self) -> None:
+        def ready(run_id: ExecutionId) -> bool:
             run = self._runs.get(run_id)
-            if run is None or run.dispatching:
-                continue
-            row = latest.get(run_id)
-            if row is None or row.status in TERMINAL:
-                self._forget(run, row)
-                continue
-            run.status, run.next_attempt_at = row.status, row.next_attempt_at
-            if row.attempt != run.attempt:
-                run.attempt = row.attempt
-            if run.status is RunStatus.QUEUED:
-                if run.next_attempt_at is None:
-                    waiting.setdefault(run.task, []).append(run)
-                elif run.next_attempt_at <= now:
-                    self._start(run, run.attempt + 1)  # a retry's backoff is over
-            elif run.status is RunStatus.CLAIMED and not self._until_tick(run, now):
-                # A claimed run idle here was not sent: the lease was in doubt at its tick, or
-                # its dispatch raised (logged by _log_failure), or it was taken over before its
-                # tick. Without another try it would count as in flight forever.
-                self._start(run, run.attempt)
-            elif run.status in (RunStatus.RUNNING, RunStatus.DISPATCHED):
-                if run.taken_over and (run.next_check is None or run.next_check <= now):
-                    run.next_check = now + TAKEN_OVER_CHECK
-                    run.dispatching = True
-                    self._spawn(self._ask_pod(run))
-                else:
-                    self._check_overdue(run, row, now)
-        self._release_queues(waiting)
-        self._metrics.active.set(
-            sum(1 for r in self._runs.values() if r.status is not RunStatus.QUEUED)
-        )
-        self._metrics.queued.set(
-            sum(1 for r in self._runs.values() if r.status is RunStatus.QUEUED)
-        )
+            return run is None or not run.busy  # a busy run is looked at once it is done
 
-    def _forget(self, run: Run, row: executions.Execution | None) -> None:
-        del self._runs[run.id]
-        if run.pod_uid and run.status is not RunStatus.QUEUED:
-            self._pool.note_finished(run.pod_uid)
-        if row is not None:
-            self._metrics.outcomes.labels(status=row.status.value).inc()
-        self._on_change(run.task, row)
-        # A Sequential Task's next run may start now.
+        ids = [i for i in await self._changes.read(ready) if self._runs.get(i) is not None]
+        if self._changes.behind:
+            self._wake.set()
+        rows = await self._store.current(ids)
+        for run_id in ids:
+            run = self._runs.get(run_id)
+            if run is not None and not run.busy:
+                self._absorb(run, rows.get(run_id))
+
+    def _absorb(self, run: Run, row: executions.Execution | None) -> None:
+        """Take in the run's row as the store has it now."""
+        if row is None or row.status in TERMINAL:
+            self._forget(run, row.status if row else None)
+            return
+        if row.status is RunStatus.QUEUED and run.status is not RunStatus.QUEUED:
+            self._leave_pod(run)
+        run.status, run.attempt = row.status, row.attempt
+        run.next_attempt_at, run.deadline_at = row.next_attempt_at, row.deadline_at
+        if run.status is RunStatus.QUEUED:
+            self._absorb_queued(run)
+        elif run.status is RunStatus.CLAIMED:
+            self._timers.set(run.id, Kind.RESEND, run.tick or self._now())
+        else:
+            self._watch_deadline(run)
+
+    def _absorb_queued(self, run: Run) -> None:
+        self._timers.cancel(run.id, Kind.OVERDUE)
+        if run.next_attempt_at is not None:
+            self._timers.set(run.id, Kind.RETRY, run.next_attempt_at)
+        else:
+            self._queue_changed(run.task)
+
+    def _watch_deadline(self, run: Run) -> None:
+        if run.deadline_at is not None:
+            self._timers.set(run.id, Kind.OVERDUE, run.deadline_at + self._grace)
+
+    # -- timers and queues --------------------------------------------------------------------
+
+    def _fire_timers(self, now: datetime) -> None:
+        for run_id, kind in self._timers.due(now):
+            run = self._runs.get(run_id)
+            if run is None:
+                continue
+            if run.busy:
+                self._timers.set(run_id, kind, now + RESEND_AFTER)
+            elif kind is Kind.RETRY:
+                self._start(run, run.attempt + 1)  # a retry's backoff is over
+            elif kind is Kind.RESEND:
+                if run.status is RunStatus.CLAIMED:
+                    self._start(run, run.attempt)
+                elif run.waiting_in_queue:
+                    self._queue_changed(run.task)
+                elif run.status is RunStatus.QUEUED:
+                    self._start(run, run.attempt + 1)  # a retry that could not be sent
+            elif kind is Kind.OVERDUE:
+                self._act(run, self._settle(run, self._settler.overdue(run)))
+            elif kind is Kind.CHECK and run.taken_over:
+                self._act(run, self._ask_pod(run))
+
+    def _queue_changed(self, task: TaskUid) -> None:
+        self._queues.add(task)
         self._wake.set()
 
-    def _release_queues(self, waiting: Mapping[TaskUid, list[Run]]) -> None:
+    def _release_queues(self) -> None:
         """Start the queued runs that each Task's mode lets go now; the core decides which."""
-        for task, queue in waiting.items():
+        tasks, self._queues = self._queues, set()
+        for task in tasks:
+            queue = self._runs.in_queue(task)
+            if not queue:
+                continue
             plan = self._plans.get(task)
             if plan is None:
                 for run in queue:
-                    self._spawn(self._finish(run, RunStatus.CANCELLED, "the Task was deleted"))
+                    self._act(run, self._cancel(run))
                 continue
-            # A queued run on its way to a pod is active already: it must not let a second go.
-            active = sum(
-                1
-                for r in self._runs.values()
-                if r.task == task and (r.status is not RunStatus.QUEUED or r.dispatching)
-            )
-            ready = {r.id: r for r in queue}
             released = modes.next_from_queue(
                 plan.mode,
-                active,
+                self._runs.slots_taken(task),
                 [modes.QueuedRun(r.id, r.scheduled_at or r.requested_at) for r in queue],
                 plan.max_concurrent,
             )
+            by_id = {r.id: r for r in queue}
             for item in released:
-                run = ready[item.execution_id]
+                run = by_id[item.execution_id]
                 self._start(run, run.attempt)
 
-    def _check_overdue(self, run: Run, row: executions.Execution, now: datetime) -> None:
-        deadline = row.deadline_at
-        if deadline is None or now < deadline + self._grace:
-            return
-        if run.dispatching:
-            return
-        run.dispatching = True
-        self._spawn(self._settle_overdue(run))
+    # -- actions ------------------------------------------------------------------------------
 
-    async def _settle_overdue(self, run: Run) -> None:
-        """The pod did not report in time: cancel there, and count the attempt as lost."""
-        try:
-            if run.base_url is None:
-                self._locate(run)
-            if run.base_url:
-                cancelled = await self._client.cancel(
-                    run.base_url, run.token, execution_key(run.id, run.attempt)
-                )
-                log.warning(
-                    "run %s attempt %s overdue on %s (cancel %s)",
-                    run.id,
-                    run.attempt,
-                    run.pod,
-                    "sent" if cancelled else "failed",
-                )
-            await self._fail(
-                run,
-                RunStatus.LOST,
-                f"no result from pod {run.pod} by the deadline; the pod did not report back",
-            )
-        finally:
-            run.dispatching = False
+    def _act(self, run: Run, action: Coroutine[Any, Any, None]) -> None:
+        run.busy = True
 
-    async def _ask_pod(self, run: Run) -> None:
-        """Settle a taken-over run from what its pod says (same execution key, so the pod
-        answers for the very attempt it ran): its result, or that it never had it."""
-        try:
-            if run.base_url is None:
-                self._locate(run)
-            if run.base_url is None:
-                return  # the pod is not a candidate now: the deadline check settles it
-            view = await self._client.view(
-                run.base_url, run.token, execution_key(run.id, run.attempt)
-            )
-            if view is None:
-                return
-            if not view:
-                await self._fail(run, RunStatus.LOST, f"pod {run.pod} does not know the run")
-                return
-            state = str(view.get("state"))
-            outcome = rules.after_pod_view(state, view)
-            if outcome is None:
-                return
-            if outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
-                await self._fail(run, outcome.status, outcome.error or state)
-            else:
-                await self._store.end_attempt(run.id, run.attempt, rules.Finish(outcome))
-                self._wake.set()
-            log.info("run %s taken over: pod %s says %s", run.id, run.pod, state)
-        finally:
-            run.dispatching = False
+        async def acting() -> None:
+            try:
+                await action
+            finally:
+                run.busy = False
 
-    def _locate(self, run: Run) -> None:
-        """Find the pod of a run taken over from an earlier leader (to cancel it there)."""
-        plan = self._plans.get(run.task)
-        if plan is None or run.pod is None:
-            return
-        for pod in self._pool.candidates(plan.namespace, [e.name for e in plan.executors]):
-            if pod.pod == run.pod:
-                run.pod_uid, run.base_url, run.token = pod.pod_uid, pod.base_url, pod.token
-
-    # -- dispatching --------------------------------------------------------------------------
-
-    def _start(self, run: Run, attempt: int) -> None:
-        if run.dispatching:
-            return
-        run.dispatching = True
-        self._spawn(self._dispatch(run, attempt))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
+        task = asyncio.create_task(acting())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_log_failure)
 
-    async def _dispatch(self, run: Run, attempt: int) -> None:
-        try:
-            await self._dispatch_attempt(run, attempt)
-        finally:
-            run.dispatching = False
+    def _start(self, run: Run, attempt: int) -> None:
+        if not run.busy:
+            self._act(run, self._dispatch(run, attempt))
 
-    async def _dispatch_attempt(self, run: Run, attempt: int) -> None:
+    async def _dispatch(self, run: Run, attempt: int) -> None:
         plan = self._plans.get(run.task)
         if plan is None:
-            await self._finish(run, RunStatus.CANCELLED, "the Task was deleted")
+            await self._cancel(run)
             return
-        names = [e.name for e in plan.executors]
-        found = self._pool.candidates(plan.namespace, names)
-        # Pods that look full come last: their counts may be a probe behind, so they are still
-        # tried once every pod with room refused (the sidecar's 429 is the real limit).
-        refusals: list[str] = []
-        for group in ([c for c in found if not c.full], [c for c in found if c.full]):
-            pods = {c.pod: c for c in group}
-            while pods:
-                chosen = await self._choose(plan, pods, run.used_pods)
-                if chosen is None:
-                    break
-                del pods[chosen.pod]
-                after, reason = await self._send(run, plan, attempt, chosen)
-                if after is None or after is rules.AfterAnswer.RUNNING:
-                    return  # the pod has it, or the run is no longer ours to send
-                refusals.append(f"{chosen.pod}: {reason}")
-                if after is rules.AfterAnswer.END_ATTEMPT:
-                    # Every pod would refuse this request alike: asking them all helps nobody.
-                    await self._give_up(run, attempt, f"the run was refused ({refusals[-1]})")
-                    return
-        detail = "; ".join(refusals) or f"no healthy pod of executor {', '.join(names)}"
-        await self._give_up(run, attempt, f"no executor pod accepted the run ({detail})")
+        try:
+            sent = await self._dispatcher.attempt(run, plan, attempt)
+        except Exception:
+            self._timers.set(run.id, Kind.RESEND, self._now() + RESEND_AFTER)
+            raise
+        self._dispatched(run, attempt, sent)
 
-    async def _choose(
-        self, plan: TaskPlan, pods: Mapping[str, PodCandidate], used: set[str]
-    ) -> PodCandidate | None:
-        candidates = []
-        for c in pods.values():
-            entry = plan.entry(c.executor)
-            candidates.append(
-                strategies.Candidate(
-                    name=PodName(c.pod),
-                    executor=c.executor,
-                    weight=c.weight if c.weight is not None else (entry.weight if entry else 1),
-                    priority=entry.priority if entry else 0,
-                    in_flight=c.in_flight,
-                )
-            )
-        state = await self._balance_state(plan)
-        picked = strategies.pick(
-            plan.strategy,
-            candidates,
-            state,
-            str(plan.uid),
-            self._rng,
-            exclude=frozenset(PodName(p) for p in used),
-        )
-        if picked is None:
-            return None
-        self._balance[(plan.uid, plan.strategy.value)] = dict(picked.state)
-        return pods[picked.pod]
-
-    async def _send(
-        self, run: Run, plan: TaskPlan, attempt: int, pod: PodCandidate
-    ) -> tuple[rules.AfterAnswer | None, str]:
-        """What the run rules say after ``pod`` answered, with the pod's reason for a refusal;
-        None when the run is no longer ours to send."""
-        if not self._lease_valid():
-            return None, "lease in doubt"
-        token = secrets.token_urlsafe(32)
-        deadline = self._now() + timedelta(seconds=plan.timeout_seconds)
-        key = (plan.uid, plan.strategy.value)
-        begin = Begin(
-            run.id,
-            attempt,
-            Dispatch(pod.executor, pod.pod, pod.ip, token_hash(token), deadline),
-            Balance(plan.uid, plan.strategy.value, self._balance.get(key, {})),
-        )
-        if not await self._store.begin_dispatch(begin):
-            return None, "not dispatchable"
-        if not self._lease_valid():
-            # The last good heartbeat is too old to be sure nobody else leads: do not send. The
-            # run stays dispatched to no answer; whoever leads next settles it by its deadline.
-            log.warning("lease in doubt: not sending run %s", run.id)
-            return None, "lease in doubt"
-        back_to = run.status
-        run.pod, run.pod_uid, run.base_url, run.token = (
-            pod.pod,
-            pod.pod_uid,
-            pod.base_url,
-            pod.token,
-        )
-        run.attempt, run.status, run.deadline_at = attempt, RunStatus.DISPATCHED, deadline
-        run.used_pods.add(pod.pod)
-        result = await self._client.send(
-            pod.base_url, pod.token, self._request(run, plan, attempt, token)
-        )
-        self._metrics.dispatches.labels(outcome=result.outcome.value).inc()
-        after = rules.after_answer(_answer(result))
-        if after is rules.AfterAnswer.RUNNING:
-            if result.started:
-                self._observe_delay(run, attempt)  # the pod's acceptance, not our bookkeeping
-                await self._store.confirm(run.id, attempt)
-                self._pool.note_dispatched(pod.pod_uid)
-            run.status = RunStatus.RUNNING
+    def _dispatched(self, run: Run, attempt: int, sent: Dispatched) -> None:
+        if sent.how is Sent.RUNNING:
+            self._watch_deadline(run)
             self._on_change(run.task, None)
-            return after, ""
-        log.info("pod %s refused run %s: %s", pod.pod, run.id, result.error)
-        if result.outcome is Outcome.UNREACHABLE:
-            self._pool.note_dispatch_error(pod.pod_uid, result.error or "unreachable")
-        elif result.status == 401:
-            self._pool.note_token_rejected(pod.executor_uid)
-        # The row stays pointed at this pod until the next one is recorded (or the attempt is
-        # given up): both are allowed from a refused attempt, so no write is needed here.
-        run.status, run.pod, run.pod_uid, run.base_url, run.token = back_to, None, None, None, None
-        return after, result.error or result.outcome.value
+        elif sent.how is Sent.ENDED:
+            self._attempt_failed(run, attempt, RunStatus.FAILED, sent.retry_at, sent.error)
+        elif sent.how is Sent.NOT_OURS:
+            self.wake(run.id)
+        else:
+            self._timers.set(run.id, Kind.RESEND, self._now() + RESEND_AFTER)
+        self._queue_changed(run.task)
 
-    def _request(self, run: Run, plan: TaskPlan, attempt: int, token: str) -> DispatchRequest:
-        return DispatchRequest(
-            execution_key=execution_key(run.id, attempt),
-            task_uid=str(plan.uid),
-            task=plan.key,
-            epoch=int(self._epoch),
-            handler=plan.handler,
-            payload=plan.payload,
-            scheduled_at=run.scheduled_at or run.requested_at,
-            attempt=attempt,
-            timeout_seconds=plan.timeout_seconds,
-            callback_url=f"{self._callback_base_url}/api/v1/callbacks/{run.id}",
-            callback_token=token,
-        )
+    async def _ask_pod(self, run: Run) -> None:
+        settled = await self._settler.ask_pod(run)
+        if settled is None:
+            self._timers.set(run.id, Kind.CHECK, self._now() + TAKEN_OVER_CHECK)
+        else:
+            self._settled(run, settled)
 
-    def _observe_delay(self, run: Run, attempt: int) -> None:
-        if attempt == 1 and run.scheduled_at is not None and run.origin == "schedule":
-            delay = (self._now() - run.scheduled_at).total_seconds()
-            self._metrics.fire_delay.observe(max(delay, 0.0))
+    async def _settle(self, run: Run, settling: Coroutine[Any, Any, Settled]) -> None:
+        self._settled(run, await settling)
 
-    # -- ending attempts ----------------------------------------------------------------------
+    def _settled(self, run: Run, settled: Settled) -> None:
+        if not settled.applied:
+            self.wake(run.id)  # the run changed meanwhile: read what it became
+            return
+        decision = settled.decision
+        if isinstance(decision, rules.Retry):
+            status, error = decision.outcome.status, decision.outcome.error
+            self._attempt_failed(run, run.attempt, status, decision.at, error)
+        else:
+            self._forget(run, decision.outcome.status)
 
-    def _policy(self, run: Run) -> retry_.RetryPolicy:
-        plan = self._plans.get(run.task)
-        return plan.retry if plan else retry_.NO_RETRY
+    async def _cancel(self, run: Run) -> None:
+        cancelled = rules.Finish(rules.Outcome(RunStatus.CANCELLED, error="the Task was deleted"))
+        if await self._store.end_attempt(run.id, run.attempt, cancelled):
+            self._forget(run, RunStatus.CANCELLED)
+        else:
+            self.wake(run.id)
 
-    async def _give_up(self, run: Run, attempt: int, error: str) -> None:
-        """No pod took ``attempt``: it counts as a failed attempt."""
-        outcome = rules.Outcome(status=RunStatus.FAILED, error=error)
-        decision = rules.after_bad_attempt(
-            self._policy(run), attempt, outcome, self._now(), self._rng
-        )
-        at = decision.at if isinstance(decision, rules.Retry) else None
-        if await self._store.give_up(run.id, attempt, outcome, at):
-            self._after_failure(run, attempt, error, at)
-
-    async def _fail(self, run: Run, status: RunStatus, error: str) -> None:
-        """End the dispatched attempt badly: retry if the policy allows, else finish the run."""
-        outcome = rules.Outcome(status=status, error=error)
-        decision = rules.after_bad_attempt(
-            self._policy(run), run.attempt, outcome, self._now(), self._rng
-        )
-        applied = await self._store.end_attempt(run.id, run.attempt, decision)
-        if isinstance(decision, rules.Finish):
-            self._wake.set()
-        elif applied:
-            self._after_failure(run, run.attempt, error, decision.at)
-
-    def _after_failure(self, run: Run, attempt: int, error: str, at: datetime | None) -> None:
+    def _attempt_failed(
+        self,
+        run: Run,
+        attempt: int,
+        status: RunStatus,
+        retry_at: datetime | None,
+        error: str | None,
+    ) -> None:
         run.attempt = attempt
-        if at is not None:
-            self._metrics.retries.inc()
-            run.status, run.next_attempt_at = RunStatus.QUEUED, at
-            log.info("run %s attempt %s failed (%s); retry at %s", run.id, attempt, error, at)
+        if retry_at is None:
+            self._forget(run, status)
+            return
+        self._leave_pod(run)
+        self._metrics.retries.inc()
+        run.status, run.next_attempt_at = RunStatus.QUEUED, retry_at
+        self._timers.cancel(run.id, Kind.OVERDUE)
+        self._timers.set(run.id, Kind.RETRY, retry_at)
+        log.info("run %s attempt %s failed (%s); retry at %s", run.id, attempt, error, retry_at)
         self._on_change(run.task, None)
-        self._wake.set()
 
-    async def _finish(self, run: Run, status: RunStatus, error: str | None) -> None:
-        outcome = rules.Outcome(status=status, error=error)
-        await self._store.end_attempt(run.id, run.attempt, rules.Finish(outcome))
-        self._wake.set()
+    def _forget(self, run: Run, status: RunStatus | None) -> None:
+        if self._runs.remove(run.id) is None:
+            return
+        self._timers.clear(run.id)
+        self._leave_pod(run)
+        if status is not None:
+            self._metrics.outcomes.labels(status=status.value).inc()
+        self._on_change(run.task, None)
+        # A Sequential Task's next run may start now.
+        self._queue_changed(run.task)
 
-    async def _balance_state(self, plan: TaskPlan) -> dict[str, Any]:
-        key = (plan.uid, plan.strategy.value)
-        if key not in self._balance:
-            loaded = await self._store.balance_state(plan.uid, plan.strategy.value)
-            # Two dispatches may load at once (a new leader re-sending runs it took over while
-            # the first ticks fire): the one that resumes second must see the first one's pick,
-            # or both would pick the same pod.
-            self._balance.setdefault(key, loaded)
-        return self._balance[key]
-
-
-def _answer(result: DispatchResult) -> rules.Answer:
-    """The run rules' view of a pod's answer."""
-    if result.started:
-        return rules.Answer.STARTED
-    if result.may_have_started:
-        return rules.Answer.MAYBE_STARTED
-    if result.outcome is Outcome.BUSY:
-        return rules.Answer.BUSY
-    if result.outcome is Outcome.DRAINING:
-        return rules.Answer.DRAINING
-    if result.outcome is Outcome.UNREACHABLE:
-        return rules.Answer.UNREACHABLE
-    return rules.Answer.POD_REFUSED if result.try_another_pod else rules.Answer.MALFORMED
+    def _leave_pod(self, run: Run) -> None:
+        if run.pod_uid and run.status is not RunStatus.QUEUED:
+            self._pool.note_finished(run.pod_uid)
+        run.pod_uid, run.base_url, run.token = None, None, None
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
+from cadenza.batching import Coalescer
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.runs import Finish, Next, Outcome
 from cadenza.metrics import Metrics
@@ -53,45 +54,16 @@ class _Lane:
     def __init__(self, name: str, store: LeaderStore) -> None:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"cadenza-{name}")
         self._store = store
-        self._waiting: list[tuple[Write, asyncio.Future[Any]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self.write: Coalescer[Write, Any] = Coalescer(self._transact, MAX_BATCH)
 
     async def read(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
 
-    async def write(self, op: Write) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append((op, future))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                ops = [op for op, _ in batch]
-                try:
-                    results = await self.read(functools.partial(self._store.transact, ops))
-                except asyncio.CancelledError:
-                    for _, future in batch:
-                        future.cancel()
-                    raise
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
-        finally:
-            self._flushing = None
+    async def _transact(self, ops: list[Write]) -> list[Any]:
+        return await self.read(functools.partial(self._store.transact, ops))
 
     def close(self) -> None:
-        for _, future in self._waiting:
-            future.cancel()
-        self._waiting.clear()
+        self.write.close()
         self._thread.shutdown(wait=False, cancel_futures=True)
 
 
@@ -216,6 +188,22 @@ class LeaderStore:
     async def last_ticks(self, tasks: Sequence[TaskUid]) -> dict[TaskUid, datetime]:
         uids = list(tasks)
         return await self._books.read(lambda: self._read(store_runs.last_ticks, uids))
+
+    async def changes_since(
+        self, after: int, gaps: Sequence[int], limit: int
+    ) -> list[tuple[int, ExecutionId]]:
+        wanted = list(gaps)
+        return await self._books.read(lambda: self._read(store_runs.changes, after, wanted, limit))
+
+    async def last_change(self) -> int:
+        return await self._books.read(lambda: self._read(store_runs.last_change))
+
+    async def prune_changes(self, max_age_seconds: int) -> int:
+        return int(
+            await self._books.write(
+                lambda c: store_runs.prune_changes(c, max_age_seconds, PRUNE_BATCH)
+            )
+        )
 
     def _read(self, fn: Callable[..., T], *args: Any) -> T:
         with self._engine.connect() as conn:

@@ -40,6 +40,8 @@ class MemoryRunStore:
         self.attempts: dict[tuple[ExecutionId, int], dict[str, Any]] = {}
         self._balance: dict[TaskUid, tuple[str, dict[str, Any]]] = {}
         self._next_id = 1
+        self._changes: list[tuple[int, ExecutionId, datetime]] = []
+        self._change_seq = 0
 
     # -- test controls ------------------------------------------------------------------------
 
@@ -249,6 +251,30 @@ class MemoryRunStore:
             for key in [k for k in self.attempts if k[0] == i]:
                 del self.attempts[key]
         return len(gone)
+
+    def record_change(self, run: ExecutionId) -> int:
+        """A callback changed ``run`` (as the callback API notes it in the change log)."""
+        self._change_seq += 1
+        self._changes.append((self._change_seq, run, self._now()))
+        return self._change_seq
+
+    async def changes_since(
+        self, after: int, gaps: Sequence[int], limit: int
+    ) -> list[tuple[int, ExecutionId]]:
+        wanted = set(gaps)
+        found = [(seq, run) for seq, run, _ in self._changes if seq > after or seq in wanted]
+        return found[:limit]
+
+    async def last_change(self) -> int:
+        return self._changes[-1][0] if self._changes else 0
+
+    async def prune_changes(self, max_age_seconds: int) -> int:
+        self._write()
+        cutoff = self._now() - timedelta(seconds=max_age_seconds)
+        kept = [c for c in self._changes if c[2] >= cutoff]
+        gone = len(self._changes) - len(kept)
+        self._changes = kept
+        return gone
 
     async def close(self) -> None:
         return None

@@ -117,4 +117,19 @@ class RunStore(Protocol):
         """Delete one batch of the Task's finished runs beyond its history limits."""
         ...
 
+    async def changes_since(
+        self, after: int, gaps: Sequence[int], limit: int
+    ) -> list[tuple[int, ExecutionId]]:
+        """Runs changed outside the leader (callbacks), as ``(seq, run)`` above ``after`` or
+        among ``gaps``, oldest first."""
+        ...
+
+    async def last_change(self) -> int:
+        """The sequence number of the newest change (where a new leader starts reading)."""
+        ...
+
+    async def prune_changes(self, max_age_seconds: int) -> int:
+        """Delete one batch of change rows older than ``max_age_seconds``."""
+        ...
+
     async def close(self) -> None: ...

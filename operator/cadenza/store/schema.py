@@ -297,3 +297,15 @@ execution_attempts = Table(
     Column("error", Text, nullable=True),
     **_TABLE_OPTIONS,
 )
+
+# -- 0006_run_changes.sql ---------------------------------------------------------------------
+
+run_changes = Table(
+    "run_changes",
+    metadata,
+    Column("seq", _UNSIGNED_BIGINT, primary_key=True, autoincrement=True),
+    Column("execution_id", _UNSIGNED_BIGINT, nullable=False),
+    _time("created_at"),
+    Index("ix_run_changes_created_at", "created_at"),
+    **_TABLE_OPTIONS,
+)

@@ -1,0 +1,305 @@
+"""Sending one attempt of a run to one pod: choose the pod, record it, send, hear the answer.
+
+The Task's strategy picks among the healthy pods of its Executors (lower priority tiers first;
+pods that look full last, since their counts may be a probe behind). What a pod's answer leads
+to is the core's decision (:func:`cadenza.core.runs.after_answer`): a busy, draining or
+unreachable pod passes the attempt to the next pod at once, a request every pod would refuse
+ends the attempt, and when no pod is left the attempt counts as failed — retried or final by
+the Task's retry policy.
+
+Invariants:
+- The pod, the deadline and the per-run token's hash are committed (through the store port)
+  before the request leaves, so the fastest callback finds them.
+- Nothing is sent while the leader's lease is in doubt.
+- Runs due together for the same pod travel in one batch request (``POST
+  /v1/executions:batch``); the pod answers each on its own, with the same idempotency per run.
+  A run alone is sent at once: no timer holds it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import hashlib
+import logging
+import random
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from cadenza.batching import Coalescer
+from cadenza.core import retry as retry_
+from cadenza.core import runs as rules
+from cadenza.core import strategies
+from cadenza.core.ids import Epoch, PodName, TaskUid
+from cadenza.core.transitions import RunStatus
+from cadenza.dispatch.client import DispatchClient, DispatchRequest, DispatchResult, Outcome
+from cadenza.executors.members import PodCandidate
+from cadenza.executors.pool import ExecutorPool
+from cadenza.metrics import Metrics
+from cadenza.scheduling.openruns import Run
+from cadenza.scheduling.plans import TaskPlan
+from cadenza.store.port import Balance, Begin, RunStore
+from cadenza.store.runs import Dispatch
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 200
+"""Runs per batch request to one pod at most."""
+
+
+def execution_key(run: int, attempt: int) -> str:
+    """The idempotency key a pod knows an attempt by: the sidecar keeps the first body of a key
+    forever, so every attempt needs its own."""
+    return f"{run}-{attempt}"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Sent(enum.Enum):
+    RUNNING = "running"
+    """A pod has the attempt (or may have it: its answer got lost)."""
+    ENDED = "ended"
+    """No pod took it: the attempt was closed as failed (see ``retry_at``)."""
+    NOT_OURS = "not_ours"
+    """The run was no longer waiting to be sent (it changed elsewhere)."""
+    NOT_SENT = "not_sent"
+    """Nothing was sent (the lease was in doubt): try again later."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dispatched:
+    how: Sent
+    retry_at: datetime | None = None
+    """With ``ENDED``: when the next attempt is due; None when the run is over."""
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Refused:
+    reason: str
+    final: bool
+    """Every pod would refuse it alike."""
+
+
+class _Outbox:
+    """The requests waiting for one pod: the first goes at once, those that come while it is in
+    flight go together in one batch request next."""
+
+    def __init__(self, client: DispatchClient, base_url: str, token: str | None) -> None:
+        self._client = client
+        self._base_url = base_url
+        self._token = token
+        self.send: Coalescer[DispatchRequest, DispatchResult] = Coalescer(self._post, MAX_BATCH)
+
+    async def _post(self, requests: list[DispatchRequest]) -> list[DispatchResult]:
+        return list(
+            await asyncio.gather(
+                *(self._client.send(self._base_url, self._token, r) for r in requests)
+            )
+        )
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        store: RunStore,
+        epoch: Epoch,
+        pool: ExecutorPool,
+        client: DispatchClient,
+        callback_base_url: str,
+        metrics: Metrics,
+        lease_valid: Callable[[], bool],
+        rng: random.Random,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._epoch = epoch
+        self._pool = pool
+        self._client = client
+        self._callback_base_url = callback_base_url.rstrip("/")
+        self._metrics = metrics
+        self._lease_valid = lease_valid
+        self._rng = rng
+        self._now = clock
+        self._balance: dict[tuple[TaskUid, str], dict[str, Any]] = {}
+        self._outboxes: dict[tuple[str, str | None], _Outbox] = {}
+
+    async def attempt(self, run: Run, plan: TaskPlan, attempt: int) -> Dispatched:
+        """Offer ``attempt`` of ``run`` to the Task's pods until one takes it."""
+        names = [e.name for e in plan.executors]
+        found = self._pool.candidates(plan.namespace, names)
+        # Pods that look full come last: their counts may be a probe behind, so they are still
+        # tried once every pod with room refused (the sidecar's 429 is the real limit).
+        refusals: list[str] = []
+        for group in ([c for c in found if not c.full], [c for c in found if c.full]):
+            pods = {c.pod: c for c in group}
+            while pods:
+                chosen = await self._choose(plan, pods, run.used_pods)
+                if chosen is None:
+                    break
+                del pods[chosen.pod]
+                answer = await self._send(run, plan, attempt, chosen)
+                if isinstance(answer, Dispatched):
+                    return answer
+                refusals.append(f"{chosen.pod}: {answer.reason}")
+                if answer.final:
+                    # Every pod would refuse this request alike: asking them all helps nobody.
+                    return await self.give_up(
+                        run, plan.retry, attempt, f"the run was refused ({refusals[-1]})"
+                    )
+        detail = "; ".join(refusals) or f"no healthy pod of executor {', '.join(names)}"
+        return await self.give_up(
+            run, plan.retry, attempt, f"no executor pod accepted the run ({detail})"
+        )
+
+    async def give_up(
+        self, run: Run, policy: retry_.RetryPolicy, attempt: int, error: str
+    ) -> Dispatched:
+        """No pod took ``attempt``: it counts as failed; the policy says retry or finish."""
+        outcome = rules.Outcome(status=RunStatus.FAILED, error=error)
+        decision = rules.after_bad_attempt(policy, attempt, outcome, self._now(), self._rng)
+        at = decision.at if isinstance(decision, rules.Retry) else None
+        if not await self._store.give_up(run.id, attempt, outcome, at):
+            return Dispatched(Sent.NOT_OURS)
+        return Dispatched(Sent.ENDED, at, error)
+
+    async def _choose(
+        self, plan: TaskPlan, pods: Mapping[str, PodCandidate], used: set[str]
+    ) -> PodCandidate | None:
+        candidates = []
+        for c in pods.values():
+            entry = plan.entry(c.executor)
+            candidates.append(
+                strategies.Candidate(
+                    name=PodName(c.pod),
+                    executor=c.executor,
+                    weight=c.weight if c.weight is not None else (entry.weight if entry else 1),
+                    priority=entry.priority if entry else 0,
+                    in_flight=c.in_flight,
+                )
+            )
+        state = await self._balance_state(plan)
+        picked = strategies.pick(
+            plan.strategy,
+            candidates,
+            state,
+            str(plan.uid),
+            self._rng,
+            exclude=frozenset(PodName(p) for p in used),
+        )
+        if picked is None:
+            return None
+        self._balance[(plan.uid, plan.strategy.value)] = dict(picked.state)
+        return pods[picked.pod]
+
+    async def _balance_state(self, plan: TaskPlan) -> dict[str, Any]:
+        key = (plan.uid, plan.strategy.value)
+        if key not in self._balance:
+            loaded = await self._store.balance_state(plan.uid, plan.strategy.value)
+            # Two dispatches may load at once (a new leader re-sending runs it took over while
+            # the first ticks fire): the one that resumes second must see the first one's pick,
+            # or both would pick the same pod.
+            self._balance.setdefault(key, loaded)
+        return self._balance[key]
+
+    async def _send(
+        self, run: Run, plan: TaskPlan, attempt: int, pod: PodCandidate
+    ) -> Dispatched | _Refused:
+        """The attempt's fate when this pod settles it, or the pod's refusal."""
+        if not self._lease_valid():
+            return Dispatched(Sent.NOT_SENT)
+        token = secrets.token_urlsafe(32)
+        deadline = self._now() + timedelta(seconds=plan.timeout_seconds)
+        key = (plan.uid, plan.strategy.value)
+        begin = Begin(
+            run.id,
+            attempt,
+            Dispatch(pod.executor, pod.pod, pod.ip, token_hash(token), deadline),
+            Balance(plan.uid, plan.strategy.value, self._balance.get(key, {})),
+        )
+        if not await self._store.begin_dispatch(begin):
+            return Dispatched(Sent.NOT_OURS)
+        if not self._lease_valid():
+            # The last good heartbeat is too old to be sure nobody else leads: do not send. The
+            # run stays dispatched to no answer and is settled by its deadline.
+            log.warning("lease in doubt: not sending run %s", run.id)
+            run.attempt, run.status, run.deadline_at = attempt, RunStatus.DISPATCHED, deadline
+            return Dispatched(Sent.RUNNING)
+        back_to = run.status
+        run.pod, run.pod_uid, run.base_url, run.token = (
+            pod.pod,
+            pod.pod_uid,
+            pod.base_url,
+            pod.token,
+        )
+        run.attempt, run.status, run.deadline_at = attempt, RunStatus.DISPATCHED, deadline
+        run.used_pods.add(pod.pod)
+        result = await self._outbox(pod).send(self._request(run, plan, attempt, token))
+        self._metrics.dispatches.labels(outcome=result.outcome.value).inc()
+        after = rules.after_answer(_answer(result))
+        if after is rules.AfterAnswer.RUNNING:
+            if result.started:
+                self._observe_delay(run, attempt)  # the pod's acceptance, not our bookkeeping
+                await self._store.confirm(run.id, attempt)
+                self._pool.note_dispatched(pod.pod_uid)
+            run.status = RunStatus.RUNNING
+            return Dispatched(Sent.RUNNING)
+        log.info("pod %s refused run %s: %s", pod.pod, run.id, result.error)
+        if result.outcome is Outcome.UNREACHABLE:
+            self._pool.note_dispatch_error(pod.pod_uid, result.error or "unreachable")
+        elif result.status == 401:
+            self._pool.note_token_rejected(pod.executor_uid)
+        # The row stays pointed at this pod until the next one is recorded (or the attempt is
+        # given up): both are allowed from a refused attempt, so no write is needed here.
+        run.status, run.pod, run.pod_uid, run.base_url, run.token = back_to, None, None, None, None
+        return _Refused(
+            result.error or result.outcome.value, final=after is rules.AfterAnswer.END_ATTEMPT
+        )
+
+    def _outbox(self, pod: PodCandidate) -> _Outbox:
+        key = (pod.base_url, pod.token)
+        box = self._outboxes.get(key)
+        if box is None:
+            box = self._outboxes[key] = _Outbox(self._client, pod.base_url, pod.token)
+        return box
+
+    def _request(self, run: Run, plan: TaskPlan, attempt: int, token: str) -> DispatchRequest:
+        return DispatchRequest(
+            execution_key=execution_key(run.id, attempt),
+            task_uid=str(plan.uid),
+            task=plan.key,
+            epoch=int(self._epoch),
+            handler=plan.handler,
+            payload=plan.payload,
+            scheduled_at=run.scheduled_at or run.requested_at,
+            attempt=attempt,
+            timeout_seconds=plan.timeout_seconds,
+            callback_url=f"{self._callback_base_url}/api/v1/callbacks/{run.id}",
+            callback_token=token,
+        )
+
+    def _observe_delay(self, run: Run, attempt: int) -> None:
+        if attempt == 1 and run.scheduled_at is not None and run.origin == "schedule":
+            delay = (self._now() - run.scheduled_at).total_seconds()
+            self._metrics.fire_delay.observe(max(delay, 0.0))
+
+
+def _answer(result: DispatchResult) -> rules.Answer:
+    """The run rules' view of a pod's answer."""
+    if result.started:
+        return rules.Answer.STARTED
+    if result.may_have_started:
+        return rules.Answer.MAYBE_STARTED
+    if result.outcome is Outcome.BUSY:
+        return rules.Answer.BUSY
+    if result.outcome is Outcome.DRAINING:
+        return rules.Answer.DRAINING
+    if result.outcome is Outcome.UNREACHABLE:
+        return rules.Answer.UNREACHABLE
+    return rules.Answer.POD_REFUSED if result.try_another_pod else rules.Answer.MALFORMED

@@ -1,0 +1,133 @@
+"""The leader's table of open runs: what it knows of each run it has not seen end yet.
+
+Indexed by Task as well, so the counts the scheduler asks on every tick (runs in flight, runs
+queued) cost the Task's own runs, not every open run.
+
+Invariants:
+- A run is here from its claim (or its takeover from an earlier leader) until the leader learns
+  that it ended; then it is removed once, by :meth:`OpenRuns.remove`.
+- Only the event loop touches it: no locks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import datetime
+
+from cadenza.core.ids import ExecutionId, TaskUid
+from cadenza.core.transitions import RunStatus
+from cadenza.store.executions import Execution
+
+
+@dataclasses.dataclass
+class Run:
+    """What the leader knows of one open run."""
+
+    id: ExecutionId
+    task: TaskUid
+    attempt: int
+    status: RunStatus
+    scheduled_at: datetime | None
+    requested_at: datetime
+    origin: str
+    pod: str | None = None
+    pod_uid: str | None = None
+    base_url: str | None = None
+    token: str | None = None
+    deadline_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    used_pods: set[str] = dataclasses.field(default_factory=set)
+    busy: bool = False
+    """Something is being done to the run right now (a dispatch, a cancel, a question to its
+    pod): nothing else may start on it."""
+    taken_over: bool = False
+    """Dispatched by an earlier leader: its callback may be addressed to a replica that is gone,
+    so this leader asks the pod how it went."""
+
+    @classmethod
+    def taken_over_from(cls, execution: Execution) -> Run:
+        """An open run an earlier leader left, as its row says."""
+        run = cls(
+            id=execution.id,
+            task=execution.task_uid,
+            attempt=execution.attempt,
+            status=execution.status,
+            scheduled_at=execution.scheduled_at,
+            requested_at=execution.requested_at,
+            origin=str(execution.origin),
+            pod=execution.pod_name,
+            deadline_at=execution.deadline_at,
+            next_attempt_at=execution.next_attempt_at,
+        )
+        if execution.pod_name:
+            run.used_pods.add(execution.pod_name)
+        run.taken_over = run.status in (RunStatus.DISPATCHED, RunStatus.RUNNING)
+        return run
+
+    @property
+    def tick(self) -> datetime | None:
+        """A scheduled run's tick (None for other runs): it is not sent before."""
+        return self.scheduled_at if self.origin == "schedule" else None
+
+    @property
+    def waiting_in_queue(self) -> bool:
+        """Queued behind the Task's other runs (not waiting for a retry's backoff)."""
+        return self.status is RunStatus.QUEUED and self.next_attempt_at is None
+
+    @property
+    def holds_a_slot(self) -> bool:
+        """Counts against the Task's mode: in flight, or on its way to a pod."""
+        return self.status is not RunStatus.QUEUED or self.busy
+
+
+class OpenRuns:
+    def __init__(self) -> None:
+        self._runs: dict[ExecutionId, Run] = {}
+        self._by_task: dict[TaskUid, dict[ExecutionId, Run]] = {}
+
+    def add(self, run: Run) -> None:
+        self._runs[run.id] = run
+        self._by_task.setdefault(run.task, {})[run.id] = run
+
+    def get(self, run: ExecutionId) -> Run | None:
+        return self._runs.get(run)
+
+    def remove(self, run: ExecutionId) -> Run | None:
+        found = self._runs.pop(run, None)
+        if found is not None:
+            mine = self._by_task[found.task]
+            del mine[run]
+            if not mine:
+                del self._by_task[found.task]
+        return found
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(list(self._runs.values()))
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def of_task(self, task: TaskUid) -> list[Run]:
+        """The Task's open runs, oldest first."""
+        return sorted(self._by_task.get(task, {}).values(), key=lambda r: r.id)
+
+    def in_flight(self, task: TaskUid) -> int:
+        return sum(1 for r in self._by_task.get(task, {}).values() if r.status is not _QUEUED)
+
+    def queued(self, task: TaskUid) -> int:
+        return sum(1 for r in self._by_task.get(task, {}).values() if r.status is _QUEUED)
+
+    def slots_taken(self, task: TaskUid) -> int:
+        return sum(1 for r in self._by_task.get(task, {}).values() if r.holds_a_slot)
+
+    def in_queue(self, task: TaskUid) -> list[Run]:
+        return [r for r in self.of_task(task) if r.waiting_in_queue and not r.busy]
+
+    def totals(self) -> tuple[int, int]:
+        """(runs in flight, runs queued) over every Task."""
+        queued = sum(1 for r in self._runs.values() if r.status is _QUEUED)
+        return len(self._runs) - queued, queued
+
+
+_QUEUED = RunStatus.QUEUED
