@@ -93,6 +93,8 @@ async def serve(settings: Settings) -> int:
             pod=settings.pod_name,
             token=settings.auth.token,
             cancel_wait_seconds=settings.handler.kill_grace_seconds + 5,
+            max_batch_items=settings.server.max_batch_items,
+            max_batch_bytes=settings.server.max_batch_bytes,
         )
         web_runner = web.AppRunner(api.application(), handle_signals=False, access_log=None)
         await web_runner.setup()

@@ -1,13 +1,18 @@
 """Callbacks: deliver each finished run's report to the operator, durably and at least once.
 
+A report travels alone (``POST callbackUrl`` with the run's token as Bearer) unless its run was
+dispatched with a ``callbackBatchUrl``: then it goes with the other reports for that URL
+(``callback_batches``), and alone again only if that URL turns batches away.
+
 Invariants:
 - ``accept`` spools the report (fsynced) before the first delivery attempt; the spool file is
   removed only when the receiver acknowledged it (2xx) or refused it for good (403, 404, 409,
   410). So every result is either acknowledged, refused, or still in the spool.
 - Everything else (5xx, 429, other statuses, connection errors, timeouts) is retried with capped
-  exponential backoff and jitter, honouring ``Retry-After``, forever while the process lives.
-- At most one delivery per execution is in flight; redirects are not followed (a POST must not
-  silently become a GET).
+  exponential backoff and jitter, honouring ``Retry-After``, forever while the process lives
+  (the rules are in ``delivery``).
+- At most one delivery per execution is in flight, single or batched; redirects are not followed
+  (a POST must not silently become a GET).
 - ``flush`` waits for pending deliveries up to a deadline, then abandons them: their reports stay
   in the spool and the next start re-sends them.
 """
@@ -15,51 +20,18 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-import random
 
 import aiohttp
 
-from cadenza_sidecar import protocol
-from cadenza_sidecar.protocol import PERMANENT_REFUSAL_STATUSES, ExecutionId, Report
+from cadenza_sidecar import delivery, protocol
+from cadenza_sidecar.callback_batches import BatchLane
+from cadenza_sidecar.delivery import Verdict
+from cadenza_sidecar.protocol import ExecutionId, Report
 from cadenza_sidecar.settings import CallbackSettings
 from cadenza_sidecar.spool import Spool
 
 logger = logging.getLogger(__name__)
-
-
-class Verdict(enum.Enum):
-    ACKNOWLEDGED = "acknowledged"
-    REFUSED = "refused"
-    RETRY = "retry"
-
-
-def backoff_delay(
-    attempt: int, settings: CallbackSettings, retry_after: float | None = None
-) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based).
-
-    Half-jitter: a uniform pick in the upper half of the exponential step, so retries of many
-    results spread out yet never come sooner than half the nominal delay.
-    """
-    step = min(
-        settings.backoff_max_seconds,
-        settings.backoff_initial_seconds * 2 ** min(attempt - 1, 32),
-    )
-    delay = random.uniform(step / 2, step)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, settings.backoff_max_seconds))
-    return delay
-
-
-def _retry_after(response: aiohttp.ClientResponse) -> float | None:
-    raw = response.headers.get("Retry-After", "")
-    try:
-        seconds = float(raw)
-    except ValueError:
-        return None  # absent, or an HTTP date: the ordinary backoff is good enough
-    return seconds if seconds >= 0 else None
 
 
 class CallbackSender:
@@ -74,12 +46,15 @@ class CallbackSender:
         self._settings = settings
         self._session = session
         self._spool = spool
-        self._deliveries: dict[ExecutionId, asyncio.Task[None]] = {}
+        self._singles: dict[ExecutionId, asyncio.Task[None]] = {}
+        # One per batch URL ever seen; in practice the operator's one Service URL.
+        self._lanes: dict[str, BatchLane] = {}
+        # Every report not yet settled, whichever way it travels.
         self._reports: dict[ExecutionId, Report] = {}
 
     @property
     def pending(self) -> int:
-        return len(self._deliveries)
+        return len(self._reports)
 
     def undelivered(self, execution_id: ExecutionId) -> Report | None:
         """The report of a delivery still in progress, if any."""
@@ -110,18 +85,50 @@ class CallbackSender:
             self._start(report)
 
     def _start(self, report: Report) -> None:
-        if report.execution_id in self._deliveries:
+        if report.execution_id in self._reports:
             return
+        self._reports[report.execution_id] = report
+        if report.callback_batch_url is None:
+            self._start_single(report)
+        else:
+            self._lane(report.callback_batch_url).add(report)
+
+    def _lane(self, url: str) -> BatchLane:
+        lane = self._lanes.get(url)
+        if lane is None:
+            lane = BatchLane(
+                url,
+                self._settings,
+                self._session,
+                settled=self._settled,
+                send_alone=self._start_single,
+            )
+            self._lanes[url] = lane
+        return lane
+
+    def _start_single(self, report: Report) -> None:
         execution_id = report.execution_id
         task = asyncio.create_task(self._deliver(report), name=f"callback:{execution_id}")
-        self._deliveries[execution_id] = task
-        self._reports[execution_id] = report
+        self._singles[execution_id] = task
 
         def forget(_: asyncio.Task[None]) -> None:
-            self._deliveries.pop(execution_id, None)
+            self._singles.pop(execution_id, None)
             self._reports.pop(execution_id, None)
 
         task.add_done_callback(forget)
+
+    async def _settled(self, reports: list[Report]) -> None:
+        """Removes the spool files of batched reports that are acknowledged or refused."""
+        try:
+            await self._spool.remove_many([report.execution_id for report in reports])
+        except OSError:
+            logger.exception(
+                "could not remove settled results from the spool",
+                extra={"executionIds": [report.execution_id for report in reports]},
+            )
+        finally:
+            for report in reports:
+                self._reports.pop(report.execution_id, None)
 
     async def _deliver(self, report: Report) -> None:
         context = {"executionId": report.execution_id, "status": report.status.value}
@@ -138,7 +145,7 @@ class CallbackSender:
                     extra={**context, "attempts": attempt, "detail": detail},
                 )
                 break
-            delay = backoff_delay(attempt, self._settings, retry_after)
+            delay = delivery.backoff_delay(attempt, self._settings, retry_after)
             logger.warning(
                 "callback failed; will retry",
                 extra={**context, "attempt": attempt, "detail": detail, "retryIn": round(delay, 3)},
@@ -162,27 +169,33 @@ class CallbackSender:
                 timeout=aiohttp.ClientTimeout(total=self._settings.request_timeout_seconds),
             ) as response:
                 status = response.status
-                retry_after = _retry_after(response)
+                retry_after = delivery.retry_after(response)
         except (aiohttp.ClientError, OSError) as exc:  # OSError covers TimeoutError
             return Verdict.RETRY, f"{type(exc).__name__}: {exc}", None
-        if 200 <= status < 300:
-            return Verdict.ACKNOWLEDGED, f"HTTP {status}", None
-        if status in PERMANENT_REFUSAL_STATUSES:
-            return Verdict.REFUSED, f"HTTP {status}", None
-        return Verdict.RETRY, f"HTTP {status}", retry_after
+        verdict = delivery.verdict(status)
+        return verdict, f"HTTP {status}", retry_after if verdict is Verdict.RETRY else None
+
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        tasks = [*self._singles.values(), *(lane.task for lane in self._lanes.values())]
+        return [task for task in tasks if task is not None and not task.done()]
 
     async def flush(self, deadline_seconds: float) -> int:
-        """Waits up to ``deadline_seconds`` for pending deliveries; returns how many are left."""
-        tasks = list(self._deliveries.values())
-        if not tasks:
-            return 0
-        _, unfinished = await asyncio.wait(tasks, timeout=deadline_seconds)
-        for task in unfinished:
-            task.cancel()
-        if unfinished:
+        """Waits up to ``deadline_seconds`` for pending deliveries; returns how many reports are
+        left undelivered (they stay in the spool)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_seconds
+        # In a loop: a batch refused as a whole hands its reports to new single deliveries.
+        while tasks := self._tasks():
+            _, unfinished = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+            if not unfinished:
+                continue
+            left = len(self._reports)
+            for task in unfinished:
+                task.cancel()
             await asyncio.wait(unfinished)
             logger.warning(
                 "callbacks still pending; their results stay in the spool for the next start",
-                extra={"count": len(unfinished), "spool": str(self._spool.directory)},
+                extra={"count": left, "spool": str(self._spool.directory)},
             )
-        return len(unfinished)
+            return left
+        return 0

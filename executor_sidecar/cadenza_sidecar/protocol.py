@@ -8,6 +8,8 @@ Invariants:
 - Timestamps leave the sidecar as RFC 3339 UTC with milliseconds (``2024-05-01T12:00:00.123Z``).
 - ``Report`` is the single record of a finished run: the callback body, the run view and the spool
   file are all derived from it.
+- A batch (protocol version 2) is only a list of dispatch bodies: each item is validated by the
+  very function that validates a single body, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class ExecutionRequest:
     timeout_seconds: float
     callback_url: str
     callback_token: str
+    callback_batch_url: str | None = None
+    """Where this run's report may be posted together with others (protocol version 2)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class Report:
     exit_code: int | None
     callback_url: str
     callback_token: str
+    callback_batch_url: str | None = None
 
     def callback_body(self) -> JsonObject:
         return {
@@ -173,12 +178,34 @@ def loads(text: str | bytes) -> Any:
     return json.loads(text, parse_constant=_reject_constant)
 
 
-def parse_execution_request(raw: bytes) -> ExecutionRequest:
-    """Validates a dispatch body; raises InvalidRequest naming the first bad field."""
+def decode_body(raw: bytes) -> Any:
+    """The request body as JSON; raises InvalidRequest naming ``body`` when it is not JSON."""
     try:
-        body = loads(raw)
+        return loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest("body", f"request body is not valid JSON: {exc}") from None
+
+
+def parse_batch(raw: bytes, max_items: int) -> list[Any]:
+    """The items of a ``{"executions": [...]}`` batch body, not yet validated one by one."""
+    body = decode_body(raw)
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", 'request body must be a JSON object {"executions": [...]}')
+    items = _required(body, "executions")
+    if not isinstance(items, list):
+        raise InvalidRequest("executions", "executions must be a list of dispatch bodies")
+    if len(items) > max_items:
+        raise InvalidRequest(
+            "executions",
+            f"executions holds {len(items)} items, more than the {max_items} allowed per batch"
+            " (--max-batch-items); split it",
+        )
+    return items
+
+
+def execution_request_from(body: Any) -> ExecutionRequest:
+    """Validates one decoded dispatch body (a single POST's or a batch item); raises
+    InvalidRequest naming the first bad field."""
     if not isinstance(body, dict):
         raise InvalidRequest("body", "request body must be a JSON object")
     execution_id = _string(body, "executionId")
@@ -196,13 +223,18 @@ def parse_execution_request(raw: bytes) -> ExecutionRequest:
         scheduled_at=_timestamp(body, "scheduledAt"),
         attempt=_integer(body, "attempt", minimum=1),
         timeout_seconds=_positive_number(body, "timeoutSeconds"),
-        callback_url=_callback_url(body),
+        callback_url=_url(body, "callbackUrl"),
         callback_token=_string(body, "callbackToken"),
+        callback_batch_url=_optional_url(body, "callbackBatchUrl"),
     )
 
 
+def _present(body: dict[str, Any], field: str) -> bool:
+    return body.get(field) is not None
+
+
 def _required(body: dict[str, Any], field: str) -> Any:
-    if field not in body or body[field] is None:
+    if not _present(body, field):
         raise InvalidRequest(field, f"{field} is required")
     return body[field]
 
@@ -251,8 +283,12 @@ def _timestamp(body: dict[str, Any], field: str) -> str:
     return value
 
 
-def _callback_url(body: dict[str, Any]) -> str:
-    value = _string(body, "callbackUrl")
+def _optional_url(body: dict[str, Any], field: str) -> str | None:
+    return _url(body, field) if _present(body, field) else None
+
+
+def _url(body: dict[str, Any], field: str) -> str:
+    value = _string(body, field)
     try:
         parts = urllib.parse.urlsplit(value)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname)
@@ -260,5 +296,5 @@ def _callback_url(body: dict[str, Any]) -> str:
     except ValueError:
         valid = False
     if not valid:
-        raise InvalidRequest("callbackUrl", "callbackUrl must be an absolute http(s) URL")
+        raise InvalidRequest(field, f"{field} must be an absolute http(s) URL")
     return value

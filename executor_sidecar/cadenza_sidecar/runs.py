@@ -194,6 +194,7 @@ class RunRegistry:
             exit_code=outcome.exit_code,
             callback_url=request.callback_url,
             callback_token=request.callback_token,
+            callback_batch_url=request.callback_batch_url,
         )
         try:
             await self._settle(report)

@@ -1,25 +1,33 @@
-"""The HTTP API: ``/v1/executions`` for the operator and ``/healthz`` for probes.
+"""The HTTP API: ``/v1/executions`` (and its batch form) for the operator, ``/healthz`` for probes.
 
 Invariants:
 - Every ``/v1/*`` request carries ``Authorization: Bearer <dispatch token>`` when a token is
   configured; it is compared in constant time and checked before the body is read.
 - A POST is answered in this order: 401 (token), 400 (body), 200 (known executionId: the existing
   run, never a second one, even while busy or draining), 503 (draining), 429 (busy), 202 (started).
+  Past the 401, ``admission.admit`` decides, for the single endpoint and for every batch item.
+- A batch is answered 200 with one result per item, in order, unless the batch itself is unusable:
+  413 above ``max_batch_bytes``, 400 naming ``body`` or ``executions``. One bad item never
+  spoils the others.
 - Error bodies are JSON objects with an ``error`` message; 400s also name the ``field``.
 """
 
 from __future__ import annotations
 
+import collections
 import hmac
 import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from cadenza_sidecar import protocol
+from cadenza_sidecar import admission, protocol
 from cadenza_sidecar.callbacks import CallbackSender
 from cadenza_sidecar.protocol import ExecutionId, InvalidRequest, JsonObject
-from cadenza_sidecar.runs import Busy, Draining, Run, RunRegistry
+from cadenza_sidecar.runs import Run, RunRegistry
+
+BATCH_PATH = "/v1/executions:batch"
+_CHUNK = 65536
 
 logger = logging.getLogger(__name__)
 
@@ -39,17 +47,24 @@ class Api:
         pod: str,
         token: str | None,
         cancel_wait_seconds: float,
+        max_batch_items: int,
+        max_batch_bytes: int,
     ) -> None:
         self._registry = registry
         self._callbacks = callbacks
         self._pod = pod
         self._token = token.encode() if token is not None else None
         self._cancel_wait_seconds = cancel_wait_seconds
+        self._max_batch_items = max_batch_items
+        self._max_batch_bytes = max_batch_bytes
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._authenticate])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_post("/v1/executions", self.start_execution)
+        # A custom method (AIP-136 style) rather than /v1/executions/batch, which would shadow
+        # the run whose id is "batch".
+        app.router.add_post(BATCH_PATH, self.start_executions)
         # `.+` so ids containing "/" stay addressable.
         app.router.add_get("/v1/executions/{execution_id:.+}", self.get_execution)
         app.router.add_delete("/v1/executions/{execution_id:.+}", self.cancel_execution)
@@ -90,25 +105,37 @@ class Api:
 
     async def start_execution(self, request: web.Request) -> web.Response:
         try:
-            execution = protocol.parse_execution_request(await request.read())
+            body = protocol.decode_body(await request.read())
+        except InvalidRequest as exc:
+            decided = admission.refused(exc)
+        else:
+            decided = admission.admit(self._registry, self._pod, body)
+        return _json(decided.body, status=decided.status)
+
+    async def start_executions(self, request: web.Request) -> web.Response:
+        raw = await _read_at_most(request, self._max_batch_bytes)
+        if raw is None:
+            return _json(
+                {
+                    "error": f"batch body larger than {self._max_batch_bytes} bytes"
+                    " (--max-batch-bytes); split it",
+                    "limit": self._max_batch_bytes,
+                },
+                status=413,
+            )
+        try:
+            items = protocol.parse_batch(raw, self._max_batch_items)
         except InvalidRequest as exc:
             return _json({"error": exc.message, "field": exc.field}, status=400)
-        known = self._registry.view(execution.execution_id)
-        if known is not None:
-            return _json(known)
-        try:
-            run = self._registry.start(execution)
-        except Draining:
-            return _json({"error": "draining"}, status=503)
-        except Busy as busy:
-            return _json(
-                {"error": "busy", "inFlight": busy.in_flight, "capacity": busy.capacity},
-                status=429,
-            )
-        return _json(
-            {"executionId": run.request.execution_id, "state": "running", "pod": self._pod},
-            status=202,
-        )
+        # No await from here to the answer: the batch is admitted in one step, in order.
+        decisions = [admission.admit(self._registry, self._pod, item) for item in items]
+        results: list[protocol.JsonValue] = [
+            _batch_item(index, item, decided)
+            for index, (item, decided) in enumerate(zip(items, decisions, strict=True))
+        ]
+        counts = collections.Counter(decided.result.value for decided in decisions)
+        logger.info("batch dispatched", extra={"items": len(items), **counts})
+        return _json({"results": results})
 
     async def get_execution(self, request: web.Request) -> web.Response:
         execution_id = ExecutionId(request.match_info["execution_id"])
@@ -130,6 +157,28 @@ class Api:
         )
         view = self._registry.view(execution_id)
         return _json(view if view is not None else known.view(), status=202)
+
+
+def _batch_item(index: int, item: object, decided: admission.Admission) -> JsonObject:
+    execution_id = item.get("executionId") if isinstance(item, dict) else None
+    answer = decided.batch_item(execution_id)
+    if not isinstance(item, dict):
+        # "body" would point at the whole batch; name the item instead.
+        answer.update(field=f"executions[{index}]", error=f"executions[{index}] must be an object")
+    return answer
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` bytes (the app-wide 1 MiB limit of
+    ``request.read()`` is the single endpoint's, not the batch's)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    data = bytearray()
+    while chunk := await request.content.read(_CHUNK):
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)
 
 
 def _unknown(execution_id: ExecutionId) -> web.Response:

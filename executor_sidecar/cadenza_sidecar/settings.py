@@ -24,6 +24,9 @@ from typing import TypeVar
 
 ENV_PREFIX = "CADENZA_SIDECAR_"
 DEFAULT_SPOOL_DIR = Path("/var/run/cadenza/spool")
+DEFAULT_MAX_BATCH_ITEMS = 1000
+DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
+DEFAULT_CALLBACK_BATCH_MAX_ITEMS = 200
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 T = TypeVar("T")
@@ -40,6 +43,14 @@ class ServerSettings:
 
     port: int = 9090
     """TCP port of the HTTP server (``--port``); the operator dispatches to it."""
+
+    max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
+    """Most dispatch bodies one ``POST /v1/executions:batch`` may carry; more is a 400 naming
+    ``executions`` (``--max-batch-items``)."""
+
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    """Largest batch body in bytes, answered 413 above it (``--max-batch-bytes``). The single
+    endpoint keeps the HTTP server's own 1 MiB limit."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,9 @@ class CallbackSettings:
 
     backoff_max_seconds: float = 30.0
     """Cap of the retry delay; retries continue forever at this pace while the process lives."""
+
+    batch_max_items: int = DEFAULT_CALLBACK_BATCH_MAX_ITEMS
+    """Most reports posted together to one ``callbackBatchUrl``; more wait for the next batch."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--max-concurrency", metavar="N", type=count, help="runs in flight per pod (default 4)")
     add(
+        "--max-batch-items",
+        metavar="N",
+        type=count,
+        help=f"dispatch bodies per batch (default {DEFAULT_MAX_BATCH_ITEMS})",
+    )
+    add(
+        "--max-batch-bytes",
+        metavar="N",
+        type=count,
+        help=f"largest batch body (default {DEFAULT_MAX_BATCH_BYTES})",
+    )
+    add(
         "--spool-dir", metavar="PATH", type=Path, help=f"result spool (default {DEFAULT_SPOOL_DIR})"
     )
     add("--grace-seconds", metavar="S", type=seconds, help="drain: time for runs (default 30)")
@@ -231,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--callback-timeout-seconds", metavar="S", type=positive_seconds, help="(default 10)")
     add("--callback-backoff-initial-seconds", metavar="S", type=positive_seconds, help="(0.5)")
     add("--callback-backoff-max-seconds", metavar="S", type=positive_seconds, help="(30)")
+    add(
+        "--callback-batch-max-items",
+        metavar="N",
+        type=count,
+        help=f"reports per batched callback ({DEFAULT_CALLBACK_BATCH_MAX_ITEMS})",
+    )
     add("--finished-retention-seconds", metavar="S", type=positive_seconds, help="(3600)")
     add("--finished-retention-count", metavar="N", type=count, help="(10000)")
     add("--log-level", type=_for_argparse(_log_level), help="debug|info|warning|error (info)")
@@ -312,6 +344,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         server=ServerSettings(
             listen=resolve.get("listen", str, "0.0.0.0"),
             port=resolve.get("port", _port, 9090),
+            max_batch_items=resolve.get("max_batch_items", _positive_int, DEFAULT_MAX_BATCH_ITEMS),
+            max_batch_bytes=resolve.get("max_batch_bytes", _positive_int, DEFAULT_MAX_BATCH_BYTES),
         ),
         auth=AuthSettings(token=_token(resolve, env)),
         handler=_handler(args, resolve, env),
@@ -328,6 +362,9 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 "callback_backoff_initial_seconds", _positive_float, 0.5
             ),
             backoff_max_seconds=resolve.get("callback_backoff_max_seconds", _positive_float, 30.0),
+            batch_max_items=resolve.get(
+                "callback_batch_max_items", _positive_int, DEFAULT_CALLBACK_BATCH_MAX_ITEMS
+            ),
         ),
         spool=SpoolSettings(directory=resolve.get("spool_dir", Path, DEFAULT_SPOOL_DIR)),
         drain=DrainSettings(

@@ -4,7 +4,9 @@ Format: one JSON file per execution, ``<sha256(executionId)>.json`` (mode 0600: 
 callback token; the id itself is inside the record), written as a temp file, fsynced, renamed
 over the final name, and the directory fsynced. Anything else in the directory is ignored;
 leftover ``*.tmp`` files are deleted at start and files that cannot be parsed are renamed to
-``*.corrupt`` (and logged) so they are not retried.
+``*.corrupt`` (and logged) so they are not retried. ``callbackBatchUrl`` is written only when
+the run has one and is optional on reading, so the format stays version 1 both ways: an older
+sidecar ignores the key and sends that report alone.
 
 Invariants:
 - ``save`` returns only once the file and its directory entry are durable, so a run whose result
@@ -39,12 +41,15 @@ def file_name(execution_id: ExecutionId) -> str:
 
 
 def _record(report: Report) -> dict[str, Any]:
-    return {
+    record: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "callbackUrl": report.callback_url,
         "callbackToken": report.callback_token,
         "callback": report.callback_body(),
     }
+    if report.callback_batch_url is not None:
+        record["callbackBatchUrl"] = report.callback_batch_url
+    return record
 
 
 def _report(record: dict[str, Any]) -> Report:
@@ -63,7 +68,12 @@ def _report(record: dict[str, Any]) -> Report:
         exit_code=body["exitCode"],
         callback_url=str(record["callbackUrl"]),
         callback_token=str(record["callbackToken"]),
+        callback_batch_url=_optional_string(record.get("callbackBatchUrl")),
     )
+
+
+def _optional_string(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 class Spool:
@@ -101,6 +111,10 @@ class Spool:
     async def remove(self, execution_id: ExecutionId) -> None:
         await asyncio.to_thread(self._remove, execution_id)
 
+    async def remove_many(self, execution_ids: list[ExecutionId]) -> None:
+        """Removes several files with one directory fsync (a settled batch of callbacks)."""
+        await asyncio.to_thread(self._remove_many, execution_ids)
+
     def pending(self) -> list[str]:
         return sorted(p.name for p in self.directory.glob("*" + _SUFFIX))
 
@@ -120,7 +134,11 @@ class Spool:
         self._sync_directory()
 
     def _remove(self, execution_id: ExecutionId) -> None:
-        (self.directory / file_name(execution_id)).unlink(missing_ok=True)
+        self._remove_many([execution_id])
+
+    def _remove_many(self, execution_ids: list[ExecutionId]) -> None:
+        for execution_id in execution_ids:
+            (self.directory / file_name(execution_id)).unlink(missing_ok=True)
         self._sync_directory()
 
     def _sync_directory(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from cadenza.api import callbacks, probes
+from cadenza.api import callback_batches, callbacks, probes
 from cadenza.core.ids import Epoch, ExecutionId
 from cadenza.kube import client as kube_client
 from cadenza.kube.handlers import build_registry
@@ -192,6 +192,7 @@ async def serve_http(replica: Replica) -> web.AppRunner:
         probes.routes(replica.status, replica.engine, replica.settings.leadership.lock_name)
     )
     app.add_routes(callbacks.routes(replica.engine, replica.callback_applied))
+    app.add_routes(callback_batches.routes(replica.engine, replica.callback_applied))
     app.add_routes([replica.metrics.route()])
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

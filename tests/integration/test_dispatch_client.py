@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -33,10 +34,18 @@ NOBODY_LISTENS = "127.0.0.26"
 
 @dataclass
 class Receiver:
-    """A real callback endpoint: records every callback body and its Authorization header."""
+    """A real callback endpoint: records every callback body and its Authorization header.
+
+    Batched callbacks (``batch_url``) are recorded item by item, with ``Bearer <item token>``
+    as the header and the item's other fields as the body; ``batched`` lists their ids."""
 
     url: str
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    batched: list[str] = field(default_factory=list)
+
+    @property
+    def batch_url(self) -> str:
+        return self.url.rsplit("/", 1)[0] + "/callback-batches"
 
     async def callback(self, execution_key: str, within: float = 30.0) -> dict[str, Any]:
         async def arrived() -> dict[str, Any] | None:
@@ -59,8 +68,18 @@ async def receiver() -> AsyncIterator[Receiver]:
         box.calls.append((request.headers.get("Authorization", ""), await request.json()))
         return web.json_response({"ok": True})
 
+    async def handle_batch(request: web.Request) -> web.Response:
+        items = (await request.json())["callbacks"]
+        for item in items:
+            token = item.pop("token")
+            item.pop("callbackUrl")
+            box.calls.append((f"Bearer {token}", item))
+            box.batched.append(item["executionId"])
+        return web.json_response({"results": [{"status": 200} for _ in items]})
+
     app = web.Application()
     app.router.add_post("/api/v1/callbacks", handle)
+    app.router.add_post("/api/v1/callback-batches", handle_batch)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -278,3 +297,122 @@ async def test_a_malformed_request_is_rejected_by_every_pod_alike(
         assert result.body is not None and result.body["field"] == named
         assert result.error is not None and named in result.error
     assert ledger(pod) == []
+
+
+# -- batches (protocol version 2) -------------------------------------------------------------
+
+
+async def test_a_batch_gets_each_run_the_result_send_would_give(
+    client: DispatchClient, receiver: Receiver, sidecars: Callable[..., SidecarPod]
+) -> None:
+    pod = await asyncio.to_thread(sidecars, "127.0.0.40", max_concurrency=2)
+    running = run(receiver, "sleep", {"seconds": 60})
+    assert (await client.send(pod.sidecar_url, None, running)).outcome is Outcome.ACCEPTED
+    new = run(receiver, payload={"n": 1}, callback_batch_url=receiver.batch_url,
+              callback_token="token-of-new")  # fmt: skip
+    malformed = run(receiver, task="no-namespace")
+    extra = run(receiver)
+
+    results = await client.send_batch(pod.sidecar_url, None, [running, new, malformed, extra])
+
+    known, accepted, refused, busy = results
+    assert (known.outcome, known.status, known.started) == (Outcome.DUPLICATE, 200, True)
+    assert known.body is not None and known.body["state"] == "running"
+    assert (accepted.outcome, accepted.status, accepted.pod) == (Outcome.ACCEPTED, 202, pod.name)
+    assert accepted.started and accepted.error is None
+    assert (refused.outcome, refused.status, refused.try_another_pod) == (
+        Outcome.REJECTED,
+        400,
+        False,
+    )
+    assert refused.body is not None and refused.body["field"] == "task"
+    assert refused.error is not None and "task" in refused.error
+    assert (busy.outcome, busy.status, busy.try_another_pod) == (Outcome.BUSY, 429, True)
+    assert busy.error == "HTTP 429: busy"
+    # The run dispatched with a batch URL reports through it, with its own token.
+    callback = await receiver.callback(new.execution_key)
+    assert (callback["status"], callback["result"]) == ("succeeded", {"n": 1})
+    assert receiver.batched == [new.execution_key]
+    assert ("Bearer token-of-new", callback) in receiver.calls
+    ran = [e["executionId"] for e in ledger(pod)]
+    assert sorted(ran) == sorted([running.execution_key, new.execution_key])
+    assert await client.send_batch(pod.sidecar_url, None, []) == []
+
+
+async def test_a_batch_to_a_wrong_token_or_nobody_fails_every_run_alike(
+    client: DispatchClient, receiver: Receiver, sidecars: Callable[..., SidecarPod]
+) -> None:
+    pod = await asyncio.to_thread(sidecars, "127.0.0.41", token="the-right-token")
+    requests = [run(receiver), run(receiver)]
+
+    rejected = await client.send_batch(pod.sidecar_url, "a-wrong-token", requests)
+    unreachable = await client.send_batch(f"http://{NOBODY_LISTENS}:9090", None, requests)
+
+    assert [(r.outcome, r.status, r.try_another_pod) for r in rejected] == [
+        (Outcome.REJECTED, 401, True)
+    ] * 2
+    assert [(r.outcome, r.may_have_started) for r in unreachable] == [
+        (Outcome.UNREACHABLE, False)
+    ] * 2
+    assert ledger(pod) == []
+
+
+@pytest.fixture
+async def older_sidecar() -> AsyncIterator[tuple[list[str], Callable[[str], str]]]:
+    """A sidecar of protocol version 1, as far as the client can tell: a real sidecar behind a
+    pass-through that serves only ``POST /v1/executions`` (anything else is aiohttp's 404).
+    Yields the paths it was asked for and ``front(sidecar_url) -> url to dispatch to``."""
+    asked: list[str] = []
+    behind: list[str] = []
+    port = free_port()
+
+    async def forward(request: web.Request) -> web.Response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                behind[0] + request.path, data=await request.read(), headers=request.headers
+            ) as resp,
+        ):
+            return web.Response(
+                body=await resp.read(), status=resp.status, content_type="application/json"
+            )
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        asked.append(request.path)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = web.Application(middlewares=[record])
+    app.router.add_post("/v1/executions", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    def front(sidecar_url: str) -> str:
+        behind.append(sidecar_url)
+        return f"http://127.0.0.1:{port}"
+
+    yield asked, front
+    await runner.cleanup()
+
+
+async def test_an_older_sidecar_is_sent_the_runs_one_by_one(
+    client: DispatchClient,
+    receiver: Receiver,
+    sidecars: Callable[..., SidecarPod],
+    older_sidecar: tuple[list[str], Callable[[str], str]],
+) -> None:
+    asked, front = older_sidecar
+    pod = await asyncio.to_thread(sidecars, "127.0.0.42", max_concurrency=1)
+    first, second = run(receiver, "sleep", {"seconds": 60}), run(receiver)
+
+    results = await client.send_batch(front(pod.sidecar_url), None, [first, second, first])
+
+    assert [(r.outcome, r.status) for r in results] == [
+        (Outcome.ACCEPTED, 202),
+        (Outcome.BUSY, 429),
+        (Outcome.DUPLICATE, 200),
+    ]
+    assert asked == ["/v1/executions:batch"] + ["/v1/executions"] * 3
+    assert [e["executionId"] for e in ledger(pod)] == [first.execution_key]

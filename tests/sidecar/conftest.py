@@ -4,7 +4,8 @@
   listening on its own loopback address (127.0.0.2, 127.0.0.3, ...; Linux routes all of 127/8), with
   its log in the test's temp dir (printed when a test fails to start it).
 - The callback receiver is a real aiohttp server on 127.0.0.1 inside the test's event loop; it
-  records every callback and answers with whatever status the test sets.
+  records every callback and answers with whatever status the test sets. It takes batched
+  callbacks too (``batch_url``), recording each item as a callback of its own.
 - Conditions are awaited with deadlines (``eventually``), never with fixed sleeps.
 - Finalizers stop every process they started (SIGTERM so the sidecar drains and kills its
   commands, then SIGKILL of the whole group) and pytest removes the temp dirs.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import io
 import itertools
 import json
 import os
@@ -272,7 +274,8 @@ class SidecarProcess(ManagedProcess):
             session.request(
                 method,
                 self.base_url + path,
-                data=data,
+                # File-like: aiohttp warns about raw bytes bodies above 1 MiB.
+                data=None if data is None else io.BytesIO(data),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=20),
             ) as response,
@@ -289,6 +292,14 @@ class SidecarProcess(ManagedProcess):
         return await self.request(
             "POST", "/v1/executions", data=json.dumps(body).encode(), headers=headers
         )
+
+    async def post_batch(self, bodies: Any, token: str | None = "default") -> Reply:
+        """``POST /v1/executions:batch`` with ``{"executions": bodies}``."""
+        return await self.post_raw_batch(json.dumps({"executions": bodies}).encode(), token)
+
+    async def post_raw_batch(self, data: bytes, token: str | None = "default") -> Reply:
+        headers = {"Content-Type": "application/json", **self.headers(token)}
+        return await self.request("POST", "/v1/executions:batch", data=data, headers=headers)
 
     async def get(self, execution_id: str, token: str | None = "default") -> Reply:
         return await self.request(
@@ -346,8 +357,15 @@ class DemoAppProcess(ManagedProcess):
 @dataclass
 class ReceivedCallback:
     body: dict[str, Any]
+    """The callback body; for a batch item, the item without its ``callbackUrl`` and ``token``."""
     authorization: str | None
+    """The Bearer header; for a batch item, ``Bearer <the item's token>``."""
     answered: int
+    """The status answered: the item's own for a batch answered 200, else the batch's."""
+    via: str = "single"
+    """``single`` or ``batch``."""
+    callback_url: str | None = None
+    """A batch item's ``callbackUrl``."""
 
 
 @dataclass
@@ -358,20 +376,35 @@ class CallbackReceiver:
     port: int = field(default_factory=lambda: free_port("127.0.0.1"))
     answer: int = 200
     calls: list[ReceivedCallback] = field(default_factory=list)
+    batch_answer: int = 200
+    """Status of a batch request as a whole; anything but 200 answers no item."""
+    item_answer: Callable[[dict[str, Any]], int] | None = None
+    """Status of each item of a batch answered 200 (given the item); default ``answer``."""
+    batches: list[list[str]] = field(default_factory=list)
+    """The executionIds of every batch request, in arrival order."""
+    hold_batches: asyncio.Event | None = None
+    """When set to an unset event, batch requests are recorded, then held until it is set."""
     _runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/callbacks"
 
+    @property
+    def batch_url(self) -> str:
+        return f"http://{self.host}:{self.port}/batch"
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/callbacks", self._receive)
+        app.router.add_post("/batch", self._receive_batch)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
 
     async def stop(self) -> None:
+        if self.hold_batches is not None:
+            self.hold_batches.set()  # a held request would stall the shutdown for a minute
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -381,6 +414,32 @@ class CallbackReceiver:
         answered = self.answer
         self.calls.append(ReceivedCallback(body, request.headers.get("Authorization"), answered))
         return web.json_response({"answer": answered}, status=answered)
+
+    async def _receive_batch(self, request: web.Request) -> web.Response:
+        items = (await request.json())["callbacks"]
+        self.batches.append([item["executionId"] for item in items])
+        if self.hold_batches is not None:
+            await self.hold_batches.wait()
+        whole = self.batch_answer
+        statuses = []
+        for item in items:
+            status = whole
+            if whole == 200:
+                status = self.answer if self.item_answer is None else self.item_answer(item)
+            statuses.append(status)
+            body = {k: v for k, v in item.items() if k not in ("callbackUrl", "token")}
+            self.calls.append(
+                ReceivedCallback(
+                    body, f"Bearer {item['token']}", status, "batch", item["callbackUrl"]
+                )
+            )
+        if whole != 200:
+            return web.json_response({"error": "batch refused"}, status=whole)
+        return web.json_response({"results": [{"status": status} for status in statuses]})
+
+    def batched_ids(self) -> list[str]:
+        """Every executionId posted in a batch, in order, repeats included."""
+        return [execution_id for batch in self.batches for execution_id in batch]
 
     def attempts(self, execution_id: str) -> list[ReceivedCallback]:
         return [c for c in self.calls if c.body.get("executionId") == execution_id]
@@ -405,9 +464,11 @@ class CallbackReceiver:
         execution_id: str | None = None,
         timeout: float = 30,
         attempt: int = 1,
+        batched: bool = False,
         **overrides: Any,
     ) -> dict[str, Any]:
-        """A valid ``POST /v1/executions`` body whose callback comes to this receiver."""
+        """A valid ``POST /v1/executions`` body whose callback comes to this receiver (with a
+        ``callbackBatchUrl`` when ``batched``)."""
         body = {
             "executionId": execution_id or f"exec-{uuid.uuid4().hex[:12]}",
             "taskUid": str(uuid.uuid4()),
@@ -421,6 +482,8 @@ class CallbackReceiver:
             "callbackUrl": self.url,
             "callbackToken": CALLBACK_TOKEN,
         }
+        if batched:
+            body["callbackBatchUrl"] = self.batch_url
         body.update(overrides)
         return body
 

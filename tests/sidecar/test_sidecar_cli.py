@@ -84,8 +84,24 @@ def test_help_lists_every_flag():
     for flag in (
         "--listen", "--port", "--pod-name", "--token-file", "--handler-url", "--command",
         "--max-concurrency", "--spool-dir", "--grace-seconds", "--flush-seconds",
+        "--max-batch-items", "--max-batch-bytes", "--callback-batch-max-items",
     ):  # fmt: skip
         assert flag in result.stdout
+
+
+def test_batch_limits_have_documented_defaults_and_environment_twins():
+    defaults = settings.load(["--command", "job"], environ={})
+    assert (defaults.server.max_batch_items, defaults.server.max_batch_bytes) == (1000, 8 << 20)
+    assert defaults.callbacks.batch_max_items == 200
+
+    environ = {
+        "CADENZA_SIDECAR_MAX_BATCH_ITEMS": "10",
+        "CADENZA_SIDECAR_MAX_BATCH_BYTES": "4096",
+        "CADENZA_SIDECAR_CALLBACK_BATCH_MAX_ITEMS": "7",
+    }
+    loaded = settings.load(["--max-batch-items", "20", "--command", "job"], environ=environ)
+    assert (loaded.server.max_batch_items, loaded.server.max_batch_bytes) == (20, 4096)
+    assert loaded.callbacks.batch_max_items == 7
 
 
 def test_flags_beat_the_environment_which_beats_defaults(tmp_path):

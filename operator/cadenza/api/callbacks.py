@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from cadenza.core import retry as retry_
 from cadenza.core import runs as rules
@@ -54,7 +54,7 @@ class Report:
 def routes(engine: Engine, on_applied: Applied) -> list[web.RouteDef]:
     async def callback(request: web.Request) -> web.Response:
         try:
-            run = _run_id(request.match_info["id"])
+            run = run_id(request.match_info["id"])
             token = _bearer(request)
             report = _report(await request.read())
             answer = await asyncio.to_thread(
@@ -72,49 +72,52 @@ def routes(engine: Engine, on_applied: Applied) -> list[web.RouteDef]:
 
 
 def apply(engine: Engine, run: ExecutionId, token: str, report: Report) -> dict[str, Any]:
-    """Check the token and apply the report; the answer's body (or a CallbackError)."""
+    """Check the token and apply the report in a transaction of its own; the answer's body (or a
+    CallbackError)."""
     with engine.begin() as conn:
-        row = conn.execute(
-            select(schema.task_executions)
-            .where(schema.task_executions.c.id == run)
-            .with_for_update()
-        ).first()
-        if row is None:
-            raise CallbackError(404, f"no run {run}")
-        current = executions.execution_from_row(row)
-        expected = store_runs.attempt_token_hash(conn, run, report.attempt)
-        offered = hashlib.sha256(token.encode()).hexdigest()
-        if expected is None or not hmac.compare_digest(expected, offered):
-            raise CallbackError(403, "the token is not this run's callback token")
-        if report.attempt != current.attempt:
-            raise CallbackError(
-                409, f"attempt {report.attempt} is stale: the run is at attempt {current.attempt}"
-            )
-        spec = conn.execute(
-            select(schema.tasks.c.spec).where(schema.tasks.c.uid == current.task_uid)
-        ).scalar_one_or_none()
-        policy = retry_policy(spec) if isinstance(spec, dict) else retry_.NO_RETRY
-        decision = rules.after_report(
-            current.status, report.outcome, policy, report.attempt, datetime.now(UTC), _rng
+        return apply_in(conn, run, token, report)
+
+
+def apply_in(conn: Connection, run: ExecutionId, token: str, report: Report) -> dict[str, Any]:
+    """``apply`` inside the caller's transaction (the batch route applies many in one)."""
+    row = conn.execute(
+        select(schema.task_executions).where(schema.task_executions.c.id == run).with_for_update()
+    ).first()
+    if row is None:
+        raise CallbackError(404, f"no run {run}")
+    current = executions.execution_from_row(row)
+    expected = store_runs.attempt_token_hash(conn, run, report.attempt)
+    offered = hashlib.sha256(token.encode()).hexdigest()
+    if expected is None or not hmac.compare_digest(expected, offered):
+        raise CallbackError(403, "the token is not this run's callback token")
+    if report.attempt != current.attempt:
+        raise CallbackError(
+            409, f"attempt {report.attempt} is stale: the run is at attempt {current.attempt}"
         )
-        # Each applied change is noted in the change log, which the leader reads with a
-        # cursor: that is how it learns of results that reached another replica.
-        if isinstance(decision, rules.Retry):
-            if store_runs.schedule_retry(conn, run, report.attempt, decision.outcome, decision.at):
-                store_runs.note_change(conn, run)
-                queued = RunStatus.QUEUED.value
-                return {"applied": True, "status": queued, "retryAt": decision.at.isoformat()}
-        elif decision is not None and store_runs.finish(
-            conn, run, report.attempt, decision.outcome
-        ):
+    spec = conn.execute(
+        select(schema.tasks.c.spec).where(schema.tasks.c.uid == current.task_uid)
+    ).scalar_one_or_none()
+    policy = retry_policy(spec) if isinstance(spec, dict) else retry_.NO_RETRY
+    decision = rules.after_report(
+        current.status, report.outcome, policy, report.attempt, datetime.now(UTC), _rng
+    )
+    # Each applied change is noted in the change log, which the leader reads with a cursor:
+    # that is how it learns of results that reached another replica.
+    if isinstance(decision, rules.Retry):
+        if store_runs.schedule_retry(conn, run, report.attempt, decision.outcome, decision.at):
             store_runs.note_change(conn, run)
-            return {"applied": True, "status": report.outcome.status.value}
-        # A duplicate or late report, or the guarded update matched no row: the attempt was
-        # already closed and the run queued for its next one. Nothing changed.
-        return {"applied": False, "status": current.status.value}
+            queued = RunStatus.QUEUED.value
+            return {"applied": True, "status": queued, "retryAt": decision.at.isoformat()}
+    elif decision is not None and store_runs.finish(conn, run, report.attempt, decision.outcome):
+        store_runs.note_change(conn, run)
+        return {"applied": True, "status": report.outcome.status.value}
+    # A duplicate or late report, or the guarded update matched no row: the attempt was
+    # already closed and the run queued for its next one. Nothing changed.
+    return {"applied": False, "status": current.status.value}
 
 
-def _run_id(raw: str) -> ExecutionId:
+def run_id(raw: str) -> ExecutionId:
+    """The run a callback URL's last path segment names (404 when it names none)."""
     if not raw.isdigit():
         raise CallbackError(404, f"no run {raw!r}")
     return ExecutionId(int(raw))
@@ -135,6 +138,11 @@ def _report(raw: bytes) -> Report:
         raise CallbackError(400, "the body is not JSON", "body") from None
     if not isinstance(body, dict):
         raise CallbackError(400, "the body must be a JSON object", "body")
+    return report_from(body)
+
+
+def report_from(body: dict[str, Any]) -> Report:
+    """The report in one decoded callback body (a single callback's, or a batch item's)."""
     raw_status = body.get("status")
     status = RunStatus(raw_status) if raw_status in {s.value for s in RESULTS} else None
     if status is None:

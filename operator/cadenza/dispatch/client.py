@@ -1,7 +1,9 @@
 """The leader's HTTP client for executor sidecars: ``POST``/``DELETE /v1/executions`` and probes.
 
 Every answer of the sidecar maps to one :class:`Outcome`; nothing here raises for a pod that
-misbehaves, so the dispatcher decides with a plain ``match`` what to do next.
+misbehaves, so the dispatcher decides with a plain ``match`` what to do next. ``send_batch``
+(protocol version 2, ``POST /v1/executions:batch``) gives one result per request, each the
+result ``send`` would have given, and falls back to ``send`` for a sidecar without batches.
 
 Invariants:
 - One ``aiohttp.ClientSession`` per client, created lazily inside the running loop and shared by
@@ -9,6 +11,8 @@ Invariants:
   (15 s) is shorter than the sidecar's (aiohttp's 75 s), so we never send on a connection the
   pod is closing.
 - Requests never follow redirects and every one has a deadline (connect and total).
+- A batch answer that cannot be matched to its requests one for one counts, for every request in
+  it, as a lost answer (``UNREACHABLE`` with ``may_have_started``): the pod may have started any.
 - WARNING: an ``UNREACHABLE`` result with ``may_have_started`` set (the request was sent but the
   answer is missing: read timeout, reset, 5xx) does NOT prove the pod ignored the run. The
   idempotency key protects only within one pod, so re-send the same key to the same pod (or wait
@@ -19,9 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import io
 import json
 import logging
 import urllib.parse
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +36,9 @@ import aiohttp
 log = logging.getLogger(__name__)
 
 EXECUTIONS_PATH = "/v1/executions"
+BATCH_PATH = "/v1/executions:batch"
+# The sidecar refuses the batch as such (no batch route, or too large a batch): send one by one.
+_ONE_BY_ONE_STATUSES = frozenset({400, 404, 405, 413})
 _ERROR_BODY_CHARS = 300
 
 
@@ -46,6 +55,16 @@ class Outcome(enum.StrEnum):
     """400/401/403/413 (or another unexpected answer): this pod will not take the request."""
     UNREACHABLE = "unreachable"
     """No usable answer: connection refused/reset, timeout, DNS, a 5xx other than 503."""
+
+
+# What a batch item's "result" means; an item without a known one is judged by its status.
+_BATCH_OUTCOMES = {
+    "accepted": Outcome.ACCEPTED,
+    "known": Outcome.DUPLICATE,
+    "busy": Outcome.BUSY,
+    "draining": Outcome.DRAINING,
+    "refused": Outcome.REJECTED,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,13 +84,16 @@ class DispatchRequest:
     timeout_seconds: int
     callback_url: str
     callback_token: str
+    callback_batch_url: str | None = None
+    """Where the sidecar may post this run's report together with others (protocol version 2);
+    None: the report comes alone to ``callback_url``."""
 
     def __post_init__(self) -> None:
         if self.scheduled_at.tzinfo is None or self.scheduled_at.utcoffset() is None:
             raise ValueError(f"scheduled_at {self.scheduled_at!r} must be timezone-aware (UTC)")
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "executionId": self.execution_key,
             "taskUid": self.task_uid,
             "task": self.task,
@@ -84,6 +106,9 @@ class DispatchRequest:
             "callbackUrl": self.callback_url,
             "callbackToken": self.callback_token,
         }
+        if self.callback_batch_url is not None:
+            body["callbackBatchUrl"] = self.callback_batch_url
+        return body
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,16 +216,46 @@ class DispatchClient:
                 Outcome.UNREACHABLE, None, None, describe(exc, self._total_timeout), None,
                 may_have_started=_maybe_sent(exc),
             )  # fmt: skip
-        body = _json_object(raw)
-        outcome = classify(status)
-        error = None
-        if outcome not in (Outcome.ACCEPTED, Outcome.DUPLICATE):
-            error = f"HTTP {status}: {_message(body, raw)}"
-        pod = body.get("pod") if body else None
-        return DispatchResult(
-            outcome, status, body, error, pod if isinstance(pod, str) else None,
-            may_have_started=outcome is Outcome.UNREACHABLE,
-        )  # fmt: skip
+        return answer_result(classify(status), status, _json_object(raw), raw)
+
+    async def send_batch(
+        self, base_url: str, token: str | None, requests: Sequence[DispatchRequest]
+    ) -> list[DispatchResult]:
+        """POST the runs to the sidecar in one request; one result per request, in order.
+
+        The sidecar decides item by item, in order (a batch fills the pod's capacity as the
+        same requests sent one after another would). A sidecar that does not take this batch
+        is sent the requests one by one with ``send``, in the same order: 404 or 405 (a sidecar
+        without batches), 413 or 400 (a batch larger than its ``--max-batch-bytes`` or
+        ``--max-batch-items``; each request alone may still fit).
+        """
+        if not requests:
+            return []
+        data = json.dumps(
+            {"executions": [request.to_json() for request in requests]},
+            allow_nan=False,
+            separators=(",", ":"),
+        ).encode()
+        headers = {"Content-Type": "application/json", **_auth(token)}
+        try:
+            async with self._http().post(
+                base_url.rstrip("/") + BATCH_PATH,
+                data=io.BytesIO(data),  # aiohttp warns about raw bodies above 1 MiB
+                headers=headers,
+                timeout=self._timeout(self._total_timeout),
+                allow_redirects=False,
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            failed = DispatchResult(
+                Outcome.UNREACHABLE, None, None, describe(exc, self._total_timeout), None,
+                may_have_started=_maybe_sent(exc),
+            )  # fmt: skip
+            return [failed] * len(requests)
+        if status in _ONE_BY_ONE_STATUSES:
+            return [await self.send(base_url, token, request) for request in requests]
+        return batch_results(status, _json_object(raw), raw, len(requests))
 
     async def cancel(self, base_url: str, token: str | None, execution_key: str) -> bool:
         """Ask the pod to stop the run; True when it has stopped or had already finished."""
@@ -273,6 +328,61 @@ class DispatchClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def answer_result(
+    outcome: Outcome, status: int, body: dict[str, Any] | None, raw: bytes
+) -> DispatchResult:
+    """The result of a dispatch answered ``status`` with ``body`` (``raw`` for the message)."""
+    error = None
+    if outcome not in (Outcome.ACCEPTED, Outcome.DUPLICATE):
+        error = f"HTTP {status}: {_message(body, raw)}"
+    pod = body.get("pod") if body else None
+    return DispatchResult(
+        outcome, status, body, error, pod if isinstance(pod, str) else None,
+        may_have_started=outcome is Outcome.UNREACHABLE,
+    )  # fmt: skip
+
+
+def batch_results(
+    status: int, body: dict[str, Any] | None, raw: bytes, count: int
+) -> list[DispatchResult]:
+    """The results of a batch of ``count`` requests answered ``status`` with ``body``.
+
+    Not 200: the answer is about the batch as a whole (401, 429, 503, 5xx) and is every
+    request's result. 200 without exactly ``count`` results: every request's
+    answer is lost, and any of them may have started.
+    """
+    if status != 200:
+        return [answer_result(classify(status), status, body, raw)] * count
+    items = body.get("results") if body else None
+    if not isinstance(items, list) or len(items) != count:
+        lost = DispatchResult(
+            Outcome.UNREACHABLE, status, body, "HTTP 200 whose results do not match the batch",
+            None, may_have_started=True,
+        )  # fmt: skip
+        return [lost] * count
+    return [batch_item_result(item) for item in items]
+
+
+def batch_item_result(item: Any) -> DispatchResult:
+    """One entry of a batch answer as the result ``send`` would have given for its request:
+    accepted and known started the run, busy and draining send it elsewhere, refused is the 400
+    every pod would give. A known run's view is the body, as for a duplicate ``send``."""
+    if not isinstance(item, dict):
+        return answer_result(Outcome.UNREACHABLE, 200, None, b"a batch result is not an object")
+    status = item.get("status")
+    status = status if isinstance(status, int) and not isinstance(status, bool) else 200
+    kind = item.get("result")
+    outcome = _BATCH_OUTCOMES.get(kind) if isinstance(kind, str) else None
+    if outcome is None:
+        outcome = classify(status) if status != 200 else Outcome.UNREACHABLE
+    run = item.get("run")
+    if outcome is Outcome.DUPLICATE and isinstance(run, dict):
+        body = run
+    else:
+        body = {k: v for k, v in item.items() if k not in ("result", "status")}
+    return answer_result(outcome, status, body, b"")
 
 
 def probe_result(status: int, body: dict[str, Any] | None, raw: bytes) -> ProbeResult:

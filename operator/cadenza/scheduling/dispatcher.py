@@ -18,7 +18,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import enum
 import hashlib
@@ -97,11 +96,9 @@ class _Outbox:
         self.send: Coalescer[DispatchRequest, DispatchResult] = Coalescer(self._post, MAX_BATCH)
 
     async def _post(self, requests: list[DispatchRequest]) -> list[DispatchResult]:
-        return list(
-            await asyncio.gather(
-                *(self._client.send(self._base_url, self._token, r) for r in requests)
-            )
-        )
+        if len(requests) == 1:
+            return [await self._client.send(self._base_url, self._token, requests[0])]
+        return await self._client.send_batch(self._base_url, self._token, requests)
 
 
 class Dispatcher:
@@ -282,6 +279,8 @@ class Dispatcher:
             timeout_seconds=plan.timeout_seconds,
             callback_url=f"{self._callback_base_url}/api/v1/callbacks/{run.id}",
             callback_token=token,
+            # Results travel back batched too, each with its own token (protocol version 2).
+            callback_batch_url=f"{self._callback_base_url}/api/v1/callbacks",
         )
 
     def _observe_delay(self, run: Run, attempt: int) -> None:

@@ -38,8 +38,8 @@ from cadenza.scheduling.openruns import OpenRuns, Run
 from cadenza.scheduling.plans import TaskPlan
 from cadenza.scheduling.settling import Settled, Settler
 from cadenza.scheduling.timers import Kind, Timers
-from cadenza.store import executions, fencing
-from cadenza.store.port import RunStore
+from cadenza.store import executions
+from cadenza.store.port import Fenced, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -395,5 +395,5 @@ def _log_failure(task: asyncio.Task[None]) -> None:
     if task.cancelled():
         return
     exc = task.exception()
-    if exc is not None and not isinstance(exc, fencing.Fenced):
+    if exc is not None and not isinstance(exc, Fenced):
         log.error("run handling failed: %r", exc, exc_info=exc)

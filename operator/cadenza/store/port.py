@@ -27,7 +27,10 @@ from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.runs import Next, Outcome
 from cadenza.core.transitions import RunStatus
 from cadenza.store.executions import Execution, Origin
+from cadenza.store.fencing import Fenced
 from cadenza.store.runs import Dispatch
+
+__all__ = ["Balance", "Begin", "Claims", "Fenced", "NewRun", "RunStore"]
 
 
 @dataclasses.dataclass(frozen=True)
