@@ -2,13 +2,15 @@
 
 Every number is taken over the *steady window*: the whole-second ticks from ``window_start`` to
 ``window_end`` inclusive, chosen by the caller after every Task has fired once (no start-up) and
-before the run stops (no tail). Within it each Task is expected to fire once per second.
+before the run stops (no tail). Within it each Task is expected to fire once per second. The
+burst and peer scenarios look at single ticks instead (:func:`one_tick`), where every Task is
+due at once.
 
 Invariants:
 - Only rows of origin ``schedule`` count as ticks; ``misfire``/``manual`` rows are reported
   apart (a benchmark without a leader change should have none).
 - Time differences use the database's own timestamps (``UTC_TIMESTAMP(3)`` and the sidecar's
-  reported times, all on this machine), never this process's clock.
+  reported times) or the demo apps' ledgers, all on this machine, never this process's clock.
 """
 
 from __future__ import annotations
@@ -198,3 +200,99 @@ def metric_total(values: dict[str, float], name: str) -> float:
 def metric_by_label(values: dict[str, float], name: str) -> dict[str, float]:
     """{labels: value} of every series of ``name``."""
     return {k[len(name) :] or "{}": v for k, v in values.items() if k.startswith(name + "{")}
+
+
+# -- where the run arrived: the sidecar's acceptance and the demo app's ledger ------------------
+
+
+def at_sidecar(rows: Iterable[Row], start: datetime, end: datetime) -> list[float]:
+    """Tick to the sidecar's acceptance, in seconds, of each scheduled run in the window.
+
+    ``started_at`` is the time the sidecar stamped on the run when it admitted it (``Run``'s
+    ``startedAt``, before it answers 202), carried back by the callback: the receive time
+    measured by the pod itself, with no leader bookkeeping in it.
+    """
+    return [
+        (r.started_at - r.scheduled_at).total_seconds()
+        for r in rows
+        if r.origin == "schedule" and r.started_at is not None and start <= r.scheduled_at <= end
+    ]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One line of a demo app's ledger: a run's first attempt as the application received it."""
+
+    execution_id: str
+    scheduled_at: datetime
+    received_at: datetime
+
+
+def _naive_utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=None) - (moment.utcoffset() or timedelta(0))
+
+
+def read_calls(ledgers: Iterable[Path]) -> list[Call]:
+    """First attempts of scheduled runs from the demo apps' ledgers (retries left out)."""
+    calls = []
+    for ledger in ledgers:
+        if not ledger.exists():
+            continue
+        for line in ledger.read_text().splitlines():
+            entry = json.loads(line) if line.strip() else {}
+            if entry.get("scheduledAt") and entry.get("attempt") in (1, None):
+                calls.append(
+                    Call(
+                        str(entry.get("executionId")),
+                        _naive_utc(entry["scheduledAt"]),
+                        _naive_utc(entry["time"]),
+                    )
+                )
+    return calls
+
+
+def at_app(calls: Iterable[Call], start: datetime, end: datetime) -> list[float]:
+    """Tick to the demo app's receipt, in seconds, of each first attempt ticked in the window."""
+    return [
+        (c.received_at - c.scheduled_at).total_seconds()
+        for c in calls
+        if start <= c.scheduled_at <= end
+    ]
+
+
+def one_tick(
+    rows: Sequence[Row], calls: Sequence[Call], tasks: int, tick: datetime
+) -> dict[str, Any]:
+    """Everything about the ``tasks`` runs due at one ``tick``: none lost, how fast they left.
+
+    ``lost`` counts Tasks with no run for the tick at all, ``never_dispatched`` Tasks whose run
+    was claimed but never sent; both must be 0. The dispatch rate is the tick's dispatched runs
+    over the time from the tick to its last dispatch.
+    """
+    due = [r for r in rows if r.origin == "schedule" and r.scheduled_at == tick]
+    per_task = Counter(r.task_uid for r in due)
+    sent = [r for r in due if r.dispatched_at is not None]
+    fire = [(r.dispatched_at - tick).total_seconds() for r in sent if r.dispatched_at]
+    finish = [(r.finished_at - tick).total_seconds() for r in due if r.finished_at]
+    sidecar = at_sidecar(due, tick, tick)
+    last = max(fire, default=None)
+    return {
+        "tick": tick.isoformat() + "Z",
+        "tasks": tasks,
+        "runs": len(per_task),
+        "lost": tasks - len(per_task),
+        "duplicated": sum(n - 1 for n in per_task.values()),
+        "never_dispatched": tasks - len({r.task_uid for r in sent}),
+        "last_dispatch_ms": None if last is None else round(last * 1000, 1),
+        "last_sidecar_accept_ms": round(max(sidecar) * 1000, 1) if sidecar else None,
+        "last_finish_ms": round(max(finish) * 1000, 1) if finish else None,
+        # A floor of 1 ms keeps a one-run tick from dividing by zero.
+        "dispatches_per_second": round(len(sent) / max(last, 0.001), 1) if last else None,
+        "fire_delay": distribution(fire),
+        "fire_delay_at_sidecar": distribution(sidecar),
+        "fire_delay_at_app": distribution(at_app(calls, tick, tick)),
+        "claim_lateness": distribution([(r.created_at - tick).total_seconds() for r in due]),
+        "status": dict(Counter(r.status for r in due)),
+        "errors": dict(Counter(r.error[:300] for r in due if r.error).most_common(5)),
+    }

@@ -1,16 +1,25 @@
-"""Cadenza's benchmark: many one-second Tasks on a whole local system, measured end to end.
+"""Cadenza's benchmark: many Tasks on a whole local system, measured end to end.
 
-    .venv/bin/python bench/run.py [--tasks 50] [--seconds 60] [--pods 3] [--replicas 2]
-                                  [--out bench/out]
+    .venv/bin/python bench/run.py [--scenario sustained] [--tasks 50] [--seconds 60] [--pods 3]
+                                  [--replicas 2] [--out bench/out]
+    .venv/bin/python bench/run.py --scenario burst|footprint|peer [--tasks N] [--minutes 3]
 
-It starts a real kube-apiserver + etcd, a scratch database on the local MariaDB, ``--pods``
-executor pods (real sidecar + demo app processes on 127.0.3.x), ``--replicas`` operator replicas
-(``python -m cadenza operator``), then applies one Executor and ``--tasks`` Tasks that fire every
-second (``* * * * * *``, handler ``echo``) and lets them run ``--seconds`` seconds while it samples
-CPU and RSS from ``/proc``. The numbers come from MySQL's history and the leader's ``/metrics``
-(see docs/benchmark.md for what each one means). It prints one JSON document to stdout, writes it
-to ``<out>/result.json``, draws ``<out>/fire_delay.png`` when matplotlib is installed and keeps
-the processes' logs in ``<out>/logs/``. Progress goes to stderr.
+Four scenarios (docs/benchmark.md): ``sustained`` (below, the default), ``burst`` (N Tasks due
+in the same second, ``burst.py``), ``footprint`` (N Tasks applied at once, ``footprint.py``) and
+``peer`` (the Kubernetes CronJob controller beside N minute Tasks, ``peer.py``). Each writes
+``<out>/result.json`` (and ``<out>/result-<scenario>.json``) with a top-level ``scenario`` field
+and its own figures under a key named after it, plus one plot when matplotlib is installed.
+
+Every scenario starts a real kube-apiserver + etcd, a scratch database on the local MariaDB,
+``--pods`` executor pods (real sidecar + demo app processes on 127.0.3.x), ``--replicas`` operator
+replicas (``python -m cadenza operator``) and one Executor. The sustained scenario then applies
+``--tasks`` Tasks that fire every second (``* * * * * *``, handler ``echo``) and lets them run
+``--seconds`` seconds while it samples CPU and RSS from ``/proc``. The numbers come from MySQL's
+history and the leader's ``/metrics`` (see docs/benchmark.md for what each one means). It prints one
+JSON document to stdout, writes it to ``<out>/result.json``, draws ``<out>/fire_delay.png`` when
+matplotlib is installed and keeps the processes' logs in ``<out>/logs/``. Progress goes to stderr.
+Its headline, beside the fire delay percentiles, is the leader's CPU milliseconds per run
+(``sustained`` in the JSON).
 
 Invariant: everything it starts is stopped before it exits, also on failure or Ctrl-C, and it
 checks that no process it started (or any child of one) is left; the result says so.
@@ -31,15 +40,32 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import burst
+import footprint
 import history
+import peer
 import plotting
 import procstats
 from cadenza.devenv import controlplane as cp
-from system import NAMESPACE, REPO, System, leftovers, say, task_manifest, utc
+from system import (
+    NAMESPACE,
+    REPO,
+    Measurement,
+    System,
+    leftovers,
+    resources,
+    say,
+    sleep_until,
+    task_manifest,
+    utc,
+)
+
+SCENARIOS = ("sustained", "burst", "footprint", "peer")
+DEFAULT_TASKS = {"sustained": 50, "burst": 10_000, "footprint": 10_000, "peer": 600}
 
 # -- the measurement ----------------------------------------------------------------------------
 
@@ -54,15 +80,13 @@ def wait_first_ticks(system: System, tasks: int, timeout: float = 60) -> None:
     cp.wait_until(every_task_fired, timeout, f"every one of {tasks} Tasks to fire", interval=0.2)
 
 
-def sleep_until(deadline: float, system: System, report_every: float = 10.0) -> None:
-    """Sleep until ``deadline`` (time.time()), reporting progress every ``report_every`` s."""
-    while (left := deadline - time.time()) > 0:
-        time.sleep(min(left, report_every))
-        with system.db() as conn, conn.cursor() as cur:
-            cur.execute("SELECT status, COUNT(*) FROM task_executions GROUP BY status")
-            counts = dict(cur.fetchall())
-        roles = ", ".join(f"{r.name}={r.role}" for r in system.replicas)
-        say(f"runs by status {counts}; {roles}; {max(0.0, deadline - time.time()):.0f}s left")
+def progress(system: System) -> str:
+    """Runs by status and the replicas' roles, for the progress lines on stderr."""
+    with system.db() as conn, conn.cursor() as cur:
+        cur.execute("SELECT status, COUNT(*) FROM task_executions GROUP BY status")
+        counts = dict(cur.fetchall())
+    roles = ", ".join(f"{r.name}={r.role}" for r in system.replicas)
+    return f"runs by status {counts}; {roles}"
 
 
 def delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
@@ -128,17 +152,60 @@ def log_findings(paths: list[Path], examples: int = 6) -> dict[str, Any]:
     return found
 
 
+def leader_cpu_per_run(
+    samples: list[procstats.Sample], rows: list[history.Row], start: float, end: float
+) -> dict[str, Any]:
+    """The leader's CPU time over the window divided by the runs that finished in it.
+
+    Both are taken between the first and the last /proc sample inside the window, so the CPU
+    and the runs it paid for cover the same seconds. It moves little with other load on the
+    machine (a starved leader is slower, not costlier), hence the headline.
+    """
+    inside = [s for s in samples if start <= s.at <= end]
+    if len(inside) < 2:
+        return {"leader_cpu_ms_per_run": None}
+    first, last = inside[0], inside[-1]
+    cpu = last.cpu_seconds - first.cpu_seconds
+    finished = sum(
+        1
+        for r in rows
+        if r.finished_at is not None
+        and first.at <= r.finished_at.replace(tzinfo=UTC).timestamp() < last.at
+    )
+    return {
+        "leader_cpu_ms_per_run": round(cpu * 1000 / finished, 2) if finished else None,
+        "leader_cpu_seconds": round(cpu, 2),
+        "runs_finished": finished,
+        "measured_over_seconds": round(last.at - first.at, 1),
+    }
+
+
+def sustained_figures(
+    system: System,
+    sampler: procstats.Sampler,
+    leader: str,
+    rows: list[history.Row],
+    window: tuple[float, float],
+) -> dict[str, Any]:
+    """The fields under ``sustained``: leader CPU per run and the delay where the run arrives."""
+    start, end = utc(window[0]), utc(window[1])
+    calls = history.read_calls(p.ledger for p in system.pods)
+    return leader_cpu_per_run(sampler.samples.get(leader, []), rows, *window) | {
+        "leader": leader,
+        "fire_delay_at_sidecar": history.distribution(history.at_sidecar(rows, start, end)),
+        "fire_delay_at_app": history.distribution(history.at_app(calls, start, end)),
+        "receive_time_source": (
+            "fire_delay_at_sidecar: startedAt, stamped by the sidecar when it admits the run and"
+            " sent back in the callback (history's started_at); fire_delay_at_app: the demo"
+            " app's ledger time for the run's first attempt"
+        ),
+    }
+
+
 def measure(system: System, args: argparse.Namespace) -> tuple[dict[str, Any], plotting.PlotData]:
     """Apply the Tasks, let them run, and compute the result (and what the plot draws)."""
     leader = system.leader()
-    sampler = procstats.Sampler(
-        system.watched_processes(),
-        role_of=lambda name: next(
-            (r.refresh_role() for r in system.replicas if r.name == name), name
-        ),
-    )
-    sampler.start()
-    system.stack.callback(sampler.stop)
+    sampler = system.sampler()
 
     say(f"applying {args.tasks} Tasks firing every second")
     system.apply(*(task_manifest(i) for i in range(args.tasks)))
@@ -147,10 +214,10 @@ def measure(system: System, args: argparse.Namespace) -> tuple[dict[str, Any], p
     say(f"every Task fired within {time.time() - applied:.1f}s of the apply")
 
     window_start = math.ceil(time.time()) + args.warmup
-    sleep_until(window_start, system)
+    sleep_until(window_start, lambda: progress(system))
     before = system.leader().metrics()
     scraped_at = time.time()
-    sleep_until(applied + args.seconds, system)
+    sleep_until(applied + args.seconds, lambda: progress(system))
     after = system.leader().metrics()
     scrape_span = time.time() - scraped_at
     window_end = math.floor(time.time()) - 1
@@ -176,42 +243,25 @@ def measure(system: System, args: argparse.Namespace) -> tuple[dict[str, Any], p
         "seconds": window_end - window_start + 1,
         "warmup_seconds": args.warmup,
     }
+    window = (float(window_start), float(window_end))
+    result["sustained"] = sustained_figures(system, sampler, leader.name, rows, window)
     plot = plotting.PlotData(
         fire=history.series(rows, start, end),
         end_to_end=history.end_to_end(rows, start, end),
         samples=sampler.samples,
-        window=(float(window_start), float(window_end)),
+        window=window,
+        at_sidecar=history.at_sidecar(rows, start, end),
     )
     return result, plot
 
 
-def resources(sampler: procstats.Sampler, start: float, end: float) -> dict[str, Any]:
-    """CPU and RSS of every watched process over the window; the replicas by their role."""
-    roles = {
-        name: Counter(s.role for s in samples if start <= s.at <= end).most_common(1)[0][0]
-        for name, samples in sampler.samples.items()
-        if name.startswith("replica") and any(start <= s.at <= end for s in samples)
-    }
-    per_process = {
-        name: procstats.summarize(samples, start, end)
-        | ({"role": roles[name]} if name in roles else {})
-        for name, samples in sorted(sampler.samples.items())
-    }
-    leader = [per_process[n] for n, role in roles.items() if role == "leader"]
-    followers = [per_process[n] for n, role in roles.items() if role == "follower"]
-    busy = procstats.machine_busy(sampler.machine, start, end)
-    cores = os.cpu_count() or 1
-    ours = sum(p["cpu_cores_mean"] or 0.0 for p in per_process.values())
-    return {
-        "leader": leader[0] if len(leader) == 1 else None,
-        "followers": followers,
-        "cores": cores,
-        "machine_cpu_busy_fraction": None if busy is None else round(busy, 3),
-        # Whatever else ran on the machine meanwhile (other test runs share it and MariaDB).
-        "other_processes_cpu_cores": None if busy is None else round(busy * cores - ours, 3),
-        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
-        "per_process": per_process,
-    }
+def measure_sustained(system: System, args: argparse.Namespace) -> Measurement:
+    result, plot = measure(system, args)
+    title = (
+        f"Cadenza bench: {args.tasks} Tasks every 1 s, {args.pods} pods, "
+        f"{args.replicas} replicas, {os.cpu_count()} cores"
+    )
+    return Measurement(result, lambda path, _: plotting.draw(path, plot, title), "* * * * * *")
 
 
 # -- the command --------------------------------------------------------------------------------
@@ -219,8 +269,27 @@ def resources(sampler: procstats.Sampler, start: float, end: float) -> dict[str,
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=50, help="Tasks firing every second (50)")
-    parser.add_argument("--seconds", type=int, default=60, help="seconds to let them run (60)")
+    parser.add_argument(
+        "--scenario", choices=SCENARIOS, default="sustained", help="what to measure (sustained)"
+    )
+    parser.add_argument(
+        "--tasks",
+        type=int,
+        default=None,
+        help="Tasks (and CronJobs for peer); 50 sustained, 10000 burst and footprint, 600 peer",
+    )
+    parser.add_argument(
+        "--seconds", type=int, default=60, help="sustained: seconds to let them run (60)"
+    )
+    parser.add_argument(
+        "--minutes", type=int, default=3, help="peer: minute ticks measured on both sides (3)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900,
+        help="burst, footprint, peer: seconds to wait for each stage before reporting it (900)",
+    )
     parser.add_argument("--pods", type=int, default=3, help="executor pods (3)")
     parser.add_argument("--replicas", type=int, default=2, help="operator replicas (2)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="bench/out")
@@ -230,13 +299,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--pod-concurrency",
         type=int,
-        default=32,
-        help="sidecar --max-concurrency and the Executor's maxConcurrencyPerPod (32)",
+        default=None,
+        help=(
+            "sidecar --max-concurrency and the Executor's maxConcurrencyPerPod (32 sustained;"
+            " otherwise enough for a whole tick: max(32, tasks / pods))"
+        ),
     )
     args = parser.parse_args(argv)
-    if args.seconds < args.warmup + 15:
+    if args.tasks is None:
+        args.tasks = DEFAULT_TASKS[args.scenario]
+    if args.pod_concurrency is None:
+        # A burst scenario offers every run of a tick at once: refusals (429) would measure the
+        # pods' admission limit, not the scheduler.
+        whole_tick = math.ceil(args.tasks / args.pods) if args.pods > 0 else 32
+        args.pod_concurrency = 32 if args.scenario == "sustained" else max(32, whole_tick)
+    if args.scenario == "sustained" and args.seconds < args.warmup + 15:
         parser.error(f"--seconds must leave at least 15 s after the {args.warmup} s warm-up")
-    for name in ("tasks", "pods", "replicas"):
+    for name in ("tasks", "pods", "replicas", "minutes"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     return args
@@ -256,10 +335,17 @@ def interruptible() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+MEASURES = {
+    "sustained": measure_sustained,
+    "burst": burst.measure,
+    "footprint": footprint.measure,
+    "peer": peer.measure,
+}
+
+
 @dataclass
 class Outcome:
-    measured: dict[str, Any]
-    plot: plotting.PlotData
+    measured: Measurement
     exits: dict[str, dict[str, Any]]
     leftovers: list[str]
 
@@ -273,12 +359,12 @@ def run(args: argparse.Namespace, out: Path) -> Outcome:
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
             system = System(args, workdir, out, stack)
             system.start()
-            measured, plot = measure(system, args)
+            measured = MEASURES[args.scenario](system, args)
             say("stopping everything")
     finally:
         left = leftovers(system.pids) if system else []
         say(f"stopped; processes left: {left or 'none'}")
-    return Outcome(measured, plot, system.exits, left)
+    return Outcome(measured, system.exits, left)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,18 +377,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted; no result written")
         return 130
+    config: dict[str, Any] = {
+        "tasks": args.tasks,
+        "seconds": args.seconds,
+        "pods": args.pods,
+        "replicas": args.replicas,
+        "pod_concurrency": args.pod_concurrency,
+        "schedule": outcome.measured.schedule,
+        "handler": "echo",
+        "operator_settings": "defaults (docs/configuration.md)",
+        "scenario": args.scenario,
+    }
+    if args.scenario != "sustained":
+        del config["seconds"]
+        config["timeout"] = args.timeout
+    if args.scenario == "peer":
+        config["minutes"] = args.minutes
     result = {
-        "config": {
-            "tasks": args.tasks,
-            "seconds": args.seconds,
-            "pods": args.pods,
-            "replicas": args.replicas,
-            "pod_concurrency": args.pod_concurrency,
-            "schedule": "* * * * * *",
-            "handler": "echo",
-            "operator_settings": "defaults (docs/configuration.md)",
-        },
-        **outcome.measured,
+        "config": config,
+        "scenario": args.scenario,
+        **outcome.measured.result,
         "replica_exits": outcome.exits,
         # Cadenza's own logs (JSON lines); the control plane's are kept but only start-up noise.
         "log_findings": log_findings(
@@ -312,17 +406,16 @@ def main(argv: list[str] | None = None) -> int:
         "plot": None,
     }
     if plotting.available():
-        path = out / "fire_delay.png"
-        title = (
-            f"Cadenza bench: {args.tasks} Tasks every 1 s, {args.pods} pods, "
-            f"{args.replicas} replicas, {os.cpu_count()} cores"
-        )
-        plotting.draw(path, outcome.plot, title)
-        result["plot"] = str(path)
+        name = "fire_delay.png" if args.scenario == "sustained" else f"{args.scenario}.png"
+        machine = f"{args.pods} pods, {args.replicas} replicas, {os.cpu_count()} cores"
+        outcome.measured.draw(out / name, machine)
+        result["plot"] = str(out / name)
     else:
         say("matplotlib is not installed: no plot (pip install matplotlib)")
     text = json.dumps(result, indent=2, default=str)
     (out / "result.json").write_text(text + "\n")
+    # Kept per scenario too, so running another scenario does not overwrite this one.
+    (out / f"result-{args.scenario}.json").write_text(text + "\n")
     print(text)
     return 1 if outcome.leftovers else 0
 

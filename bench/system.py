@@ -5,6 +5,10 @@ registers how to stop each one on an :class:`contextlib.ExitStack` as soon as it
 failure half-way through still stops what was started. Replicas are stopped followers first, then
 the leader, so no takeover happens while stopping; each one's exit code and stop time are kept.
 
+It also holds what the scenarios share: :class:`Measurement` (what a scenario hands back),
+waits that report a timeout instead of raising (:func:`wait_for`), and the per-process resource
+summary (:func:`resources`).
+
 Invariant: nothing here leaves a process behind once the stack is closed; :func:`leftovers`
 checks it, including any child in the process group of something we started.
 """
@@ -22,12 +26,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import kubernetes
+
 import history
+import kubeapi
 import procstats
 from cadenza.devenv import controlplane as cp
 from cadenza.devenv import mariadb, pods
@@ -59,13 +68,13 @@ def executor_manifest(concurrency: int) -> dict[str, Any]:
     }
 
 
-def task_manifest(index: int) -> dict[str, Any]:
+def task_manifest(index: int, schedule: str = "* * * * * *") -> dict[str, Any]:
     return {
         "apiVersion": "cadenza.dev/v1alpha1",
         "kind": "Task",
         "metadata": {"name": f"bench-{index:04d}", "namespace": NAMESPACE},
         "spec": {
-            "schedule": "* * * * * *",
+            "schedule": schedule,
             "executors": [{"name": EXECUTOR}],
             "handler": "echo",
             "payload": {"task": index},
@@ -226,6 +235,9 @@ class System:
         """
         ordered = sorted(self.replicas, key=lambda r: r.role == "leader")
         for replica in ordered:
+            if replica.refresh_role() == "exited":
+                # Not stopped by us: a crash, or a signal from outside; the figures may lack it.
+                say(f"WARNING: {replica.name} exited (code {replica.proc.returncode}) by itself")
             role, started = replica.role, time.monotonic()
             cp.terminate(replica.proc, grace)
             took = time.monotonic() - started
@@ -265,6 +277,50 @@ class System:
     def db(self) -> Any:
         return mariadb.Server().connect(self.database)
 
+    def count(self, query: str, *params: Any) -> int:
+        """The single number a ``SELECT COUNT(*) ...`` answers."""
+        with self.db() as conn, conn.cursor() as cur:
+            cur.execute(query, params)
+            row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+    def mirrored(self) -> int:
+        """Tasks of the benchmark's namespace the leader has written to MySQL's ``tasks``."""
+        return self.count("SELECT COUNT(*) FROM tasks WHERE namespace = %s", NAMESPACE)
+
+    def open_runs(self) -> int:
+        return self.count(
+            "SELECT COUNT(*) FROM task_executions WHERE namespace = %s AND status NOT IN %s",
+            NAMESPACE,
+            tuple(history.TERMINAL),
+        )
+
+    def api(self) -> kubernetes.client.ApiClient:
+        assert self.plane is not None
+        api = kubeapi.client(self.plane)
+        self.stack.callback(api.close)
+        return api
+
+    def sampler(self) -> procstats.Sampler:
+        """Start sampling every process started so far; stopped with the rest."""
+        sampler = procstats.Sampler(
+            self.watched_processes(),
+            role_of=lambda name: next(
+                (r.refresh_role() for r in self.replicas if r.name == name), name
+            ),
+        )
+        sampler.start()
+        self.stack.callback(sampler.stop)
+        return sampler
+
+    def operator_metric(self, name: str) -> float:
+        """``name`` summed over every running replica's /metrics (the leader may change)."""
+        total = 0.0
+        for replica in self.replicas:
+            with contextlib.suppress(OSError, ValueError):
+                total += history.metric_total(replica.metrics(), name)
+        return total
+
     def save_logs(self) -> None:
         logs = self.out / "logs"
         shutil.rmtree(logs, ignore_errors=True)
@@ -274,6 +330,75 @@ class System:
         if self.plane is not None:
             for path in self.plane.workdir.glob("*.log"):
                 shutil.copy(path, logs / path.name)
+
+
+@dataclass
+class Measurement:
+    """What a scenario measured: fields for the top level of the JSON, and how to draw it."""
+
+    result: dict[str, Any]
+    draw: Callable[[Path, str], None]
+    schedule: str
+    """The schedule every Task (and CronJob) was given, for the JSON's ``config``."""
+
+
+def cpu_seconds(replica: Replica) -> float | None:
+    """The replica's CPU time so far, read from /proc at this instant (None once it exited)."""
+    reading = procstats.read_process(replica.proc.pid)
+    return None if reading is None else reading[0]
+
+
+def sleep_until(deadline: float, progress: Callable[[], str], report_every: float = 10.0) -> None:
+    """Sleep until ``deadline`` (``time.time()``), saying ``progress()`` every ``report_every``."""
+    while (left := deadline - time.time()) > 0:
+        time.sleep(min(left, report_every))
+        say(f"{progress()}; {max(0.0, deadline - time.time()):.0f}s left")
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.5
+) -> float | None:
+    """When ``condition`` first held (``time.time()``), or None if ``timeout`` passed first.
+
+    Unlike ``cp.wait_until`` it does not raise: a scenario that times out still reports what
+    it saw, with the missing figure as null.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return time.time()
+        time.sleep(interval)
+    say(f"WARNING: gave up after {timeout:.0f}s waiting for {what}")
+    return None
+
+
+def resources(sampler: procstats.Sampler, start: float, end: float) -> dict[str, Any]:
+    """CPU and RSS of every watched process over the window; the replicas by their role."""
+    roles = {
+        name: Counter(s.role for s in samples if start <= s.at <= end).most_common(1)[0][0]
+        for name, samples in sampler.samples.items()
+        if name.startswith("replica") and any(start <= s.at <= end for s in samples)
+    }
+    per_process = {
+        name: procstats.summarize(samples, start, end)
+        | ({"role": roles[name]} if name in roles else {})
+        for name, samples in sorted(sampler.samples.items())
+    }
+    leader = [per_process[n] for n, role in roles.items() if role == "leader"]
+    followers = [per_process[n] for n, role in roles.items() if role == "follower"]
+    busy = procstats.machine_busy(sampler.machine, start, end)
+    cores = os.cpu_count() or 1
+    ours = sum(p["cpu_cores_mean"] or 0.0 for p in per_process.values())
+    return {
+        "leader": leader[0] if len(leader) == 1 else None,
+        "followers": followers,
+        "cores": cores,
+        "machine_cpu_busy_fraction": None if busy is None else round(busy, 3),
+        # Whatever else ran on the machine meanwhile (other test runs share it and MariaDB).
+        "other_processes_cpu_cores": None if busy is None else round(busy * cores - ours, 3),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "per_process": per_process,
+    }
 
 
 def leftovers(pids: list[int]) -> list[str]:
