@@ -16,8 +16,11 @@ naming ``body`` or ``callbacks`` when it is not such a list or holds more than `
 Invariants:
 - Each item is checked and applied by the single route's own code (``callbacks.run_id``,
   ``callbacks.report_from``, ``callbacks.apply_in``), so the two routes cannot disagree.
-- All items are applied in ONE transaction, run again as a whole after a deadlock. Each item runs
-  in its own savepoint: one refused midway leaves nothing behind and spoils no other item.
+- All items are applied in ONE transaction, run again as a whole after a deadlock. An item is
+  refused (403, 404, 409) before it writes anything, so a refusal spoils no other item and
+  needs no savepoint. (A savepoint would not survive a deadlock anyway: InnoDB rolls back the
+  whole transaction, and rolling back to the savepoint then fails with another error than the
+  deadlock, which the retry would not recognise.)
 - Rows are locked in ascending run id order (items of one run in their input order, so a
   duplicate comes after the report it repeats and changes nothing), so two batches never wait on
   each other in a cycle.
@@ -129,8 +132,7 @@ def apply_all(engine: Engine, items: list[_Item]) -> list[dict[str, Any]]:
         for position in order:
             item = items[position]
             try:
-                with conn.begin_nested():
-                    body = callbacks.apply_in(conn, item.run, item.token, item.report)
+                body = callbacks.apply_in(conn, item.run, item.token, item.report)
             except CallbackError as exc:
                 answers[position] = {"status": exc.status, "body": _error(exc)}
             else:
