@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy.engine import Engine
 
 from cadenza.devenv import controlplane as cp
@@ -24,6 +25,15 @@ from cadenza.store import migrations
 from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property tests run in seconds on a shared 2-core machine: modest example counts, and no
+# per-example deadline (a loaded machine would make one flaky). `--hypothesis-profile=thorough`
+# for a long run.
+settings.register_profile(
+    "cadenza", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile("cadenza")
 
 
 @pytest.fixture(scope="session")

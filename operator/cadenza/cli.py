@@ -17,6 +17,12 @@ from collections.abc import Sequence
 
 from cadenza.settings import Settings, SettingsError
 
+RECURSION_LIMIT = 20_000
+"""The API server stores JSON nested up to 10,000 levels (a Task's free-form payload may be), and
+kopf parses every watched object with ``json.loads``, which counts each level against Python's
+recursion limit (1,000 by default): below this, one deeply nested Task would break the watch, and
+with it the indexes and the readiness of every replica."""
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: what log shippers in a cluster expect."""
@@ -59,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "operator":
         import kubernetes
+
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
 
         from cadenza import replica
         from cadenza.store.engine import DatabaseUnavailable

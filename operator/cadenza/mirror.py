@@ -9,21 +9,27 @@ Invariants:
 - Every write goes through ``leader_transaction`` with this leader's epoch: a newer leader's
   epoch makes the database refuse it (``Fenced``), and the replica steps down.
 - Nothing is written while the lease is in doubt (no recent good heartbeat).
-- Conditions derived from the mirror (an Executor that does not exist, a schedule that cannot be
-  parsed) go to the status book, which writes them only when they change.
+- Conditions derived from the mirror (an Executor that does not exist, a spec with problems) go
+  to the status book, which writes them only when they change.
+- One object never fails the mirror: rows hold each bad field at its default (within the
+  columns' bounds), and a Task whose row cannot be built at all is left out and reported
+  ``Ready=False``; every other Task is still written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from cadenza.core import schedule, selectors
+from cadenza.core import fields
 from cadenza.core.ids import Epoch, TaskUid
+from cadenza.executors import members
+from cadenza.executors import spec as executor_spec
 from cadenza.kube import conditions
 from cadenza.kube.hub import Hub
 from cadenza.kube.views import ExecutorView, PodView, TaskView
@@ -63,7 +69,10 @@ ORIGINAL_NAME_LIMIT = 255
 
 
 def task_row(view: TaskView) -> rows.TaskRow:
-    spec = view.spec
+    """The Task's row, from its spec as the shared reader reads it: a bad field holds its default
+    (so every column's bounds hold and one Task never fails the mirror's transaction) and the
+    problems go to ``invalid_reason``."""
+    spec, problems = view.task_spec
     original = view.original_name
     if original is not None and len(original) > ORIGINAL_NAME_LIMIT:
         # One oversized annotation must not fail the whole mirror transaction.
@@ -74,47 +83,50 @@ def task_row(view: TaskView) -> rows.TaskRow:
             ORIGINAL_NAME_LIMIT,
         )
         original = None
-    invalid: str | None = None
-    try:
-        schedule.parse_schedule(str(spec.get("schedule", "")), str(spec.get("timeZone", "UTC")))
-    except schedule.ScheduleError as exc:
-        invalid = str(exc)
+    invalid = "; ".join(str(p) for p in problems) or None
     return rows.TaskRow(
         uid=TaskUid(view.uid),
         namespace=view.namespace,
         name=view.name,
         original_name=original,
         generation=view.generation,
-        cron_expression=str(spec.get("schedule", "")),
-        time_zone=str(spec.get("timeZone", "UTC")),
-        suspend=bool(spec.get("suspend", False)),
-        execution_mode=str(spec.get("executionMode", "Parallel")),
-        load_balance_strategy=str(spec.get("loadBalanceStrategy", "RoundRobin")),
-        handler=str(spec.get("handler", "default")),
-        timeout_seconds=int(spec.get("timeoutSeconds", 300)),
-        spec=dict(spec),
+        cron_expression=spec.expression,
+        time_zone=spec.time_zone,
+        suspend=spec.suspend,
+        execution_mode=spec.mode.value,
+        load_balance_strategy=spec.strategy.value,
+        handler=spec.handler,
+        timeout_seconds=spec.timeout_seconds,
+        spec=_storable(view.spec, problems),
         spec_hash=view.spec_hash,
         valid=invalid is None,
         invalid_reason=invalid,
         executors=tuple(
-            rows.ExecutorRef(
-                name=str(entry["name"]),
-                weight=int(entry.get("weight", 1)),
-                priority=int(entry.get("priority", 0)),
-            )
-            for entry in spec.get("executors") or []
+            rows.ExecutorRef(name=e.name, weight=e.weight, priority=e.priority)
+            for e in spec.executors
         ),
     )
 
 
+def _storable(spec: Mapping[str, Any], problems: Sequence[fields.FieldError]) -> dict[str, Any]:
+    """The spec as the ``spec`` JSON column can hold it: a payload nested deeper than the
+    database accepts would fail the whole mirror transaction, so it is left out (the Task is
+    invalid and never runs anyway)."""
+    stored = dict(spec)
+    if any(p.field == "spec.payload" for p in problems):
+        stored.pop("payload", None)
+    return stored
+
+
 def executor_row(view: ExecutorView) -> rows.ExecutorRow:
+    spec = executor_spec.parse_spec(view.spec)
     return rows.ExecutorRow(
         uid=view.uid,
         namespace=view.namespace,
         name=view.name,
         selector=dict(view.selector),
-        port=int(view.spec.get("port", 9090)),
-        scheme=str(view.spec.get("scheme", "http")),
+        port=spec.port,
+        scheme=spec.scheme,
         spec=dict(view.spec),
         spec_hash=view.spec_hash,
         generation=view.generation,
@@ -139,24 +151,28 @@ def snapshot(hub: Hub) -> Snapshot:
     for pod in hub.pods():
         pods_by_ns.setdefault(pod.namespace, []).append(pod)
     instances = {
-        e.uid: [
-            instance_row(p)
-            for p in pods_by_ns.get(e.namespace, [])
-            if selectors.matches(e.selector, p.labels)
-        ]
+        e.uid: [instance_row(p) for p in members.selected(e, pods_by_ns.get(e.namespace, []))]
         for e in executors
     }
     tasks: list[rows.TaskRow] = []
     task_conditions: dict[TaskUid, TaskConditions] = {}
     for view in hub.tasks():
-        row = task_row(view)
-        tasks.append(row)
+        try:
+            row = task_row(view)
+        except Exception as exc:  # a bug must cost this Task its row, not every Task theirs
+            log.exception("task %s/%s cannot be mirrored", view.namespace, view.name)
+            problems: tuple[fields.FieldError, ...] = (
+                fields.FieldError("spec", f"cannot be mirrored: {exc!r}"),
+            )
+        else:
+            tasks.append(row)
+            problems = view.task_spec[1]
         missing = [n for n in view.executor_names if (view.namespace, n) not in known]
-        task_conditions[row.uid] = TaskConditions(
+        task_conditions[TaskUid(view.uid)] = TaskConditions(
             view.namespace,
             view.name,
             view.generation,
-            conditions.for_task(view.generation, row.invalid_reason, missing),
+            conditions.for_task(view.generation, problems, missing),
         )
     return Snapshot(
         tasks=tasks,

@@ -9,6 +9,8 @@ What is proved:
 - each invalid schedule or time zone is refused, by the CRD schema or by the webhook, with an
   error naming ``spec.schedule`` or ``spec.timeZone``; the webhook's message arrives verbatim;
   valid ones are accepted; nothing refused is stored;
+- what the schema cannot bound (a payload nested deeper than the database holds) is refused by
+  the webhook with the engine's own reader;
 - a refused update leaves the stored Task untouched (resourceVersion and spec);
 - the webhook never blocks a delete, a status write, or an edit that leaves a stored invalid
   schedule as it is;
@@ -26,6 +28,7 @@ import json
 import re
 import secrets
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cadenza import cli
 from cadenza.devenv.controlplane import ControlPlane, free_port
 from cadenza.kube import admission
 from tests.support import db, wait_for
@@ -365,6 +369,11 @@ INVALID = [
     Invalid("@every 500ms", "UTC", "spec.schedule", "webhook", "a unit below one second"),
     Invalid("@every 1.5s", "UTC", "spec.schedule", "webhook", "not a whole number of seconds"),
     Invalid("@every 2d", "UTC", "spec.schedule", "webhook", 'unknown unit "d"'),
+    # Ticks centuries away overflowed the engine's datetimes: the longest interval is 366 days.
+    Invalid("@every 8785h", "UTC", "spec.schedule", "webhook", "maximum interval of 8784h"),
+    Invalid(
+        "@every 9999999999999h", "UTC", "spec.schedule", "webhook", "maximum interval of 8784h"
+    ),
     Invalid("@every", "UTC", "spec.schedule", "schema", "must be a 5-field cron expression"),
     Invalid("@fortnightly", "UTC", "spec.schedule", "schema", "a macro such as @hourly"),
     Invalid("TZ=Europe/Berlin 0 9 * * *", "UTC", "spec.schedule", "webhook", "embeds a time zone"),
@@ -380,6 +389,7 @@ VALID = [
     ("@hourly", "UTC"),
     ("@every 90s", "UTC"),
     ("@every 1h30m", "Europe/Berlin"),
+    ("@every 8784h", "UTC"),
     ("0 9 * * 1-5", "America/New_York"),
     ("0 0 29 2 *", "Asia/Tokyo"),
 ]
@@ -412,6 +422,32 @@ def test_invalid_schedules_and_time_zones_are_refused_at_apply(
     for index, (expression, zone) in enumerate(VALID):
         apply(controlplane, namespace, task(f"good-{index}", schedule=expression, timeZone=zone))
     assert task_names(controlplane, namespace) == {f"good-{i}" for i in range(len(VALID))}
+
+
+def nested(depth: int) -> Any:
+    payload: Any = 1
+    for _ in range(depth):
+        payload = [payload]
+    return payload
+
+
+def test_a_payload_nested_deeper_than_the_database_holds_is_refused(
+    controlplane: ControlPlane, namespace: str, webhook: WebhookReplica
+) -> None:
+    """The schema cannot bound a free-form payload; the engine's reader, run by the webhook, can.
+    5,000 levels also checks the webhook parses what the API server stores (10,000 at most)."""
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(cli.RECURSION_LIMIT)  # this process writes the deep JSON too
+    try:
+        for depth in (21, 5000):
+            manifest = task(f"deep-{depth}", payload=nested(depth))
+            out = apply(controlplane, namespace, manifest, check=False)
+            assert out.returncode != 0 and DENIED in out.stderr, out.stderr
+            assert "spec.payload: nests more than 20 levels" in out.stderr, out.stderr
+    finally:
+        sys.setrecursionlimit(before)
+    apply(controlplane, namespace, task("deep-20", payload=nested(20)))
+    assert task_names(controlplane, namespace) == {"deep-20"}
 
 
 def test_both_problems_are_reported_at_once(

@@ -487,11 +487,20 @@ REFUSED: dict[str, tuple[Manifest, str]] = {
         task(startingDeadlineSeconds=0),
         "spec.startingDeadlineSeconds",
     ),
+    # Bounded so that "now" minus the deadline is a date the engine can compute.
+    "task-starting-deadline-over-366-days": (
+        task(startingDeadlineSeconds=31622401),
+        "spec.startingDeadlineSeconds",
+    ),
     "task-wrong-misfire-policy": (task(misfirePolicy="Always"), "spec.misfirePolicy"),
     "task-max-misfire-runs-zero": (task(maxMisfireRuns=0), "spec.maxMisfireRuns"),
     "task-history-max-runs-zero": (task(history={"maxRuns": 0}), "spec.history.maxRuns"),
     "task-history-max-age-too-short": (
         task(history={"maxAgeSeconds": 59}),
+        "spec.history.maxAgeSeconds",
+    ),
+    "task-history-max-age-over-3650-days": (
+        task(history={"maxAgeSeconds": 315360001}),
         "spec.history.maxAgeSeconds",
     ),
     "executor-missing-selector": (without(executor(), "spec", "selector"), "spec.selector"),
@@ -534,6 +543,14 @@ REFUSED: dict[str, tuple[Manifest, str]] = {
     ),
     "executor-relative-health-path": (
         executor(healthCheck={"path": "healthz"}),
+        "spec.healthCheck.path",
+    ),
+    "executor-health-path-with-a-space": (
+        executor(healthCheck={"path": "/health z"}),
+        "spec.healthCheck.path",
+    ),
+    "executor-health-path-with-a-header": (
+        executor(healthCheck={"path": "/healthz\r\nHost: evil"}),
         "spec.healthCheck.path",
     ),
     "executor-failure-threshold-zero": (

@@ -4,7 +4,7 @@ Accepted ``schedule`` forms: 5-field cron (minute first); 6-field cron with **se
 (``*/10 * * * * *`` is every 10 s, as in robfig/cron; croniter puts seconds last, so this module
 parses cron itself, see ``cron``); the macros ``@yearly @annually @monthly @weekly @daily
 @midnight @hourly``; and ``@every <duration>`` with Go-style units h, m, s (``@every 1h30m``),
-at least 1 s and a whole number of seconds.
+a whole number of seconds from 1 s to 366 days (:data:`MAX_EVERY_SECONDS`).
 
 Invariants:
 
@@ -56,10 +56,14 @@ _MACROS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)([a-zµ]+)")
+# ASCII digits only, as Go's time.ParseDuration: `\d` would also take "١٢".
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)([a-zµ]+)")
 _DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
 _DURATION_UNITS = {"h": 3600, "m": 60, "s": 1}
 _SUBSECOND_UNITS = ("ms", "us", "µs", "ns")
+MAX_EVERY_SECONDS = 366 * 24 * 3600
+"""The longest ``@every`` interval (``@every 8784h``). Longer ones would put ticks centuries away,
+past what a datetime or the database can hold; a rarer schedule is a cron expression."""
 # A cadence walk crosses at most two offset changes a year; Feb 29 lies at most 8 years ahead.
 _MAX_TRANSITIONS = 64
 
@@ -207,6 +211,12 @@ def _whole_seconds(text: str, total: Fraction) -> int:
     if total < 1:
         raise ScheduleError(
             "schedule", f"{_quote(text)} is shorter than the minimum interval of 1s"
+        )
+    if total > MAX_EVERY_SECONDS:
+        raise ScheduleError(
+            "schedule",
+            f"{_quote(text)} is longer than the maximum interval of"
+            f" {MAX_EVERY_SECONDS // 3600}h (366 days); use a cron expression such as @yearly",
         )
     if total.denominator != 1:
         raise ScheduleError(

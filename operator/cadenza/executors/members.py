@@ -82,6 +82,8 @@ class ExecutorSnapshot:
     settled: bool = True
     """Every addressable pod has been probed and the token read at least once. Until then the
     pool knows too little to report (a new leader would otherwise flap Available to False)."""
+    spec_error: str | None = None
+    """What is wrong with the Executor's spec; its pods are no candidates until it is fixed."""
 
 
 @dataclasses.dataclass
@@ -117,6 +119,7 @@ class Member:
 class ExecutorEntry:
     view: ExecutorView
     spec: ExecutorSpec
+    spec_error: str | None = None
     token: str | None = None
     token_error: str | None = None
     token_due: float = 0.0
@@ -132,7 +135,8 @@ class ExecutorEntry:
     def admits(self, member: Member, tokens_in_use: bool) -> bool:
         """Whether the member is a candidate: Kubernetes, our probes and the token agree."""
         token_known = self.token is not None or self.spec.token_ref is None or not tokens_in_use
-        return member.pod.candidate and member.health.healthy and token_known
+        valid = self.spec_error is None
+        return valid and member.pod.candidate and member.health.healthy and token_known
 
     def candidate(self, member: Member, in_flight: int) -> PodCandidate:
         pod = member.pod

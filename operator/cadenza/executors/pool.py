@@ -49,7 +49,7 @@ from cadenza.executors.members import (
     PodCandidate,
     selected,
 )
-from cadenza.executors.spec import parse_spec
+from cadenza.executors.spec import read_spec
 from cadenza.executors.tokens import TokenSource, TokenUnavailable
 from cadenza.kube.views import ExecutorView, PodView
 
@@ -93,6 +93,8 @@ class ExecutorPool:
         self._members: dict[Key, Member] = {}
         self._in_flight: dict[str, int] = {}
         self._stale = True
+        self._ignored: dict[str, str] = {}
+        """Pod uid -> the annotation problem already logged for it."""
         self._wake = asyncio.Event()
         self._updated = asyncio.Event()
         self.version = 0
@@ -163,6 +165,7 @@ class ExecutorPool:
                 ExecutorSnapshot(
                     view.uid, view.namespace, view.name, view.generation, pods,
                     executor.token_error, executor.settled(members, using_tokens),
+                    executor.spec_error,
                 )
             )  # fmt: skip
         return sorted(shots, key=lambda s: (s.namespace, s.name))
@@ -298,12 +301,16 @@ class ExecutorPool:
         members: dict[Key, Member] = {}
         for view in views:
             executor = self._executors.get(view.uid)
-            spec = parse_spec(view.spec)
+            spec, problems = read_spec(view.spec)
             if executor is None or executor.spec.token_ref != spec.token_ref:
                 if executor is not None and executor.loading is not None:
                     executor.loading.cancel()
                 executor = ExecutorEntry(view, spec)
+            spec_error = "; ".join(str(p) for p in problems) or None
+            if spec_error is not None and spec_error != executor.spec_error:
+                log.warning("executor %s/%s: %s", view.namespace, view.name, spec_error)
             executor.view, executor.spec, executor.members = view, spec, []
+            executor.spec_error = spec_error
             executors[view.uid] = executor
             for pod in selected(view, by_namespace[view.namespace]):
                 key = (view.uid, pod.uid)
@@ -318,10 +325,20 @@ class ExecutorPool:
             if loading := self._executors[uid].loading:
                 loading.cancel()
         live = {pod_uid for _, pod_uid in members}
+        self._warn_of_annotations([m.pod for m in members.values()], live)
         self._in_flight = {uid: n for uid, n in self._in_flight.items() if uid in live}
         self._executors, self._members = executors, members
         self._by_name = {(e.view.namespace, e.view.name): uid for uid, e in executors.items()}
         self._bump()
+
+    def _warn_of_annotations(self, pods: Sequence[PodView], live: set[str]) -> None:
+        """Log an annotation the pool ignores once per pod and value, not on every event."""
+        for pod in pods:
+            if pod.weight_error and self._ignored.get(pod.uid) != pod.weight_error:
+                log.warning("pod %s/%s: %s", pod.namespace, pod.name, pod.weight_error)
+            if pod.weight_error:
+                self._ignored[pod.uid] = pod.weight_error
+        self._ignored = {uid: why for uid, why in self._ignored.items() if uid in live}
 
     def _bump(self) -> None:
         self.version += 1

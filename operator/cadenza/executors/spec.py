@@ -1,20 +1,52 @@
 """An Executor's spec as the leader uses it, with the CRD's defaults filled in.
 
 The API server applies the CRD defaults to stored objects, but views built in tests (and objects
-stored before a default was added) may lack fields; reading them here, once, keeps every default
-in one place. Pure: no I/O.
+stored before a default or a bound was added) may lack fields or hold values out of bounds;
+reading them here, once, keeps every default and bound in one place. Pure: no I/O.
 
-Invariant: the probe timeout never exceeds the period (the CRD refuses it; clamped here all the
-same), so a pod has at most one probe in flight.
+Invariants:
+- :func:`read_spec` never raises: each bad field takes its default and is reported, so the pool
+  can keep such an Executor out of rotation (``Available=False``) while the others run on.
+- The probe timeout never exceeds the period (the CRD refuses it; clamped here all the same), so
+  a pod has at most one probe in flight.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from cadenza.core import fields, selectors
+from cadenza.core.fields import FieldError, Integer
 from cadenza.core.health import HealthThresholds
+
+PORT = Integer("port", 1, 65_535, 9090)
+PERIOD_SECONDS = Integer("periodSeconds", 1, 3600, 10)
+TIMEOUT_SECONDS = Integer("timeoutSeconds", 1, 60, 2)
+FAILURE_THRESHOLD = Integer("failureThreshold", 1, 100, 3)
+SUCCESS_THRESHOLD = Integer("successThreshold", 1, 100, 1)
+MAX_CONCURRENCY_PER_POD = Integer("maxConcurrencyPerPod", 1, 10_000, 4)
+INTEGERS: dict[str, Integer] = {
+    "spec.port": PORT,
+    "spec.healthCheck.periodSeconds": PERIOD_SECONDS,
+    "spec.healthCheck.timeoutSeconds": TIMEOUT_SECONDS,
+    "spec.healthCheck.failureThreshold": FAILURE_THRESHOLD,
+    "spec.healthCheck.successThreshold": SUCCESS_THRESHOLD,
+    "spec.maxConcurrencyPerPod": MAX_CONCURRENCY_PER_POD,
+}
+"""Every integer field by its path in the CRD schema."""
+SCHEMES = ("http", "https")
+PATH_MAX_LENGTH = 1024
+HEALTH_PATH = re.compile(r"/[-A-Za-z0-9._~!$&'()*+,;=:@%/?]*")
+"""An absolute URL path (RFC 3986 path and query characters): nothing a URL cannot carry."""
+SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+SECRET_MAX_LENGTH = 253
+
+_EMPTY: Mapping[str, Any] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,22 +85,73 @@ class ExecutorSpec:
 
 
 def parse_spec(spec: Mapping[str, Any]) -> ExecutorSpec:
-    """The spec with every missing field at its CRD default."""
-    check: Mapping[str, Any] = spec.get("healthCheck") or {}
-    period = max(1.0, float(check.get("periodSeconds", 10)))
-    ref: Mapping[str, Any] | None = spec.get("tokenSecretRef")
-    return ExecutorSpec(
-        port=int(spec.get("port", 9090)),
-        scheme=str(spec.get("scheme", "http")),
-        health_check=HealthCheck(
-            path=str(check.get("path", "/healthz")),
-            period_seconds=period,
-            timeout_seconds=min(period, max(0.1, float(check.get("timeoutSeconds", 2)))),
-            failure_threshold=max(1, int(check.get("failureThreshold", 3))),
-            success_threshold=max(1, int(check.get("successThreshold", 1))),
-        ),
-        max_concurrency_per_pod=max(1, int(spec.get("maxConcurrencyPerPod", 4))),
-        token_ref=TokenRef(str(ref["name"]), str(ref.get("key") or "token"))
-        if ref and ref.get("name")
-        else None,
+    """The spec with every missing (or bad) field at its CRD default."""
+    return read_spec(spec)[0]
+
+
+def read_spec(spec: Any) -> tuple[ExecutorSpec, tuple[FieldError, ...]]:
+    """The spec with each bad field at its default, and every problem found; never raises."""
+    problems = fields.Problems()
+    raw = problems.read(functools.partial(fields.mapping, spec, "spec"), _EMPTY)
+    check = problems.read(
+        functools.partial(fields.mapping, raw.get("healthCheck"), "spec.healthCheck"), _EMPTY
     )
+    period = float(_integer(problems, PERIOD_SECONDS, check, "spec.healthCheck"))
+    timeout = float(_integer(problems, TIMEOUT_SECONDS, check, "spec.healthCheck"))
+    parsed = ExecutorSpec(
+        port=_integer(problems, PORT, raw, "spec"),
+        scheme=problems.read(functools.partial(_scheme, raw), "http"),
+        health_check=HealthCheck(
+            path=problems.read(functools.partial(_path, check), "/healthz"),
+            period_seconds=period,
+            timeout_seconds=min(period, timeout),
+            failure_threshold=_integer(problems, FAILURE_THRESHOLD, check, "spec.healthCheck"),
+            success_threshold=_integer(problems, SUCCESS_THRESHOLD, check, "spec.healthCheck"),
+        ),
+        max_concurrency_per_pod=_integer(problems, MAX_CONCURRENCY_PER_POD, raw, "spec"),
+        token_ref=problems.read(functools.partial(_token_ref, raw.get("tokenSecretRef")), None),
+    )
+    problems.read(functools.partial(_check_selector, raw.get("selector")), None)
+    return parsed, tuple(problems.found)
+
+
+def _integer(problems: fields.Problems, field: Integer, raw: Mapping[str, Any], path: str) -> int:
+    assert field.default is not None
+    return problems.read(functools.partial(field.read_required, raw, path), field.default)
+
+
+def _scheme(raw: Mapping[str, Any]) -> str:
+    value = raw.get("scheme")
+    return "http" if value is None else fields.choice(value, "spec.scheme", SCHEMES)
+
+
+def _path(check: Mapping[str, Any]) -> str:
+    value = check.get("path")
+    if value is None:
+        return "/healthz"
+    return fields.text(value, "spec.healthCheck.path", 1, PATH_MAX_LENGTH, HEALTH_PATH)
+
+
+def _check_selector(raw: Any) -> None:
+    # The view keeps the selector itself; here it is only checked, with the matcher's own rules.
+    selector = fields.mapping(raw, "spec.selector")
+    try:
+        selectors.matches(selector, {})
+    except ValueError as error:
+        raise FieldError("spec.selector", str(error).removeprefix("selector")) from None
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        raise FieldError(
+            "spec.selector", "must not be empty: it would match every pod in the namespace"
+        )
+
+
+def _token_ref(raw: Any) -> TokenRef | None:
+    if raw is None:
+        return None
+    path = "spec.tokenSecretRef"
+    ref = fields.mapping(raw, path)
+    name = fields.text(ref.get("name"), f"{path}.name", 1, SECRET_MAX_LENGTH, SECRET_NAME)
+    key = ref.get("key")
+    if key is None:
+        return TokenRef(name)
+    return TokenRef(name, fields.text(key, f"{path}.key", 1, SECRET_MAX_LENGTH, SECRET_KEY))

@@ -88,6 +88,9 @@ def _available(snapshot: ExecutorSnapshot, total: int, ready: int, healthy: int)
     if healthy:
         status, reason = "True", "HealthyPods"
         message = f"{healthy} of {total} pods can take runs"
+    elif snapshot.spec_error:
+        status, reason = "False", "InvalidSpec"
+        message = f"no pod can take runs: {snapshot.spec_error}"
     else:
         status, reason = "False", "NoHealthyPods"
         if snapshot.token_error:

@@ -1,11 +1,13 @@
 """Validating admission for Tasks: refuse at ``kubectl apply`` time what the CRD schema cannot say.
 
-The CRD's schema and CEL rules check shapes, enums and bounds. This webhook adds the checks that
-need Cadenza's own code: ``spec.schedule`` parses (field values and steps in range, a date that
-exists, a known macro, ``@every`` of whole seconds and at least 1 s), ``spec.timeZone`` is an
-IANA zone every replica knows, and the ``cadenza.dev/original-name`` annotation fits the database
-column the mirror copies it into. Each problem is reported as ``<field path>: <what is wrong and
-the fix>``, all of them in one answer, and kubectl prints the text verbatim.
+The CRD's schema and CEL rules check shapes, enums and bounds. This webhook reads the spec with
+the reader the engine itself uses (:func:`cadenza.core.taskspec.read_task_spec`), so it refuses
+exactly what the engine could not compute with; beyond the schema that is: ``spec.schedule``
+parses (field values and steps in range, a date that exists so the schedule ever fires, a known
+macro, ``@every`` of whole seconds from 1 s to 366 days), ``spec.timeZone`` is an IANA zone every
+replica knows, and the ``cadenza.dev/original-name`` annotation fits the database column the
+mirror copies it into. Each problem is reported as ``<field path>: <what is wrong and the fix>``,
+all of them in one answer, and kubectl prints the text verbatim.
 
 Invariants:
 
@@ -31,7 +33,7 @@ from typing import Any
 
 import kopf
 
-from cadenza.core import schedule
+from cadenza.core import schedule, taskspec
 from cadenza.kube.views import ORIGINAL_NAME
 from cadenza.settings import WebhookSettings
 
@@ -54,14 +56,16 @@ REFUSED = 422
 def task_problems(new: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> list[str]:
     """What is wrong with the Task ``new``, one message per field, each starting with the field
     path. With ``old`` (an update), only fields whose value changed are checked."""
-    spec: Mapping[str, Any] = new.get("spec") or {}
+    spec: Any = new.get("spec")
     old_spec: Mapping[str, Any] = (old or {}).get("spec") or {}
 
     def changed(key: str) -> bool:
-        return old is None or old_spec.get(key) != spec.get(key)
+        if old is None or not key or not isinstance(spec, Mapping):
+            return True
+        return old_spec.get(key) != spec.get(key)
 
-    found = _schedule_problems(str(spec.get("schedule", "")), str(spec.get("timeZone", "UTC")))
-    problems = [f"spec.{key}: {text}" for key, text in found.items() if changed(key)]
+    found = taskspec.read_task_spec(spec)[1]
+    problems = [str(p) for p in found if changed(taskspec.top_level_key(p.field))]
     original = _annotations(new).get(ORIGINAL_NAME)
     if (
         original is not None
@@ -114,18 +118,6 @@ def serve(operator_settings: kopf.OperatorSettings, webhook: WebhookSettings) ->
     operator_settings.admission.managed = None
     _load_time_zones()
     _quiet_kopf_refusals()
-
-
-def _schedule_problems(expression: str, time_zone: str) -> dict[str, str]:
-    # Parsed twice so that a bad zone does not hide a bad expression: with UTC only the
-    # expression can be wrong; with the Task's zone, the zone can be too.
-    found: dict[str, str] = {}
-    for zone in ("UTC", time_zone):
-        try:
-            schedule.parse_schedule(expression, zone)
-        except schedule.ScheduleError as error:
-            found.setdefault(error.field, str(error).removeprefix(f"{error.field}: "))
-    return {key: found[key] for key in ("schedule", "timeZone") if key in found}
 
 
 def _annotations(body: Mapping[str, Any]) -> Mapping[str, str]:

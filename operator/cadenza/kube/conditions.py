@@ -1,14 +1,21 @@
 """Task conditions the leader derives from the mirror.
 
-``Ready`` says whether the Task can be scheduled at all (its schedule and time zone parse);
+``Ready`` says whether the Task can be scheduled at all (every field of its spec is one the
+engine can use: the schedule and time zone parse, every number is within its bounds);
 ``ExecutorAvailable`` whether every Executor it names exists. A Task that reached the cluster
-invalid (no admission webhook installed) gets ``Ready=False`` and a Warning event (posted by the
-status book when the condition turns bad), never a crash.
+invalid (no admission webhook installed, or stored before a bound existed) gets ``Ready=False``
+and a Warning event (posted by the status book when the condition turns bad), never a crash.
+The reason is ``InvalidSchedule`` when only the schedule or the time zone is wrong, else
+``InvalidSpec``; the message lists every problem, each starting with its field's path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from cadenza.core import taskspec
+from cadenza.core.fields import FieldError
 
 
 @dataclass(frozen=True)
@@ -20,12 +27,9 @@ class Condition:
     observed_generation: int
 
 
-def for_task(generation: int, invalid_reason: str | None, missing: list[str]) -> list[Condition]:
-    ready = (
-        Condition("Ready", "False", "InvalidSchedule", _spec_path(invalid_reason), generation)
-        if invalid_reason
-        else Condition("Ready", "True", "Valid", "schedule and time zone are valid", generation)
-    )
+def for_task(
+    generation: int, problems: Sequence[FieldError], missing: list[str]
+) -> list[Condition]:
     available = (
         Condition(
             "ExecutorAvailable",
@@ -39,9 +43,27 @@ def for_task(generation: int, invalid_reason: str | None, missing: list[str]) ->
             "ExecutorAvailable", "True", "ExecutorsFound", "every named Executor exists", generation
         )
     )
-    return [ready, available]
+    return [ready(generation, problems), available]
+
+
+def ready(generation: int, problems: Sequence[FieldError]) -> Condition:
+    if not problems:
+        return Condition("Ready", "True", "Valid", "schedule and time zone are valid", generation)
+    return Condition(
+        "Ready",
+        "False",
+        invalid_reason(problems),
+        "; ".join(_spec_path(str(p)) for p in problems),
+        generation,
+    )
+
+
+def invalid_reason(problems: Sequence[FieldError]) -> str:
+    if all(p.field in taskspec.SCHEDULE_FIELDS for p in problems):
+        return "InvalidSchedule"
+    return "InvalidSpec"
 
 
 def _spec_path(reason: str) -> str:
     """``schedule: ...`` as ``spec.schedule: ...``, the path ``kubectl explain`` knows."""
-    return reason if reason.startswith("spec.") else f"spec.{reason}"
+    return reason if reason.startswith("spec") else f"spec.{reason}"

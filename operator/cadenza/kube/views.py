@@ -3,15 +3,24 @@
 A view holds what the operator needs and nothing else, so memory stays flat however large the
 objects' status grows. ``spec_hash`` covers the spec and the annotations that change behaviour,
 never the status, so a status-only change of a Task is not a change of its view's hash.
+
+Invariant: building a view never raises for anything a user can write into an object (an odd
+annotation, label or spec value): a view that raised would drop the object from kopf's index and
+keep a new replica from ever becoming ready. Values the operator cannot use are kept out of the
+view (a bad weight annotation reads as none, with ``weight_error`` saying why) or reported by the
+spec's reader (``TaskView.task_spec``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from cadenza.core import fields, taskspec
 
 ORIGINAL_NAME = "cadenza.dev/original-name"
 TRIGGER = "cadenza.dev/trigger"
@@ -39,7 +48,7 @@ class TaskView:
     def from_body(cls, body: Mapping[str, Any]) -> TaskView:
         meta = body["metadata"]
         annotations = meta.get("annotations") or {}
-        spec = dict(body.get("spec") or {})
+        spec = _spec(body)
         original = annotations.get(ORIGINAL_NAME)
         return cls(
             uid=meta["uid"],
@@ -52,9 +61,15 @@ class TaskView:
             spec_hash=spec_hash(spec, {ORIGINAL_NAME: original}),
         )
 
+    @functools.cached_property
+    def task_spec(self) -> tuple[taskspec.TaskSpec, tuple[fields.FieldError, ...]]:
+        """The spec as read by the one reader every part shares, with its problems; read once
+        per view (a changed object gets a new view), by whichever part asks first."""
+        return taskspec.read_task_spec(self.spec)
+
     @property
     def executor_names(self) -> list[str]:
-        return [str(e["name"]) for e in self.spec.get("executors") or []]
+        return [e.name for e in self.task_spec[0].executors]
 
 
 @dataclass(frozen=True)
@@ -69,7 +84,7 @@ class ExecutorView:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ExecutorView:
         meta = body["metadata"]
-        spec = dict(body.get("spec") or {})
+        spec = _spec(body)
         return cls(
             uid=meta["uid"],
             namespace=meta["namespace"],
@@ -95,6 +110,8 @@ class PodView:
     ready: bool
     terminating: bool
     weight: int | None = None
+    weight_error: str | None = None
+    """Why the weight annotation was ignored, if it was."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> PodView:
@@ -102,6 +119,7 @@ class PodView:
         status = body.get("status") or {}
         conditions = status.get("conditions") or []
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        weight, weight_error = _weight((meta.get("annotations") or {}).get(WEIGHT))
         return cls(
             uid=meta["uid"],
             namespace=meta["namespace"],
@@ -111,7 +129,8 @@ class PodView:
             phase=status.get("phase") or "Pending",
             ready=ready,
             terminating=meta.get("deletionTimestamp") is not None,
-            weight=_weight((meta.get("annotations") or {}).get(WEIGHT)),
+            weight=weight,
+            weight_error=weight_error,
         )
 
     @property
@@ -120,9 +139,28 @@ class PodView:
         return self.phase == "Running" and self.ready and bool(self.ip) and not self.terminating
 
 
-def _weight(raw: str | None) -> int | None:
-    """A pod's weight annotation, if it is a whole number from 0 to 1000 (else ignored)."""
-    if raw is None or not raw.strip().isdigit():
-        return None
-    value = int(raw.strip())
-    return value if value <= 1000 else None
+def _spec(body: Mapping[str, Any]) -> dict[str, Any]:
+    # The schemas make `spec` an object; anything else reads as empty, and the spec's reader
+    # names what is then missing.
+    spec = body.get("spec")
+    return dict(spec) if isinstance(spec, Mapping) else {}
+
+
+WEIGHT_MAX = taskspec.WEIGHT.high
+
+
+def _weight(raw: str | None) -> tuple[int | None, str | None]:
+    """A pod's weight annotation if it is a whole number from 0 to WEIGHT_MAX, else None and why.
+    ASCII digits only: ``str.isdigit`` also takes "²", which ``int`` refuses, and a string of
+    thousands of digits, which ``int`` refuses too."""
+    if raw is None:
+        return None, None
+    text = raw.strip(" \t")
+    if text.isascii() and text.isdigit() and len(text) <= len(str(WEIGHT_MAX)):
+        value = int(text)
+        if value <= WEIGHT_MAX:
+            return value, None
+    return None, (
+        f"metadata.annotations[{WEIGHT}]: must be a whole number from 0 to {WEIGHT_MAX},"
+        f" got {fields.show(raw)}; the pod takes its Executor entry's weight"
+    )

@@ -1,17 +1,27 @@
 """A Task's spec turned into the plan the engine acts on, once per spec change.
 
-Pure: no I/O. A plan whose schedule cannot be parsed has ``schedule = None`` and is never
-ticked (the mirror reports ``Ready=False`` for it); manual triggers still fire it because they
-need no schedule.
+Pure: no I/O. The spec is read by :mod:`cadenza.core.taskspec`, the one reader every part of the
+operator shares; this module only adds the Task's identity and what the engine derives from it.
+
+Invariants:
+- :func:`plan_of` never raises: a spec with problems gives a plan with ``schedule = None`` and the
+  problems listed, which is never ticked (the mirror reports ``Ready=False`` for it). Manual
+  triggers still fire it when its problems are only in when it fires (``runnable``), because a
+  manual run needs no schedule.
+- Each bad field of such a plan holds its default, so code that reads a plan never meets a value
+  it cannot compute with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cadenza.core import schedule as schedule_
+from cadenza.core import taskspec
+from cadenza.core.fields import FieldError
 from cadenza.core.ids import TaskUid
 from cadenza.core.misfire import MisfirePolicy
 from cadenza.core.modes import ExecutionMode
@@ -19,12 +29,8 @@ from cadenza.core.retry import RetryPolicy
 from cadenza.core.strategies import Strategy
 from cadenza.kube.views import TaskView
 
-
-@dataclass(frozen=True)
-class ExecutorEntry:
-    name: str
-    weight: int
-    priority: int
+ExecutorEntry = taskspec.ExecutorRef
+"""One of ``spec.executors`` (name, weight, priority)."""
 
 
 @dataclass(frozen=True)
@@ -50,59 +56,62 @@ class TaskPlan:
     history_max_age_seconds: int
     history_max_runs: int
     trigger: str | None
+    problems: tuple[FieldError, ...] = ()
+    """What is wrong with the spec (or what the engine could not compute from it)."""
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def problem(self) -> str | None:
+        """The problems as one message, each starting with its field's path; None when valid."""
+        return "; ".join(str(p) for p in self.problems) or None
+
+    @property
+    def runnable(self) -> bool:
+        """Whether a manual run can be made of the spec: nothing is wrong but when it fires."""
+        return all(p.field in taskspec.TIMING_FIELDS for p in self.problems)
+
     def entry(self, executor: str) -> ExecutorEntry | None:
         return next((e for e in self.executors if e.name == executor), None)
 
+    def unscheduled(self, field: str, reason: str) -> TaskPlan:
+        """This plan taken off the schedule for what the engine could not compute from it."""
+        problem = FieldError(field, reason)
+        return dataclasses.replace(self, schedule=None, problems=(*self.problems, problem))
+
 
 def plan_of(view: TaskView) -> TaskPlan:
-    spec: Mapping[str, Any] = view.spec
-    try:
-        parsed: schedule_.Schedule | None = schedule_.parse_schedule(
-            str(spec.get("schedule", "")), str(spec.get("timeZone", "UTC"))
-        )
-    except schedule_.ScheduleError:
-        parsed = None
-    history: Mapping[str, Any] = spec.get("history") or {}
+    spec, problems = view.task_spec
     return TaskPlan(
         uid=TaskUid(view.uid),
         namespace=view.namespace,
         name=view.name,
         generation=view.generation,
         spec_hash=view.spec_hash,
-        schedule=parsed,
-        suspend=bool(spec.get("suspend", False)),
-        mode=ExecutionMode(spec.get("executionMode", "Parallel")),
-        max_concurrent=spec.get("maxConcurrent"),
-        strategy=Strategy(spec.get("loadBalanceStrategy", "RoundRobin")),
-        executors=tuple(
-            ExecutorEntry(str(e["name"]), int(e.get("weight", 1)), int(e.get("priority", 0)))
-            for e in spec.get("executors") or []
-        ),
-        handler=str(spec.get("handler", "default")),
-        payload=spec.get("payload"),
-        timeout_seconds=int(spec.get("timeoutSeconds", 300)),
-        retry=retry_policy(spec),
-        misfire=MisfirePolicy(spec.get("misfirePolicy", "FireOnce")),
-        starting_deadline_seconds=spec.get("startingDeadlineSeconds"),
-        max_misfire_runs=int(spec.get("maxMisfireRuns", 10)),
-        history_max_age_seconds=int(history.get("maxAgeSeconds", 604800)),
-        history_max_runs=int(history.get("maxRuns", 1000)),
+        # A spec with any problem is never ticked, whichever field it lies in.
+        schedule=None if problems else spec.schedule,
+        suspend=spec.suspend,
+        mode=spec.mode,
+        max_concurrent=spec.max_concurrent,
+        strategy=spec.strategy,
+        executors=spec.executors,
+        handler=spec.handler,
+        payload=spec.payload,
+        timeout_seconds=spec.timeout_seconds,
+        retry=spec.retry,
+        misfire=spec.misfire,
+        starting_deadline_seconds=spec.starting_deadline_seconds,
+        max_misfire_runs=spec.max_misfire_runs,
+        history_max_age_seconds=spec.history_max_age_seconds,
+        history_max_runs=spec.history_max_runs,
         trigger=view.trigger,
+        problems=problems,
     )
 
 
 def retry_policy(spec: Mapping[str, Any]) -> RetryPolicy:
-    """``spec.retry`` with the CRD's defaults (also read by replicas applying callbacks)."""
-    retry: Mapping[str, Any] = spec.get("retry") or {}
-    backoff = float(retry.get("backoffSeconds", 10))
-    return RetryPolicy(
-        max_attempts=int(retry.get("maxAttempts", 1)),
-        backoff_seconds=backoff,
-        max_backoff_seconds=max(backoff, float(retry.get("maxBackoffSeconds", 300))),
-        jitter=int(retry.get("jitterPercent", 20)) / 100,
-    )
+    """``spec.retry`` with the CRD's defaults (also read by replicas applying callbacks from the
+    stored spec); a bad field takes its default, so this never raises."""
+    return taskspec.read_retry(spec)[0]

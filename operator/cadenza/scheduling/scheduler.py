@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import heapq
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -148,12 +149,23 @@ class Scheduler:
             old = self.plans.get(uid)
             if old is not None and old.spec_hash == view.spec_hash and old.trigger == view.trigger:
                 continue
-            plan = plan_of(view)
+            try:
+                plan = plan_of(view)
+            except Exception:  # plan_of reads any spec; should it not, only this Task waits
+                log.exception("task %s/%s: no plan could be made", view.namespace, view.name)
+                continue
             self.plans[uid] = plan
-            if old is None or _timing_changed(old, plan):
+            if plan.problems:
+                log.warning("task %s is not scheduled: %s", plan.key, plan.problem)
+            # Changed problems too: the status reports them from the plan _reschedule passes on.
+            if old is None or _timing_changed(old, plan) or old.problems != plan.problems:
                 self._reschedule(plan, now)
-            if plan.trigger and (initial or plan.trigger != (old.trigger if old else None)):
+            if not plan.trigger or not (initial or plan.trigger != (old.trigger if old else None)):
+                continue
+            if plan.runnable:
                 triggers.append(Claim(plan, None, Origin.MANUAL, trigger_key(plan.trigger)))
+            else:
+                log.warning("task %s: trigger ignored, invalid spec: %s", plan.key, plan.problem)
         for uid in set(self.plans) - seen:
             del self.plans[uid]
             self._next.pop(uid, None)
@@ -164,7 +176,21 @@ class Scheduler:
             self._next.pop(plan.uid, None)
             self._on_schedule(plan, None)
             return
-        tick = plan.schedule.next_fire(after)
+        try:
+            tick = plan.schedule.next_fire(after)
+        # Every accepted schedule computes; should one not, it stops alone, not the leader.
+        except Exception as exc:
+            log.exception("task %s: no fire time after %s; taken off the schedule", plan.key, after)
+            plan = plan.unscheduled(
+                "spec.schedule",
+                f"no fire time after {after.isoformat()} could be computed ({exc!r});"
+                " change the schedule",
+            )
+            if plan.uid in self.plans:
+                self.plans[plan.uid] = plan
+            self._next.pop(plan.uid, None)
+            self._on_schedule(plan, None)
+            return
         self._next[plan.uid] = tick
         heapq.heappush(self._heap, (tick, plan.uid))
         self._on_schedule(plan, tick)
@@ -184,10 +210,9 @@ class Scheduler:
             if plan is None or plan.schedule is None or self._next.get(uid) != tick:
                 continue  # a stale entry: the Task changed or went away since it was pushed
             due.append(Claim(plan, tick, Origin.SCHEDULE))
-            following = plan.schedule.next_fire(tick)
-            self._next[uid] = following
-            heapq.heappush(self._heap, (following, uid))
-            self._on_schedule(plan, following)
+            # The following tick, pushed and reported; a Task whose schedule cannot compute it
+            # is taken off the schedule there, alone.
+            self._reschedule(plan, tick)
         return due
 
     def _sleep_seconds(self) -> float:
@@ -240,7 +265,12 @@ class Scheduler:
         batch = list(claims)
         if not batch:
             return
-        decided = [(c, self._decide(c, batch[:i])) for i, c in enumerate(batch)]
+        # Earlier claims of the same Task in this batch count as in flight for the later ones.
+        earlier: Counter[TaskUid] = Counter()
+        decided = []
+        for claim in batch:
+            decided.append((claim, self._decide(claim, earlier[claim.plan.uid])))
+            earlier[claim.plan.uid] += 1
         result = await self._store.claim(
             [
                 NewRun(
@@ -266,9 +296,8 @@ class Scheduler:
             self._metrics.ticks.labels(decision=status.value).inc()
             self._hand_over(Claimed(claim, run, status))
 
-    def _decide(self, claim: Claim, earlier: list[Claim]) -> RunStatus:
+    def _decide(self, claim: Claim, same: int) -> RunStatus:
         plan = claim.plan
-        same = sum(1 for c in earlier if c.plan.uid == plan.uid)
         decision = modes.decide_tick(
             plan.mode,
             self._lifecycle.in_flight(plan.uid) + same,

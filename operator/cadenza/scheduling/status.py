@@ -29,6 +29,7 @@ import kubernetes
 from sqlalchemy.engine import Engine
 
 from cadenza.core.ids import TaskUid
+from cadenza.kube import conditions as task_conditions
 from cadenza.kube import events
 from cadenza.kube.conditions import Condition
 from cadenza.metrics import Metrics
@@ -67,6 +68,9 @@ class _Entry:
     generation: int = 0
     next_fire: datetime | None = None
     scheduled: Condition | None = None
+    fault: Condition | None = None
+    """``Ready=False`` for what the engine found wrong with the Task's plan; it stands in for the
+    mirror's ``Ready`` (which sees only the spec) until the plan changes."""
     conditions: dict[str, Condition] = dataclasses.field(default_factory=dict)
     dirty: bool = True
     last_write: float = float("-inf")
@@ -118,6 +122,14 @@ class TaskStatusBook:
                 "ticks fire; see nextScheduleTime",
                 plan.generation,
             )
+        elif plan.problems:
+            scheduled = Condition(
+                "Scheduled",
+                "False",
+                task_conditions.invalid_reason(plan.problems),
+                "no ticks fire: the spec is invalid (see Ready)",
+                plan.generation,
+            )
         elif plan.suspend:
             scheduled = Condition(
                 "Scheduled",
@@ -128,13 +140,12 @@ class TaskStatusBook:
             )
         else:
             scheduled = Condition(
-                "Scheduled",
-                "False",
-                "InvalidSchedule",
-                "the schedule cannot be parsed (see Ready)",
-                plan.generation,
+                "Scheduled", "False", "NotScheduled", "no tick to fire", plan.generation
             )
         entry.scheduled = scheduled
+        entry.fault = (
+            task_conditions.ready(plan.generation, plan.problems) if plan.problems else None
+        )
         self._touch(entry)
 
     def conditions(
@@ -271,6 +282,9 @@ class TaskStatusBook:
 
     def _conditions(self, entry: _Entry) -> list[dict[str, Any]]:
         wanted = dict(entry.conditions)
+        # Only in place of the mirror's Ready: the conditions it derives arrive together.
+        if entry.fault is not None and "Ready" in wanted:
+            wanted["Ready"] = entry.fault
         if entry.scheduled is not None:
             wanted["Scheduled"] = entry.scheduled
         out = []
