@@ -64,11 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(settings.log_level)
 
     if args.command == "operator":
-        import kubernetes
-
         sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
 
         from cadenza import replica
+        from cadenza.kube.client import ConfigError
         from cadenza.store.engine import DatabaseUnavailable
 
         try:
@@ -76,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DatabaseUnavailable as exc:
             logging.getLogger("cadenza").error("cannot use the database: %s", exc)
             return 2
-        except kubernetes.config.ConfigException as exc:
+        except ConfigError as exc:
             where = (
                 f"KUBECONFIG={settings.kube.kubeconfig}"
                 if settings.kube.kubeconfig

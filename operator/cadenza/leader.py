@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import kubernetes
 from sqlalchemy.engine import Engine
 
 from cadenza.core.ids import Epoch, TaskUid
@@ -22,6 +21,7 @@ from cadenza.dispatch.client import DispatchClient
 from cadenza.executors.pool import ExecutorPool
 from cadenza.executors.status import ExecutorStatusWriter
 from cadenza.executors.tokens import TokenSource
+from cadenza.kube import objects
 from cadenza.kube.hub import Hub
 from cadenza.metrics import Metrics
 from cadenza.mirror import MirrorLoop, TaskConditions
@@ -44,7 +44,7 @@ class LeaderContext:
     settings: Settings
     engine: Engine
     hub: Hub
-    kube: kubernetes.client.ApiClient
+    kube: objects.ApiClient
     metrics: Metrics
     lease_valid: Callable[[], bool]
 

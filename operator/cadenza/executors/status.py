@@ -27,17 +27,16 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
-
-import kubernetes
+from typing import Any
 
 from cadenza.dispatch.client import rfc3339
 from cadenza.executors.members import ExecutorSnapshot
 from cadenza.executors.pool import ExecutorPool
+from cadenza.kube import objects
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "cadenza.dev", "v1alpha1", "executors"
+PLURAL = "executors"
 AVAILABLE = "Available"
 _DEBOUNCE_SECONDS = 0.5
 
@@ -147,7 +146,7 @@ class _Written:
 class ExecutorStatusWriter:
     def __init__(
         self,
-        client: kubernetes.client.ApiClient,
+        client: objects.ApiClient,
         lease_valid: Callable[[], bool],
         *,
         min_interval: float = 2.0,
@@ -155,7 +154,7 @@ class ExecutorStatusWriter:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._custom = kubernetes.client.CustomObjectsApi(client)
+        self._objects = objects.Objects(client)
         self._lease_valid = lease_valid
         self._min_interval = min_interval
         self._refresh = probe_time_refresh
@@ -187,7 +186,7 @@ class ExecutorStatusWriter:
                 continue  # its first probes finish within a probe timeout and wake us
             try:
                 wait = await self._write_one(snapshot)
-            except kubernetes.client.ApiException as exc:
+            except objects.ApiError as exc:
                 if exc.status == 404:  # deleted meanwhile; the pool forgets it soon
                     self._written.pop(snapshot.uid, None)
                     continue
@@ -214,19 +213,15 @@ class ExecutorStatusWriter:
         if not self._lease_valid():
             return self._min_interval
         await asyncio.to_thread(
-            self._custom.patch_namespaced_custom_object_status,
-            GROUP, VERSION, snapshot.namespace, PLURAL, snapshot.name, {"status": wanted},
-        )  # fmt: skip
+            self._objects.patch_status, PLURAL, snapshot.namespace, snapshot.name, wanted
+        )
         self.patches += 1
         self._written[snapshot.uid] = _Written(wanted, self._clock())
         self._failure = None
         return None
 
     def _read_status(self, snapshot: ExecutorSnapshot) -> Mapping[str, Any]:
-        current = self._custom.get_namespaced_custom_object(
-            GROUP, VERSION, snapshot.namespace, PLURAL, snapshot.name
-        )
-        return cast(Mapping[str, Any], cast(dict[str, Any], current).get("status") or {})
+        return self._objects.status_of(PLURAL, snapshot.namespace, snapshot.name)
 
     def _failed(self, snapshot: ExecutorSnapshot, cause: str) -> None:
         if cause != self._failure:

@@ -24,9 +24,8 @@ import logging
 import time
 from collections.abc import Callable
 
-import kubernetes
-
 from cadenza.executors.spec import TokenRef, parse_spec
+from cadenza.kube import objects
 from cadenza.kube.views import ExecutorView
 
 log = logging.getLogger(__name__)
@@ -46,12 +45,12 @@ class TokenUnavailable(Exception):
 class TokenSource:
     def __init__(
         self,
-        client: kubernetes.client.ApiClient,
+        client: objects.ApiClient,
         *,
         refresh_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._core = kubernetes.client.CoreV1Api(client)
+        self._objects = objects.Objects(client)
         self._refresh_seconds = refresh_seconds
         self._clock = clock
         self._cache: dict[_Key, tuple[str, float]] = {}
@@ -119,8 +118,8 @@ class TokenSource:
     def _read_secret(self, namespace: str, name: str, key: str) -> str:
         where = f"Secret {namespace}/{name} (spec.tokenSecretRef)"
         try:
-            secret = self._core.read_namespaced_secret(name, namespace)
-        except kubernetes.client.ApiException as exc:
+            data = self._objects.secret_data(namespace, name)
+        except objects.ApiError as exc:
             if exc.status == 404:
                 raise TokenUnavailable(
                     f"{where} does not exist: create it with the dispatch token under {key!r}",
@@ -131,7 +130,6 @@ class TokenSource:
             ) from None
         except Exception as exc:  # urllib3 and socket errors: the API server is unreachable
             raise TokenUnavailable(f"reading {where} failed: {exc}", permanent=False) from None
-        data = {str(k): str(v) for k, v in (secret.data or {}).items()}
         return decode_token(where, data, TokenRef(name, key))
 
 

@@ -13,6 +13,9 @@ import kubernetes
 
 from cadenza.settings import KubeSettings
 
+ConfigError = kubernetes.config.ConfigException
+"""A kubeconfig or in-cluster configuration that cannot be used."""
+
 
 def api_client(settings: KubeSettings) -> kubernetes.client.ApiClient:
     """An ApiClient logged in the same way as kopf: kubeconfig when given, else in-cluster."""

@@ -1,0 +1,69 @@
+"""Reads and writes of the objects the operator does not only watch: the status subresource of
+Tasks and Executors, and the Secrets holding dispatch tokens.
+
+With ``client.py`` (the connection) and ``events.py`` (Events), this is the only place that
+speaks the Kubernetes client's language; the rest of the operator sees plain dicts and
+:class:`ApiError`. An import-linter contract keeps it so.
+
+WARNING: every method blocks on the network; call it from a thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
+
+import kubernetes
+
+GROUP, VERSION = "cadenza.dev", "v1alpha1"
+
+ApiClient = kubernetes.client.ApiClient
+"""The connection to the API server (see :func:`cadenza.kube.client.api_client`)."""
+
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    """The API server refused or failed a request; ``status`` is its HTTP status."""
+
+    def __init__(self, status: int | None, reason: str) -> None:
+        super().__init__(f"HTTP {status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+def _call(request: Callable[[], T]) -> T:
+    try:
+        return request()
+    except kubernetes.client.ApiException as exc:
+        raise ApiError(exc.status, str(exc.reason)) from None
+
+
+class Objects:
+    def __init__(self, client: ApiClient) -> None:
+        self._custom = kubernetes.client.CustomObjectsApi(client)
+        self._core = kubernetes.client.CoreV1Api(client)
+
+    def status_of(self, plural: str, namespace: str, name: str) -> Mapping[str, Any]:
+        """The object's ``status`` as stored ({} when it has none yet)."""
+        found = _call(
+            lambda: self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        )
+        return cast(Mapping[str, Any], cast(dict[str, Any], found).get("status") or {})
+
+    def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch the object's status subresource."""
+        _call(
+            lambda: self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
+            )
+        )
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's ``data`` (values still base64-encoded)."""
+        secret = _call(lambda: self._core.read_namespaced_secret(name, namespace))
+        return {str(k): str(v) for k, v in (secret.data or {}).items()}
