@@ -1,9 +1,10 @@
 """The leader's mirror loop: MySQL follows the Tasks, Executors and Pods in the indexes.
 
 On taking over, the leader resyncs the whole mirror from the indexes, so objects created, changed
-or deleted while nobody led are reflected. Afterwards every burst of watch events leads to one
-more resync; the store compares spec hashes, so only rows that really changed are written and a
-status-only change of a Task rewrites nothing.
+or deleted while nobody led are reflected. Afterwards every burst of watch events is compared
+with what this leader last wrote, and only the objects that changed are written: a status-only
+change of a Task (every status write the leader makes comes back as a watch event) writes
+nothing and costs no query, however many Tasks there are.
 
 Invariants:
 - Every write goes through ``leader_transaction`` with this leader's epoch: a newer leader's
@@ -24,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from cadenza.core import fields
 from cadenza.core.ids import Epoch, TaskUid
@@ -144,7 +145,22 @@ def instance_row(pod: PodView) -> rows.InstanceRow:
     )
 
 
-def snapshot(hub: Hub) -> Snapshot:
+RowCache = dict[str, tuple[str, int, rows.TaskRow]]
+"""A Task's row by uid, with the spec hash and generation it was built from."""
+
+
+def _cached_row(view: TaskView, cache: RowCache | None) -> rows.TaskRow:
+    if cache is None:
+        return task_row(view)
+    hit = cache.get(view.uid)
+    if hit is not None and hit[0] == view.spec_hash and hit[1] == view.generation:
+        return hit[2]
+    row = task_row(view)
+    cache[view.uid] = (view.spec_hash, view.generation, row)
+    return row
+
+
+def snapshot(hub: Hub, cache: RowCache | None = None) -> Snapshot:
     executors = hub.executors()
     known = {(e.namespace, e.name) for e in executors}
     pods_by_ns: dict[str, list[PodView]] = {}
@@ -158,7 +174,7 @@ def snapshot(hub: Hub) -> Snapshot:
     task_conditions: dict[TaskUid, TaskConditions] = {}
     for view in hub.tasks():
         try:
-            row = task_row(view)
+            row = _cached_row(view, cache)
         except Exception as exc:  # a bug must cost this Task its row, not every Task theirs
             log.exception("task %s/%s cannot be mirrored", view.namespace, view.name)
             problems: tuple[fields.FieldError, ...] = (
@@ -198,6 +214,9 @@ class MirrorLoop:
         self._lock_name = settings.leadership.lock_name
         self._epoch = epoch
         self._on_conditions = on_conditions
+        self._rows: RowCache = {}
+        self._written: _Written | None = None
+        """What this leader's last write left in MySQL (None before its first resync)."""
 
     async def run(self, lease_valid: Callable[[], bool], synced: asyncio.Event) -> None:
         """Resync now, set ``synced``, then follow changes until cancelled."""
@@ -217,11 +236,59 @@ class MirrorLoop:
         if not lease_valid():
             log.warning("lease in doubt; not writing the mirror")
             return
-        snap = snapshot(self._hub)
-        await asyncio.to_thread(self._write, snap)
+        snap = snapshot(self._hub, self._rows)
+        live = {row.uid for row in snap.tasks} | set(snap.task_conditions)
+        for gone in self._rows.keys() - live:
+            del self._rows[gone]
+        content = _Written.of(snap)
+        if content != self._written:
+            await asyncio.to_thread(self._write, snap)
+            self._written = content
         for uid, wanted in snap.task_conditions.items():
             self._on_conditions(uid, wanted)
 
     def _write(self, snap: Snapshot) -> None:
         with fencing.leader_transaction(self._engine, self._lock_name, self._epoch) as conn:
-            rows.resync(conn, snap.tasks, snap.executors, snap.instances)
+            if self._written is None:
+                rows.resync(conn, snap.tasks, snap.executors, snap.instances)
+            else:
+                _write_changes(conn, snap, self._written, _Written.of(snap))
+
+
+@dataclass(frozen=True)
+class _Written:
+    """The mirror's content as far as deciding what to write goes."""
+
+    tasks: dict[str, str]
+    executors: dict[str, str]
+    instances: dict[str, tuple[rows.InstanceRow, ...]]
+
+    @classmethod
+    def of(cls, snap: Snapshot) -> _Written:
+        return cls(
+            tasks={row.uid: row.spec_hash for row in snap.tasks},
+            executors={row.uid: row.spec_hash for row in snap.executors},
+            instances={
+                uid: tuple(sorted(pods, key=lambda p: p.pod_uid))
+                for uid, pods in snap.instances.items()
+            },
+        )
+
+
+def _write_changes(conn: Connection, snap: Snapshot, before: _Written, after: _Written) -> None:
+    """Write what differs between two snapshots: deletions first (a resource re-created under
+    the same name must not collide with its predecessor's row), Executors before the Tasks and
+    pods that refer to them."""
+    for uid in before.tasks.keys() - after.tasks.keys():
+        rows.delete_task(conn, TaskUid(uid))
+    for uid in before.executors.keys() - after.executors.keys():
+        rows.delete_executor(conn, uid)
+    for executor in snap.executors:
+        if before.executors.get(executor.uid) != executor.spec_hash:
+            rows.upsert_executor(conn, executor)
+    for task in snap.tasks:
+        if before.tasks.get(task.uid) != task.spec_hash:
+            rows.upsert_task(conn, task)
+    for uid, pods in after.instances.items():
+        if before.instances.get(uid) != pods:
+            rows.upsert_instances(conn, uid, pods)

@@ -32,7 +32,7 @@ from cadenza.core import runs as rules
 from cadenza.core.ids import ExecutionId
 from cadenza.core.transitions import RESULTS, RunStatus
 from cadenza.scheduling.plans import retry_policy
-from cadenza.store import deadlocks, executions, schema
+from cadenza.store import deadlocks, schema
 from cadenza.store import runs as store_runs
 
 Applied = Callable[[ExecutionId], None]
@@ -80,24 +80,23 @@ def apply(engine: Engine, run: ExecutionId, token: str, report: Report) -> dict[
 
 def apply_in(conn: Connection, run: ExecutionId, token: str, report: Report) -> dict[str, Any]:
     """``apply`` inside the caller's transaction (the batch route applies many in one)."""
-    row = conn.execute(
-        select(schema.task_executions).where(schema.task_executions.c.id == run).with_for_update()
-    ).first()
-    if row is None:
+    current = store_runs.lock_for_report(conn, run, report.attempt)
+    if current is None:
         raise CallbackError(404, f"no run {run}")
-    current = executions.execution_from_row(row)
-    expected = store_runs.attempt_token_hash(conn, run, report.attempt)
     offered = hashlib.sha256(token.encode()).hexdigest()
-    if expected is None or not hmac.compare_digest(expected, offered):
+    if current.token_hash is None or not hmac.compare_digest(current.token_hash, offered):
         raise CallbackError(403, "the token is not this run's callback token")
     if report.attempt != current.attempt:
         raise CallbackError(
             409, f"attempt {report.attempt} is stale: the run is at attempt {current.attempt}"
         )
-    spec = conn.execute(
-        select(schema.tasks.c.spec).where(schema.tasks.c.uid == current.task_uid)
-    ).scalar_one_or_none()
-    policy = retry_policy(spec) if isinstance(spec, dict) else retry_.NO_RETRY
+    # Only a bad outcome needs the Task's retry policy: most reports never read the spec.
+    policy = retry_.NO_RETRY
+    if report.outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+        spec = conn.execute(
+            select(schema.tasks.c.spec).where(schema.tasks.c.uid == current.task)
+        ).scalar_one_or_none()
+        policy = retry_policy(spec) if isinstance(spec, dict) else retry_.NO_RETRY
     decision = rules.after_report(
         current.status, report.outcome, policy, report.attempt, datetime.now(UTC), _rng
     )

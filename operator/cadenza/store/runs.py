@@ -291,6 +291,35 @@ def mirrored_tasks(conn: Connection, tasks: Iterable[TaskUid]) -> set[TaskUid]:
     return {TaskUid(uid) for (uid,) in rows}
 
 
+@dataclasses.dataclass(frozen=True)
+class Reported:
+    """What a callback is checked against: the run as it is, locked for the update."""
+
+    task: TaskUid
+    status: RunStatus
+    attempt: int
+    token_hash: str | None
+    """The hash of the reported attempt's callback token (None: no such attempt)."""
+
+
+def lock_for_report(conn: Connection, run: ExecutionId, attempt: int) -> Reported | None:
+    """The run and the reported attempt's token hash in one locking read; None: no such run."""
+    row = conn.execute(
+        select(_runs.c.task_uid, _runs.c.status, _runs.c.attempt, _attempts.c.callback_token_hash)
+        .select_from(
+            _runs.outerjoin(
+                _attempts,
+                and_(_attempts.c.execution_id == _runs.c.id, _attempts.c.attempt == attempt),
+            )
+        )
+        .where(_runs.c.id == run)
+        .with_for_update(of=_runs)
+    ).first()
+    if row is None:
+        return None
+    return Reported(TaskUid(row.task_uid), RunStatus(row.status), int(row.attempt), row[3])
+
+
 def attempt_token_hash(conn: Connection, run: ExecutionId, attempt: int) -> str | None:
     return conn.execute(
         select(_attempts.c.callback_token_hash).where(
