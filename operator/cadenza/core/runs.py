@@ -48,6 +48,12 @@ def sources_of(outcome: RunStatus, *, by_leader: bool = False) -> frozenset[RunS
     return REPORTABLE_FROM
 
 
+def may_send(status: RunStatus, current_attempt: int, attempt: int) -> bool:
+    """Whether ``attempt`` of a run in ``status`` (at ``current_attempt``) may be pointed at a
+    pod now: the run waits for one, or that very attempt was just refused by another pod."""
+    return status in DISPATCHABLE or (status is RunStatus.DISPATCHED and current_attempt == attempt)
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """How an attempt ended, as reported by a sidecar or decided by the leader."""

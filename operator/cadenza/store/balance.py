@@ -7,6 +7,8 @@ changing a Task's strategy starts it fresh.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -43,4 +45,27 @@ def save(
             epoch=stmt.inserted.epoch,
             updated_at=_NOW,
         )
+    )
+
+
+def save_many(
+    conn: Connection, states: Mapping[TaskUid, tuple[str, dict[str, Any]]], epoch: Epoch
+) -> None:
+    """:func:`save` for many Tasks in one statement (each Task's latest state)."""
+    if not states:
+        return
+    stmt = insert(_state)
+    stmt = stmt.on_duplicate_key_update(
+        strategy=stmt.inserted.strategy,
+        state=stmt.inserted.state,
+        epoch=stmt.inserted.epoch,
+        updated_at=stmt.inserted.updated_at,
+    )
+    now = datetime.now(UTC)
+    conn.execute(
+        stmt,
+        [
+            {"task_uid": task, "strategy": s, "state": st, "epoch": epoch, "updated_at": now}
+            for task, (s, st) in states.items()
+        ],
     )

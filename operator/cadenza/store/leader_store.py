@@ -79,6 +79,11 @@ class LeaderStore:
         self._metrics = metrics
         self._fire = _Lane("fire", self)
         self._books = _Lane("books", self)
+        # The hot writes of every run go as one set of statements per batch, not per run.
+        self._begins: Coalescer[Begin, bool] = Coalescer(self._begin_batch, MAX_BATCH)
+        self._confirms: Coalescer[tuple[ExecutionId, int], bool] = Coalescer(
+            self._confirm_batch, MAX_BATCH
+        )
 
     @property
     def epoch(self) -> Epoch:
@@ -98,7 +103,12 @@ class LeaderStore:
                 self._metrics.fenced.inc()
             raise
 
+    def _transact_one(self, op: Write) -> Any:
+        return self.transact([op])[0]
+
     async def close(self) -> None:
+        self._begins.close()
+        self._confirms.close()
         self._fire.close()
         self._books.close()
 
@@ -136,13 +146,23 @@ class LeaderStore:
         return result
 
     async def begin_dispatch(self, begin: Begin) -> bool:
-        def write(conn: Connection) -> bool:
-            if begin.balance is not None:
-                b = begin.balance
-                balance.save(conn, b.task, b.strategy, dict(b.state), self._epoch)
-            return store_runs.begin_dispatch(conn, begin.run, begin.attempt, begin.to, self._epoch)
+        return await self._begins(begin)
 
-        return bool(await self._fire.write(write))
+    async def _begin_batch(self, begins: list[Begin]) -> list[bool]:
+        # Each Task's latest balancer state: later picks in the batch saw the earlier ones.
+        states = {
+            b.balance.task: (b.balance.strategy, dict(b.balance.state))
+            for b in begins
+            if b.balance is not None
+        }
+
+        def write(conn: Connection) -> list[bool]:
+            balance.save_many(conn, states, self._epoch)
+            items = [(b.run, b.attempt, b.to) for b in begins]
+            return store_runs.begin_many(conn, items, self._epoch)
+
+        answers: list[bool] = await self._fire.read(functools.partial(self._transact_one, write))
+        return answers
 
     async def balance_state(self, task: TaskUid, strategy: str) -> dict[str, Any]:
         return await self._fire.read(lambda: self._read(balance.load, task, strategy))
@@ -150,7 +170,14 @@ class LeaderStore:
     # -- bookkeeping --------------------------------------------------------------------------
 
     async def confirm(self, run: ExecutionId, attempt: int) -> bool:
-        return bool(await self._books.write(lambda c: store_runs.confirm_dispatch(c, run, attempt)))
+        return await self._confirms((run, attempt))
+
+    async def _confirm_batch(self, confirms: list[tuple[ExecutionId, int]]) -> list[bool]:
+        def write(conn: Connection) -> list[bool]:
+            return store_runs.confirm_many(conn, confirms)
+
+        answers: list[bool] = await self._books.read(functools.partial(self._transact_one, write))
+        return answers
 
     async def end_attempt(self, run: ExecutionId, attempt: int, decision: Next) -> bool:
         def write(conn: Connection) -> bool:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
-from cadenza.core.runs import DISPATCHABLE, OPEN, Finish, Next, Outcome, sources_of
+from cadenza.core.runs import OPEN, Finish, Next, Outcome, may_send, sources_of
 from cadenza.core.transitions import TERMINAL, RunStatus
 from cadenza.store.executions import Execution, Origin
 from cadenza.store.fencing import Fenced
@@ -112,11 +112,7 @@ class MemoryRunStore:
 
     def _sendable(self, run: ExecutionId, attempt: int) -> bool:
         row = self.runs.get(run)
-        if row is None:
-            return False
-        return row.status in DISPATCHABLE or (
-            row.status is RunStatus.DISPATCHED and row.attempt == attempt
-        )
+        return row is not None and may_send(row.status, row.attempt, attempt)
 
     async def begin_dispatch(self, begin: Begin) -> bool:
         now = self._write()

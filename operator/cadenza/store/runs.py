@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
-from cadenza.core.runs import DISPATCHABLE, OPEN, Outcome, sources_of
+from cadenza.core.runs import DISPATCHABLE, OPEN, Outcome, may_send, sources_of
 from cadenza.core.transitions import TERMINAL, RunStatus
 from cadenza.store import executions, schema
 
@@ -98,6 +98,129 @@ def begin_dispatch(
             status=RunStatus.DISPATCHED.value,
         )
     return bool(done)
+
+
+# -- the same, many runs at a time (the leader's batches) ----------------------------------------
+
+_BEGIN = (
+    update(_runs)
+    .where(_runs.c.id == bindparam("b_run"))
+    .values(
+        status=RunStatus.DISPATCHED.value,
+        attempt=bindparam("b_attempt"),
+        executor_name=bindparam("b_executor"),
+        pod_name=bindparam("b_pod"),
+        pod_ip=bindparam("b_ip"),
+        callback_token_hash=bindparam("b_hash"),
+        deadline_at=bindparam("b_deadline"),
+        next_attempt_at=None,
+        dispatched_at=_NOW,
+        epoch=bindparam("b_epoch"),
+        updated_at=_NOW,
+    )
+)
+_POINT_ATTEMPT = mysql_insert(_attempts)
+_POINT_ATTEMPT = _POINT_ATTEMPT.on_duplicate_key_update(
+    executor_name=_POINT_ATTEMPT.inserted.executor_name,
+    pod_name=_POINT_ATTEMPT.inserted.pod_name,
+    pod_ip=_POINT_ATTEMPT.inserted.pod_ip,
+    callback_token_hash=_POINT_ATTEMPT.inserted.callback_token_hash,
+    status=_POINT_ATTEMPT.inserted.status,
+)
+
+
+def _lock(
+    conn: Connection, runs: Sequence[ExecutionId]
+) -> dict[ExecutionId, tuple[RunStatus, int]]:
+    """The runs' status and attempt, locked until the transaction ends."""
+    rows = conn.execute(
+        select(_runs.c.id, _runs.c.status, _runs.c.attempt)
+        .where(_runs.c.id.in_(sorted(set(runs))))
+        .with_for_update()
+    )
+    return {ExecutionId(int(i)): (RunStatus(s), int(a)) for i, s, a in rows}
+
+
+def begin_many(
+    conn: Connection, begins: Sequence[tuple[ExecutionId, int, Dispatch]], epoch: Epoch
+) -> list[bool]:
+    """:func:`begin_dispatch` for many runs: a few statements whatever their number. The rows
+    are locked and checked first, so each run gets its own answer."""
+    if not begins:
+        return []
+    current = _lock(conn, [run for run, _, _ in begins])
+    answers = []
+    for run, attempt, _ in begins:  # in order, as one write after another would decide
+        ok = run in current and may_send(*current[run], attempt)
+        if ok:
+            current[run] = (RunStatus.DISPATCHED, attempt)
+        answers.append(ok)
+    chosen = [b for b, ok in zip(begins, answers, strict=True) if ok]
+    if chosen:
+        conn.execute(
+            _BEGIN,
+            [
+                {
+                    "b_run": run,
+                    "b_attempt": attempt,
+                    "b_executor": to.executor,
+                    "b_pod": to.pod,
+                    "b_ip": to.ip,
+                    "b_hash": to.token_hash,
+                    "b_deadline": to.deadline_at,
+                    "b_epoch": epoch,
+                }
+                for run, attempt, to in chosen
+            ],
+        )
+        now = datetime.now(UTC)
+        conn.execute(
+            _POINT_ATTEMPT,
+            [
+                {
+                    "execution_id": run,
+                    "attempt": attempt,
+                    "executor_name": to.executor,
+                    "pod_name": to.pod,
+                    "pod_ip": to.ip,
+                    "callback_token_hash": to.token_hash,
+                    "status": RunStatus.DISPATCHED.value,
+                    "dispatched_at": now,
+                }
+                for run, attempt, to in chosen
+            ],
+        )
+    return answers
+
+
+def confirm_many(conn: Connection, confirms: Sequence[tuple[ExecutionId, int]]) -> list[bool]:
+    """:func:`confirm_dispatch` for many runs, in three statements."""
+    if not confirms:
+        return []
+    current = _lock(conn, [run for run, _ in confirms])
+    dispatched = RunStatus.DISPATCHED
+    answers = []
+    for run, attempt in confirms:  # in order, as one write after another would decide
+        ok = current.get(run) == (dispatched, attempt)
+        if ok:
+            current[run] = (RunStatus.RUNNING, attempt)
+        answers.append(ok)
+    chosen = [c for c, ok in zip(confirms, answers, strict=True) if ok]
+    if chosen:
+        conn.execute(
+            update(_runs)
+            .where(_runs.c.id.in_([run for run, _ in chosen]))
+            .values(status=RunStatus.RUNNING.value, updated_at=_NOW)
+        )
+        conn.execute(
+            update(_attempts)
+            .where(
+                tuple_(_attempts.c.execution_id, _attempts.c.attempt).in_(chosen),
+                _attempts.c.status == dispatched.value,
+            )
+            .values(status=RunStatus.RUNNING.value)
+        )
+    return answers
 
 
 def confirm_dispatch(conn: Connection, run: ExecutionId, attempt: int) -> bool:
