@@ -129,14 +129,14 @@ def apply_all(engine: Engine, items: list[_Item]) -> list[dict[str, Any]]:
     # sorted() is stable: the items of one run keep their input order.
     order = sorted(range(len(items)), key=lambda position: items[position].run)
     with engine.begin() as conn:
-        for position in order:
-            item = items[position]
-            try:
-                body = callbacks.apply_in(conn, item.run, item.token, item.report)
-            except CallbackError as exc:
-                answers[position] = {"status": exc.status, "body": _error(exc)}
-            else:
-                answers[position] = {"status": 200, "body": body}
+        applied = callbacks.apply_many(
+            conn, [(items[p].run, items[p].token, items[p].report) for p in order]
+        )
+    for position, answer in zip(order, applied, strict=True):
+        if isinstance(answer, CallbackError):
+            answers[position] = {"status": answer.status, "body": _error(answer)}
+        else:
+            answers[position] = {"status": 200, "body": answer}
     return answers
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from cadenza.core import retry as retry_
 from cadenza.core import runs as rules
-from cadenza.core.ids import ExecutionId
+from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RESULTS, RunStatus
 from cadenza.scheduling.plans import retry_policy
 from cadenza.store import deadlocks, schema
@@ -79,40 +79,88 @@ def apply(engine: Engine, run: ExecutionId, token: str, report: Report) -> dict[
 
 
 def apply_in(conn: Connection, run: ExecutionId, token: str, report: Report) -> dict[str, Any]:
-    """``apply`` inside the caller's transaction (the batch route applies many in one)."""
-    current = store_runs.lock_for_report(conn, run, report.attempt)
+    """``apply`` inside the caller's transaction."""
+    answer = apply_many(conn, [(run, token, report)])[0]
+    if isinstance(answer, CallbackError):
+        raise answer
+    return answer
+
+
+Item = tuple[ExecutionId, str, Report]
+
+
+def apply_many(conn: Connection, items: list[Item]) -> list[dict[str, Any] | CallbackError]:
+    """Check and apply many reports inside the caller's transaction, in order (a duplicate
+    after the report it repeats changes nothing); an answer's body or a CallbackError each.
+
+    The runs are locked in one read (in id order, so two batches never wait on each other in a
+    cycle) and written with a few statements whatever their number. A refused report (403,
+    404, 409) writes nothing.
+    """
+    locked = store_runs.lock_many_for_reports(conn, [run for run, _, _ in items])
+    policies = _retry_policies(conn, locked, items)
+    now = datetime.now(UTC)
+    answers: list[dict[str, Any] | CallbackError] = []
+    ends: list[tuple[ExecutionId, int, rules.Outcome, datetime | None]] = []
+    for run, token, report in items:
+        current = locked.get(run)
+        try:
+            _check(run, current, token, report)
+        except CallbackError as exc:
+            answers.append(exc)
+            continue
+        assert current is not None
+        policy = policies.get(current.task, retry_.NO_RETRY)
+        decision = rules.after_report(
+            current.status, report.outcome, policy, report.attempt, now, _rng
+        )
+        if decision is None:
+            # A duplicate or late report: the run is over, or already waits for its retry.
+            answers.append({"applied": False, "status": current.status.value})
+        elif isinstance(decision, rules.Retry):
+            ends.append((run, report.attempt, decision.outcome, decision.at))
+            current.status = RunStatus.QUEUED
+            queued = RunStatus.QUEUED.value
+            answers.append({"applied": True, "status": queued, "retryAt": decision.at.isoformat()})
+        else:
+            ends.append((run, report.attempt, decision.outcome, None))
+            current.status = decision.outcome.status
+            answers.append({"applied": True, "status": decision.outcome.status.value})
+    # Each change is noted in the change log, which the leader reads with a cursor: that is
+    # how it learns of results that reached another replica.
+    store_runs.end_many_checked(conn, ends)
+    return answers
+
+
+def _check(run: ExecutionId, current: store_runs.Locked | None, token: str, report: Report) -> None:
     if current is None:
         raise CallbackError(404, f"no run {run}")
+    expected = current.token_hashes.get(report.attempt)
     offered = hashlib.sha256(token.encode()).hexdigest()
-    if current.token_hash is None or not hmac.compare_digest(current.token_hash, offered):
+    if expected is None or not hmac.compare_digest(expected, offered):
         raise CallbackError(403, "the token is not this run's callback token")
     if report.attempt != current.attempt:
         raise CallbackError(
             409, f"attempt {report.attempt} is stale: the run is at attempt {current.attempt}"
         )
-    # Only a bad outcome needs the Task's retry policy: most reports never read the spec.
-    policy = retry_.NO_RETRY
-    if report.outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
-        spec = conn.execute(
-            select(schema.tasks.c.spec).where(schema.tasks.c.uid == current.task)
-        ).scalar_one_or_none()
-        policy = retry_policy(spec) if isinstance(spec, dict) else retry_.NO_RETRY
-    decision = rules.after_report(
-        current.status, report.outcome, policy, report.attempt, datetime.now(UTC), _rng
+
+
+def _retry_policies(
+    conn: Connection, locked: dict[ExecutionId, store_runs.Locked], items: list[Item]
+) -> dict[TaskUid, retry_.RetryPolicy]:
+    """The retry policies of the Tasks whose runs report a bad outcome (only those need one,
+    so most batches read no spec at all)."""
+    bad = (RunStatus.FAILED, RunStatus.TIMED_OUT)
+    tasks = {locked[run].task for run, _, r in items if run in locked and r.outcome.status in bad}
+    if not tasks:
+        return {}
+    rows = conn.execute(
+        select(schema.tasks.c.uid, schema.tasks.c.spec).where(schema.tasks.c.uid.in_(tasks))
     )
-    # Each applied change is noted in the change log, which the leader reads with a cursor:
-    # that is how it learns of results that reached another replica.
-    if isinstance(decision, rules.Retry):
-        if store_runs.schedule_retry(conn, run, report.attempt, decision.outcome, decision.at):
-            store_runs.note_change(conn, run)
-            queued = RunStatus.QUEUED.value
-            return {"applied": True, "status": queued, "retryAt": decision.at.isoformat()}
-    elif decision is not None and store_runs.finish(conn, run, report.attempt, decision.outcome):
-        store_runs.note_change(conn, run)
-        return {"applied": True, "status": report.outcome.status.value}
-    # A duplicate or late report, or the guarded update matched no row: the attempt was
-    # already closed and the run queued for its next one. Nothing changed.
-    return {"applied": False, "status": current.status.value}
+    return {
+        TaskUid(uid): retry_policy(spec) if isinstance(spec, dict) else retry_.NO_RETRY
+        for uid, spec in rows
+    }
 
 
 def run_id(raw: str) -> ExecutionId:
