@@ -140,6 +140,15 @@ async def test_a_tick_is_claimed_once_and_triggers_once_per_key(backend: Backend
     assert await backend.store.last_ticks([uid]) == {uid: TICK + timedelta(seconds=1)}
 
 
+async def test_runs_without_tick_or_trigger_are_never_deduplicated(backend: Backend) -> None:
+    uid = new_task(backend)
+    api = NewRun(uid, "ns", "t", None, Origin.API, RunStatus.CLAIMED)
+    result = await backend.store.claim([api, api, tick_run(uid), tick_run(uid)])
+    first, second, tick, again = result.runs
+    assert first is not None and second is not None and first != second
+    assert tick is not None and again is None  # the same tick twice in one batch: once
+
+
 async def test_claims_of_tasks_not_mirrored_yet_come_back(backend: Backend) -> None:
     known, unknown = new_task(backend), new_task(backend, mirrored=False)
     result = await backend.store.claim([tick_run(known), tick_run(unknown)])

@@ -121,25 +121,27 @@ class LeaderStore:
 
         def claim_all(conn: Connection) -> Claims:
             mirrored = store_runs.mirrored_tasks(conn, {r.task for r in items})
-            out: list[ExecutionId | None] = []
-            for r in items:
-                if r.task not in mirrored:
-                    out.append(None)
-                    continue
-                out.append(
-                    executions.claim_tick(
-                        conn,
-                        r.task,
-                        r.namespace,
-                        r.name,
-                        r.tick,
-                        r.origin,
-                        epoch=self._epoch,
-                        max_attempts=r.max_attempts,
-                        trigger_key=r.trigger_key,
-                        status=r.status,
+            wanted = [i for i, r in enumerate(items) if r.task in mirrored]
+            claimed = executions.claim_many(
+                conn,
+                [
+                    executions.NewClaim(
+                        items[i].task,
+                        items[i].namespace,
+                        items[i].name,
+                        items[i].tick,
+                        items[i].origin,
+                        items[i].status,
+                        items[i].max_attempts,
+                        items[i].trigger_key,
                     )
-                )
+                    for i in wanted
+                ],
+                self._epoch,
+            )
+            out: list[ExecutionId | None] = [None] * len(items)
+            for i, run in zip(wanted, claimed, strict=True):
+                out[i] = run
             return Claims(out, frozenset({r.task for r in items} - mirrored))
 
         result: Claims = await self._fire.write(claim_all)
