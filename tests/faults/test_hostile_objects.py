@@ -47,6 +47,15 @@ def deep_json() -> Iterator[None]:
     sys.setrecursionlimit(before)
 
 
+@pytest.fixture(autouse=True)
+def hostile_tasks_deleted(controlplane: ControlPlane, namespace: str) -> Iterator[None]:
+    """The Tasks stay in the session's API server (no namespace controller runs to delete
+    them), and a cluster-wide list of Tasks in a later test would meet the 5,000-level payload
+    without this module's recursion limit."""
+    yield
+    controlplane.kubectl("delete", "tasks", "--all", "-n", namespace, "--wait=false", check=False)
+
+
 def nested(depth: int) -> Any:
     value: Any = {"leaf": 1}
     for _ in range(depth - 1):
