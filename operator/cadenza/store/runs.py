@@ -61,46 +61,6 @@ def _sendable(run: ExecutionId, attempt: int) -> Any:
     )
 
 
-def begin_dispatch(
-    conn: Connection, run: ExecutionId, attempt: int, to: Dispatch, epoch: Epoch
-) -> bool:
-    """Record where ``attempt`` is about to be sent, before sending it.
-
-    The per-run token's hash must be stored before the pod can call back: a fast handler's
-    callback may arrive before the pod's 202 does.
-    """
-    done = conn.execute(
-        update(_runs)
-        .where(_sendable(run, attempt))
-        .values(
-            status=RunStatus.DISPATCHED.value,
-            attempt=attempt,
-            executor_name=to.executor,
-            pod_name=to.pod,
-            pod_ip=to.ip,
-            callback_token_hash=to.token_hash,
-            deadline_at=to.deadline_at,
-            next_attempt_at=None,
-            dispatched_at=_NOW,
-            epoch=epoch,
-            updated_at=_NOW,
-        )
-    ).rowcount
-    if done:
-        # A pod that refused this attempt before (busy, draining) left its row: point it here.
-        _record_attempt(
-            conn,
-            run,
-            attempt,
-            executor_name=to.executor,
-            pod_name=to.pod,
-            pod_ip=to.ip,
-            callback_token_hash=to.token_hash,
-            status=RunStatus.DISPATCHED.value,
-        )
-    return bool(done)
-
-
 # -- the same, many runs at a time (the leader's batches) ----------------------------------------
 
 _BEGIN = (
@@ -222,58 +182,6 @@ def confirm_many(conn: Connection, confirms: Sequence[tuple[ExecutionId, int]]) 
             .values(status=RunStatus.RUNNING.value)
         )
     return answers
-
-
-def confirm_dispatch(conn: Connection, run: ExecutionId, attempt: int) -> bool:
-    """The pod accepted: the run is running there (unless its result already arrived)."""
-    done = conn.execute(
-        update(_runs)
-        .where(
-            _runs.c.id == run,
-            _runs.c.attempt == attempt,
-            _runs.c.status == RunStatus.DISPATCHED.value,
-        )
-        .values(status=RunStatus.RUNNING.value, updated_at=_NOW)
-    ).rowcount
-    _set_attempt_status(conn, run, attempt, RunStatus.RUNNING, only_from=RunStatus.DISPATCHED)
-    return bool(done)
-
-
-def abandon_dispatch(
-    conn: Connection, run: ExecutionId, attempt: int, back_to: RunStatus = RunStatus.CLAIMED
-) -> bool:
-    """The pod refused or could not be reached: the run waits for another pod."""
-    return bool(
-        conn.execute(
-            update(_runs)
-            .where(
-                _runs.c.id == run,
-                _runs.c.attempt == attempt,
-                _runs.c.status == RunStatus.DISPATCHED.value,
-            )
-            .values(
-                status=back_to.value,
-                pod_name=None,
-                pod_ip=None,
-                callback_token_hash=None,
-                updated_at=_NOW,
-            )
-        ).rowcount
-    )
-
-
-def _set_attempt_status(
-    conn: Connection, run: ExecutionId, attempt: int, status: RunStatus, only_from: RunStatus
-) -> None:
-    conn.execute(
-        update(_attempts)
-        .where(
-            _attempts.c.execution_id == run,
-            _attempts.c.attempt == attempt,
-            _attempts.c.status == only_from.value,
-        )
-        .values(status=status.value)
-    )
 
 
 def finish(
