@@ -18,8 +18,7 @@ from cadenza.core import runs as rules
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.devenv import mariadb
-from cadenza.store import fencing, mirror
-from cadenza.store import runs as store_runs
+from cadenza.store import changelog, fencing, mirror
 from cadenza.store.executions import Origin
 from cadenza.store.leader_store import LeaderStore
 from cadenza.store.memory import MemoryRunStore
@@ -81,7 +80,7 @@ def mysql_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
     def note(run: ExecutionId) -> None:
         with engine.begin() as conn:
-            store_runs.note_change(conn, run)
+            changelog.note_change(conn, run)
 
     yield Backend(store, mirror_task, lambda: _bump(session, "replica-b") and None, note)
     session.close()

@@ -32,7 +32,7 @@ from cadenza.core import runs as rules
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RESULTS, RunStatus
 from cadenza.scheduling.plans import retry_policy
-from cadenza.store import deadlocks, schema
+from cadenza.store import deadlocks, reports, schema
 from cadenza.store import runs as store_runs
 
 Applied = Callable[[ExecutionId], None]
@@ -97,7 +97,7 @@ def apply_many(conn: Connection, items: list[Item]) -> list[dict[str, Any] | Cal
     cycle) and written with a few statements whatever their number. A refused report (403,
     404, 409) writes nothing.
     """
-    locked = store_runs.lock_many_for_reports(conn, [run for run, _, _ in items])
+    locked = reports.lock_many_for_reports(conn, [run for run, _, _ in items])
     policies = _retry_policies(conn, locked, items)
     now = datetime.now(UTC)
     answers: list[dict[str, Any] | CallbackError] = []
@@ -128,11 +128,11 @@ def apply_many(conn: Connection, items: list[Item]) -> list[dict[str, Any] | Cal
             answers.append({"applied": True, "status": decision.outcome.status.value})
     # Each change is noted in the change log, which the leader reads with a cursor: that is
     # how it learns of results that reached another replica.
-    store_runs.end_many_checked(conn, ends)
+    reports.end_many_checked(conn, ends)
     return answers
 
 
-def _check(run: ExecutionId, current: store_runs.Locked | None, token: str, report: Report) -> None:
+def _check(run: ExecutionId, current: reports.Locked | None, token: str, report: Report) -> None:
     if current is None:
         raise CallbackError(404, f"no run {run}")
     expected = current.token_hashes.get(report.attempt)
@@ -146,7 +146,7 @@ def _check(run: ExecutionId, current: store_runs.Locked | None, token: str, repo
 
 
 def _retry_policies(
-    conn: Connection, locked: dict[ExecutionId, store_runs.Locked], items: list[Item]
+    conn: Connection, locked: dict[ExecutionId, reports.Locked], items: list[Item]
 ) -> dict[TaskUid, retry_.RetryPolicy]:
     """The retry policies of the Tasks whose runs report a bad outcome (only those need one,
     so most batches read no spec at all)."""

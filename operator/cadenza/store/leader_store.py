@@ -33,7 +33,7 @@ from cadenza.batching import Coalescer
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.runs import Finish, Next, Outcome
 from cadenza.metrics import Metrics
-from cadenza.store import balance, deadlocks, executions, fencing
+from cadenza.store import balance, changelog, deadlocks, executions, fencing
 from cadenza.store import runs as store_runs
 from cadenza.store.port import Begin, Claims, NewRun
 
@@ -222,15 +222,15 @@ class LeaderStore:
         self, after: int, gaps: Sequence[int], limit: int
     ) -> list[tuple[int, ExecutionId]]:
         wanted = list(gaps)
-        return await self._books.read(lambda: self._read(store_runs.changes, after, wanted, limit))
+        return await self._books.read(lambda: self._read(changelog.changes, after, wanted, limit))
 
     async def last_change(self) -> int:
-        return await self._books.read(lambda: self._read(store_runs.last_change))
+        return await self._books.read(lambda: self._read(changelog.last_change))
 
     async def prune_changes(self, max_age_seconds: int) -> int:
         return int(
             await self._books.write(
-                lambda c: store_runs.prune_changes(c, max_age_seconds, PRUNE_BATCH)
+                lambda c: changelog.prune_changes(c, max_age_seconds, PRUNE_BATCH)
             )
         )
 

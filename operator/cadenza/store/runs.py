@@ -2,11 +2,13 @@
 
 Invariants:
 
-- Every transition is one ``UPDATE ... WHERE id = :id AND attempt = :attempt AND status IN
-  (...)``: it applies only from the states it may leave, so a duplicate or late report (a
-  callback that arrives twice, a leader that resumes after a pause) changes nothing and the
-  caller learns it from the returned ``False``. A finished run never moves backwards; only
-  ``lost`` may still be corrected by the real result of the same attempt.
+- Every transition applies only from the states the core allows it to leave
+  (:mod:`cadenza.core.runs`): a single one as ``UPDATE ... WHERE id = :id AND attempt =
+  :attempt AND status IN (...)``, a batch (``begin_many``, ``confirm_many``) by locking its
+  rows in one read and deciding each in order. A duplicate or late report (a callback that
+  arrives twice, a leader that resumes after a pause) changes nothing and the caller learns it
+  from ``False``. A finished run never moves backwards; only ``lost`` may still be corrected by
+  the real result of the same attempt. Callback batches live in :mod:`cadenza.store.reports`.
 - Dispatches and retries are leader writes (fenced connection); callbacks are applied by any
   replica, guarded by the attempt, the state and the per-run token checked before.
 - ``execution_attempts`` gets one row per dispatch and its outcome, so history shows where
@@ -323,143 +325,6 @@ def mirrored_tasks(conn: Connection, tasks: Iterable[TaskUid]) -> set[TaskUid]:
     return {TaskUid(uid) for (uid,) in rows}
 
 
-@dataclasses.dataclass
-class Locked:
-    """A run as callbacks are checked against it, locked for their updates."""
-
-    task: TaskUid
-    status: RunStatus
-    attempt: int
-    token_hashes: dict[int, str | None]
-    """The callback token hash of each attempt the run has had."""
-
-
-def lock_many_for_reports(
-    conn: Connection, runs: Sequence[ExecutionId]
-) -> dict[ExecutionId, Locked]:
-    """The runs with their attempts' token hashes, in one locking read (in id order)."""
-    rows = conn.execute(
-        select(
-            _runs.c.id,
-            _runs.c.task_uid,
-            _runs.c.status,
-            _runs.c.attempt,
-            _attempts.c.attempt,
-            _attempts.c.callback_token_hash,
-        )
-        .select_from(_runs.outerjoin(_attempts, _attempts.c.execution_id == _runs.c.id))
-        .where(_runs.c.id.in_(sorted(set(runs))))
-        .order_by(_runs.c.id)
-        .with_for_update()
-    )
-    found: dict[ExecutionId, Locked] = {}
-    for run, task, status, current, attempt, token_hash in rows:
-        key = ExecutionId(int(run))
-        entry = found.get(key)
-        if entry is None:
-            entry = found[key] = Locked(TaskUid(task), RunStatus(status), int(current), {})
-        if attempt is not None:
-            entry.token_hashes[int(attempt)] = token_hash
-    return found
-
-
-_FINISH = (
-    update(_runs)
-    .where(_runs.c.id == bindparam("b_run"))
-    .values(
-        status=bindparam("b_status"),
-        error=bindparam("b_error"),
-        result=bindparam("b_result", type_=_runs.c.result.type),
-        exit_code=bindparam("b_exit"),
-        started_at=func.coalesce(
-            bindparam("b_started", type_=_runs.c.started_at.type), _runs.c.started_at
-        ),
-        finished_at=func.coalesce(bindparam("b_finished", type_=_runs.c.finished_at.type), _NOW),
-        next_attempt_at=None,
-        updated_at=_NOW,
-    )
-)
-_RETRY = (
-    update(_runs)
-    .where(_runs.c.id == bindparam("b_run"))
-    .values(
-        status=RunStatus.QUEUED.value,
-        error=bindparam("b_error"),
-        exit_code=bindparam("b_exit"),
-        next_attempt_at=bindparam("b_at"),
-        callback_token_hash=None,
-        updated_at=_NOW,
-    )
-)
-_CLOSE = (
-    update(_attempts)
-    .where(
-        _attempts.c.execution_id == bindparam("b_run"),
-        _attempts.c.attempt == bindparam("b_attempt"),
-    )
-    .values(
-        status=bindparam("b_status"),
-        error=bindparam("b_error"),
-        finished_at=func.coalesce(
-            bindparam("b_finished", type_=_attempts.c.finished_at.type), _NOW
-        ),
-    )
-)
-
-
-def end_many_checked(
-    conn: Connection, ends: Sequence[tuple[ExecutionId, int, Outcome, datetime | None]]
-) -> None:
-    """End attempts already checked against rows locked by :func:`lock_many_for_reports` in
-    this transaction: finish the run (``None``) or queue its retry for the time given; and
-    note each in the change log. A few statements whatever the number."""
-    if not ends:
-        return
-    finishes = [(r, a, o) for r, a, o, at in ends if at is None]
-    retries = [(r, a, o, at) for r, a, o, at in ends if at is not None]
-    if finishes:
-        conn.execute(
-            _FINISH,
-            [
-                {
-                    "b_run": run,
-                    "b_status": o.status.value,
-                    "b_error": o.error,
-                    "b_result": o.result,
-                    "b_exit": o.exit_code,
-                    "b_started": o.started_at,
-                    "b_finished": o.finished_at,
-                }
-                for run, _, o in finishes
-            ],
-        )
-    if retries:
-        conn.execute(
-            _RETRY,
-            [
-                {"b_run": run, "b_error": o.error, "b_exit": o.exit_code, "b_at": at}
-                for run, _, o, at in retries
-            ],
-        )
-    conn.execute(
-        _CLOSE,
-        [
-            {
-                "b_run": run,
-                "b_attempt": attempt,
-                "b_status": o.status.value,
-                "b_error": o.error,
-                "b_finished": o.finished_at,
-            }
-            for run, attempt, o, _ in ends
-        ],
-    )
-    now = datetime.now(UTC)
-    conn.execute(
-        _changes.insert(), [{"execution_id": run, "created_at": now} for run, _, _, _ in ends]
-    )
-
-
 def prune(
     conn: Connection, task: TaskUid, max_age_seconds: int, max_runs: int, batch: int = 1000
 ) -> int:
@@ -491,45 +356,3 @@ def attempts(conn: Connection, run: ExecutionId) -> list[dict[str, Any]]:
         select(_attempts).where(_attempts.c.execution_id == run).order_by(_attempts.c.attempt)
     )
     return [dict(row._mapping) for row in rows]
-
-
-# -- the change log callbacks leave for the leader ----------------------------------------------
-
-
-def note_change(conn: Connection, run: ExecutionId) -> None:
-    """Tell the leader that ``run`` changed (call in the transaction that changed it)."""
-    conn.execute(_changes.insert().values(execution_id=run, created_at=_NOW))
-
-
-def changes(
-    conn: Connection, after: int, gaps: Sequence[int], limit: int
-) -> list[tuple[int, ExecutionId]]:
-    """Changes with a sequence number above ``after`` or among ``gaps``, oldest first."""
-    wanted = _changes.c.seq > after
-    if gaps:
-        wanted = or_(wanted, _changes.c.seq.in_(list(gaps)))
-    rows = conn.execute(
-        select(_changes.c.seq, _changes.c.execution_id)
-        .where(wanted)
-        .order_by(_changes.c.seq)
-        .limit(limit)
-    )
-    return [(int(seq), ExecutionId(int(run))) for seq, run in rows]
-
-
-def last_change(conn: Connection) -> int:
-    return int(conn.execute(select(func.coalesce(func.max(_changes.c.seq), 0))).scalar_one())
-
-
-def prune_changes(conn: Connection, max_age_seconds: int, batch: int) -> int:
-    """Delete up to ``batch`` change rows older than ``max_age_seconds``."""
-    old = conn.execute(
-        select(_changes.c.seq)
-        .where(_changes.c.created_at < _NOW - text(f"INTERVAL {int(max_age_seconds)} SECOND"))
-        .order_by(_changes.c.seq)
-        .limit(batch)
-    ).scalars()
-    seqs = list(old)
-    if not seqs:
-        return 0
-    return int(conn.execute(delete(_changes).where(_changes.c.seq.in_(seqs))).rowcount)

@@ -1,0 +1,169 @@
+"""Sidecar reports applied many at a time: one locking read for a batch, a few writes.
+
+The callback API checks each report against the locked rows and decides with the core's run
+rules (:func:`cadenza.core.runs.after_report`); this module only reads and writes.
+
+Invariant: :func:`end_many_checked` writes without guards of its own, so call it only for
+reports checked against rows that :func:`lock_many_for_reports` locked in the same
+transaction; every change it writes is noted in the change log the leader reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.engine import Connection
+
+from cadenza.core.ids import ExecutionId, TaskUid
+from cadenza.core.runs import Outcome
+from cadenza.core.transitions import RunStatus
+from cadenza.store import schema
+
+_NOW = func.utc_timestamp(3)
+_runs = schema.task_executions
+_attempts = schema.execution_attempts
+_changes = schema.run_changes
+
+
+@dataclasses.dataclass
+class Locked:
+    """A run as callbacks are checked against it, locked for their updates."""
+
+    task: TaskUid
+    status: RunStatus
+    attempt: int
+    token_hashes: dict[int, str | None]
+    """The callback token hash of each attempt the run has had."""
+
+
+def lock_many_for_reports(
+    conn: Connection, runs: Sequence[ExecutionId]
+) -> dict[ExecutionId, Locked]:
+    """The runs with their attempts' token hashes, in one locking read (in id order)."""
+    rows = conn.execute(
+        select(
+            _runs.c.id,
+            _runs.c.task_uid,
+            _runs.c.status,
+            _runs.c.attempt,
+            _attempts.c.attempt,
+            _attempts.c.callback_token_hash,
+        )
+        .select_from(_runs.outerjoin(_attempts, _attempts.c.execution_id == _runs.c.id))
+        .where(_runs.c.id.in_(sorted(set(runs))))
+        .order_by(_runs.c.id)
+        .with_for_update()
+    )
+    found: dict[ExecutionId, Locked] = {}
+    for run, task, status, current, attempt, token_hash in rows:
+        key = ExecutionId(int(run))
+        entry = found.get(key)
+        if entry is None:
+            entry = found[key] = Locked(TaskUid(task), RunStatus(status), int(current), {})
+        if attempt is not None:
+            entry.token_hashes[int(attempt)] = token_hash
+    return found
+
+
+_FINISH = (
+    update(_runs)
+    .where(_runs.c.id == bindparam("b_run"))
+    .values(
+        status=bindparam("b_status"),
+        error=bindparam("b_error"),
+        result=bindparam("b_result", type_=_runs.c.result.type),
+        exit_code=bindparam("b_exit"),
+        started_at=func.coalesce(
+            bindparam("b_started", type_=_runs.c.started_at.type), _runs.c.started_at
+        ),
+        finished_at=func.coalesce(bindparam("b_finished", type_=_runs.c.finished_at.type), _NOW),
+        next_attempt_at=None,
+        updated_at=_NOW,
+    )
+)
+
+
+_RETRY = (
+    update(_runs)
+    .where(_runs.c.id == bindparam("b_run"))
+    .values(
+        status=RunStatus.QUEUED.value,
+        error=bindparam("b_error"),
+        exit_code=bindparam("b_exit"),
+        next_attempt_at=bindparam("b_at"),
+        callback_token_hash=None,
+        updated_at=_NOW,
+    )
+)
+
+
+_CLOSE = (
+    update(_attempts)
+    .where(
+        _attempts.c.execution_id == bindparam("b_run"),
+        _attempts.c.attempt == bindparam("b_attempt"),
+    )
+    .values(
+        status=bindparam("b_status"),
+        error=bindparam("b_error"),
+        finished_at=func.coalesce(
+            bindparam("b_finished", type_=_attempts.c.finished_at.type), _NOW
+        ),
+    )
+)
+
+
+def end_many_checked(
+    conn: Connection, ends: Sequence[tuple[ExecutionId, int, Outcome, datetime | None]]
+) -> None:
+    """End attempts already checked against rows locked by :func:`lock_many_for_reports` in
+    this transaction: finish the run (``None``) or queue its retry for the time given; and
+    note each in the change log. A few statements whatever the number."""
+    if not ends:
+        return
+    finishes = [(r, a, o) for r, a, o, at in ends if at is None]
+    retries = [(r, a, o, at) for r, a, o, at in ends if at is not None]
+    if finishes:
+        conn.execute(
+            _FINISH,
+            [
+                {
+                    "b_run": run,
+                    "b_status": o.status.value,
+                    "b_error": o.error,
+                    "b_result": o.result,
+                    "b_exit": o.exit_code,
+                    "b_started": o.started_at,
+                    "b_finished": o.finished_at,
+                }
+                for run, _, o in finishes
+            ],
+        )
+    if retries:
+        conn.execute(
+            _RETRY,
+            [
+                {"b_run": run, "b_error": o.error, "b_exit": o.exit_code, "b_at": at}
+                for run, _, o, at in retries
+            ],
+        )
+    conn.execute(
+        _CLOSE,
+        [
+            {
+                "b_run": run,
+                "b_attempt": attempt,
+                "b_status": o.status.value,
+                "b_error": o.error,
+                "b_finished": o.finished_at,
+            }
+            for run, attempt, o, _ in ends
+        ],
+    )
+    now = datetime.now(UTC)
+    conn.execute(
+        _changes.insert(), [{"execution_id": run, "created_at": now} for run, _, _, _ in ends]
+    )
