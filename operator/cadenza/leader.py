@@ -85,7 +85,13 @@ class Leader:
                 uid, wanted.namespace, wanted.name, wanted.generation, wanted.conditions
             )
 
-        mirror = MirrorLoop(ctx.hub, ctx.engine, ctx.settings, epoch, conditions)
+        scheduler: Scheduler | None = None
+
+        def written(tasks: list[TaskUid]) -> None:
+            if scheduler is not None:
+                scheduler.mirrored(tasks)
+
+        mirror = MirrorLoop(ctx.hub, ctx.engine, ctx.settings, epoch, conditions, written)
         lifecycle = Lifecycle(
             store=store,
             epoch=epoch,

@@ -53,6 +53,8 @@ class TaskConditions:
 
 
 ConditionsHook = Callable[[TaskUid, TaskConditions], None]
+WrittenHook = Callable[[list[TaskUid]], None]
+"""Told which Tasks' rows a write created or changed (the scheduler's claims wait for them)."""
 
 
 @dataclass(frozen=True)
@@ -208,12 +210,14 @@ class MirrorLoop:
         settings: Settings,
         epoch: Epoch,
         on_conditions: ConditionsHook,
+        on_written: WrittenHook = lambda _: None,
     ) -> None:
         self._hub = hub
         self._engine = engine
         self._lock_name = settings.leadership.lock_name
         self._epoch = epoch
         self._on_conditions = on_conditions
+        self._on_written = on_written
         self._rows: RowCache = {}
         self._written: _Written | None = None
         """What this leader's last write left in MySQL (None before its first resync)."""
@@ -243,7 +247,11 @@ class MirrorLoop:
         content = _Written.of(snap)
         if content != self._written:
             await asyncio.to_thread(self._write, snap)
+            before = self._written.tasks if self._written is not None else {}
             self._written = content
+            written = [TaskUid(u) for u, h in content.tasks.items() if before.get(u) != h]
+            if written:
+                self._on_written(written)
         for uid, wanted in snap.task_conditions.items():
             self._on_conditions(uid, wanted)
 

@@ -166,9 +166,31 @@ async def test_claims_wait_for_the_mirror(scene: Scene) -> None:
     await scene.fire(1)
     assert scene.ticks("b") == []
     scene.store.mirror(TaskUid("uid-b"))
+    scene.scheduler.mirrored([TaskUid("uid-b")])  # as the mirror loop tells it
     await scene.fire(1)
     # The tick that waited is claimed once the row exists, with the next one.
     assert len(scene.ticks("b")) == 2
+
+
+async def test_waiting_claims_are_not_asked_for_again_and_again(scene: Scene) -> None:
+    scene.apply(task("c"))
+    scene.scheduler.load()
+    asked: list[int] = []
+    claim = scene.store.claim
+
+    async def counting(runs: Any) -> Any:
+        asked.append(len(runs))
+        return await claim(runs)
+
+    scene.store.claim = counting  # type: ignore[method-assign]
+    await scene.fire(1.5)
+    # Each tick asked once; the one waiting was not asked again on every loop.
+    assert asked == [1, 1]
+    # Without word from the mirror (its write landed while the claim was in flight), the
+    # waiting claims are tried again within DEFER_SECONDS.
+    scene.store.mirror(TaskUid("uid-c"))
+    await scene.fire(2)
+    assert len(scene.ticks("c")) == 4
 
 
 async def test_skip_mode_skips_a_tick_while_a_run_is_active(scene: Scene) -> None:

@@ -46,8 +46,10 @@ MISFIRE_WINDOW_SECONDS = 3600
 """Without ``startingDeadlineSeconds``, missed ticks older than this are not considered."""
 MAX_CATCH_UP = 100
 """Ticks one Task may fire at once after the loop fell behind (a long pause of the process)."""
-DEFER_SECONDS = 0.1
-"""How soon a claim waiting for the mirror to write its Task is tried again."""
+DEFER_SECONDS = 2.0
+"""How soon claims waiting for the mirror are tried again when no mirror write named their Task
+(the write may have landed while their claim was in flight). A write that names it lets them go
+at once (:meth:`Scheduler.mirrored`)."""
 _MAX_TRIGGER_KEY = 191
 
 Origin = executions.Origin
@@ -104,7 +106,12 @@ class Scheduler:
         self._now = clock
         self._next: dict[TaskUid, datetime] = {}
         self._heap: list[tuple[datetime, TaskUid]] = []
-        self._deferred: list[Claim] = []
+        self._deferred: dict[TaskUid, list[Claim]] = {}
+        """Claims of Tasks the mirror has not written yet, by Task."""
+        self._mirrored: set[TaskUid] = set()
+        """Tasks the mirror wrote since the last look at the deferred claims."""
+        self._retry_deferred_at: datetime | None = None
+        self._changed: asyncio.Event | None = None
         self._loaded: list[Claim] | None = None
 
     def load(self) -> None:
@@ -113,8 +120,14 @@ class Scheduler:
         cancelled as the run of a deleted Task)."""
         self._loaded = self._refresh(initial=True)
 
+    def mirrored(self, tasks: Iterable[TaskUid]) -> None:
+        """The mirror wrote these Tasks' rows: the claims that wait for them may go now."""
+        self._mirrored.update(tasks)
+        if self._changed is not None and self._mirrored & self._deferred.keys():
+            self._changed.set()
+
     async def run(self) -> None:
-        changed = self._hub.subscribe()
+        changed = self._changed = self._hub.subscribe()
         try:
             if self._loaded is None:
                 self.load()
@@ -197,13 +210,7 @@ class Scheduler:
 
     def _due(self) -> list[Claim]:
         horizon = self._now() + timedelta(seconds=LOOKAHEAD_SECONDS)
-        # Claims that waited for the mirror go first, with the Task's current plan.
-        due = [
-            dataclasses.replace(c, plan=self.plans[c.plan.uid])
-            for c in self._deferred
-            if c.plan.uid in self.plans
-        ]
-        self._deferred.clear()
+        due = self._undeferred()
         while self._heap and self._heap[0][0] <= horizon:
             tick, uid = heapq.heappop(self._heap)
             plan = self.plans.get(uid)
@@ -215,13 +222,36 @@ class Scheduler:
             self._reschedule(plan, tick)
         return due
 
+    def _undeferred(self) -> list[Claim]:
+        """Claims that waited for the mirror and may go now, with their Task's current plan:
+        those of Tasks written since, and all of them every ``DEFER_SECONDS``. (Retrying every
+        waiting claim on every loop made a leader that was handed thousands of Tasks at once
+        spend its time asking for rows the mirror had not written yet, and so fall further
+        behind with writing them.)"""
+        now = self._now()
+        every = self._retry_deferred_at is not None and now >= self._retry_deferred_at
+        tasks = list(self._deferred) if every else list(self._mirrored & self._deferred.keys())
+        self._mirrored.clear()
+        if every:
+            self._retry_deferred_at = None
+        due: list[Claim] = []
+        for uid in tasks:
+            claims = self._deferred.pop(uid)
+            plan = self.plans.get(uid)
+            if plan is not None:  # a Task deleted meanwhile: its claims go with it
+                due.extend(dataclasses.replace(c, plan=plan) for c in claims)
+        return due
+
     def _sleep_seconds(self) -> float:
-        if self._deferred:
-            return DEFER_SECONDS
-        if not self._heap:
-            return MAX_IDLE_SECONDS
-        until = (self._heap[0][0] - self._now()).total_seconds() - LOOKAHEAD_SECONDS
-        return min(max(until, 0.0), MAX_IDLE_SECONDS)
+        if self._mirrored & self._deferred.keys():
+            return 0.0  # written while their claim was in flight
+        until_tick = MAX_IDLE_SECONDS
+        if self._heap:
+            until_tick = (self._heap[0][0] - self._now()).total_seconds() - LOOKAHEAD_SECONDS
+        if self._retry_deferred_at is not None:
+            until_retry = (self._retry_deferred_at - self._now()).total_seconds()
+            until_tick = min(until_tick, until_retry)
+        return min(max(until_tick, 0.0), MAX_IDLE_SECONDS)
 
     # -- misfires -----------------------------------------------------------------------------
 
@@ -289,7 +319,10 @@ class Scheduler:
         deferred = [c for c, _ in decided if c.plan.uid in result.unmirrored]
         if deferred:
             log.info("%d claims wait for the mirror to write their Tasks", len(deferred))
-        self._deferred.extend(deferred)
+            for claim in deferred:
+                self._deferred.setdefault(claim.plan.uid, []).append(claim)
+            if self._retry_deferred_at is None:
+                self._retry_deferred_at = self._now() + timedelta(seconds=DEFER_SECONDS)
         for (claim, status), run in zip(decided, result.runs, strict=True):
             if run is None:
                 continue
