@@ -24,6 +24,8 @@ import dataclasses
 import hashlib
 import heapq
 import logging
+import math
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -46,6 +48,10 @@ MISFIRE_WINDOW_SECONDS = 3600
 """Without ``startingDeadlineSeconds``, missed ticks older than this are not considered."""
 MAX_CATCH_UP = 100
 """Ticks one Task may fire at once after the loop fell behind (a long pause of the process)."""
+REFRESH_SECONDS = 0.2
+"""Tasks are re-read at most this often. Watch events come in bursts (thousands of Tasks applied
+at once, and every status write comes back as one), and re-reading every Task for each event
+took 69 % of a leader's CPU with 10,000 Tasks, so that ticks were claimed late."""
 DEFER_SECONDS = 2.0
 """How soon claims waiting for the mirror are tried again when no mirror write named their Task
 (the write may have landed while their claim was in flight). A write that names it lets them go
@@ -135,13 +141,22 @@ class Scheduler:
             triggered = (self._loaded or []) + self._refresh()
             await self._misfires()
             await self._claim(triggered)
+            refreshed = -math.inf
             while True:
                 await self.fire_due()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), self._sleep_seconds())
-                if changed.is_set():
-                    changed.clear()
-                    await self._claim(self._refresh())
+                if not changed.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), self._sleep_seconds())
+                if not changed.is_set():
+                    continue
+                hold = refreshed + REFRESH_SECONDS - time.monotonic()
+                if hold > 0:
+                    # Ticks due meanwhile still fire; the changes wait for the next refresh.
+                    await asyncio.sleep(min(hold, self._sleep_seconds()))
+                    continue
+                changed.clear()
+                refreshed = time.monotonic()
+                await self._claim(self._refresh())
         finally:
             self._hub.unsubscribe(changed)
 
