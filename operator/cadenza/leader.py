@@ -160,7 +160,7 @@ async def _forward_changes(hub: Hub, pool: ExecutorPool) -> None:
     try:
         while True:
             await changed.wait()
-            changed.clear()
+            changed.take()
             pool.changed()
     finally:
         hub.unsubscribe(changed)

@@ -32,7 +32,7 @@ from cadenza.core.ids import Epoch, TaskUid
 from cadenza.executors import members
 from cadenza.executors import spec as executor_spec
 from cadenza.kube import conditions
-from cadenza.kube.hub import Hub
+from cadenza.kube.hub import Hub, Key, names
 from cadenza.kube.views import ExecutorView, PodView, TaskView
 from cadenza.settings import Settings
 from cadenza.store import fencing
@@ -165,43 +165,66 @@ def _cached_row(view: TaskView, cache: RowCache | None) -> rows.TaskRow:
 def snapshot(hub: Hub, cache: RowCache | None = None) -> Snapshot:
     executors = hub.executors()
     known = {(e.namespace, e.name) for e in executors}
-    pods_by_ns: dict[str, list[PodView]] = {}
-    for pod in hub.pods():
-        pods_by_ns.setdefault(pod.namespace, []).append(pod)
-    instances = {
-        e.uid: [instance_row(p) for p in members.selected(e, pods_by_ns.get(e.namespace, []))]
-        for e in executors
-    }
     tasks: list[rows.TaskRow] = []
     task_conditions: dict[TaskUid, TaskConditions] = {}
     for view in hub.tasks():
-        try:
-            row = _cached_row(view, cache)
-        except Exception as exc:  # a bug must cost this Task its row, not every Task theirs
-            log.exception("task %s/%s cannot be mirrored", view.namespace, view.name)
-            problems: tuple[fields.FieldError, ...] = (
-                fields.FieldError("spec", f"cannot be mirrored: {exc!r}"),
-            )
-        else:
+        row, wanted = _task_entry(view, known, cache)
+        if row is not None:
             tasks.append(row)
-            problems = view.task_spec[1]
-        missing = [n for n in view.executor_names if (view.namespace, n) not in known]
-        task_conditions[TaskUid(view.uid)] = TaskConditions(
-            view.namespace,
-            view.name,
-            view.generation,
-            conditions.for_task(view.generation, problems, missing),
-        )
+        task_conditions[TaskUid(view.uid)] = wanted
     return Snapshot(
         tasks=tasks,
         executors=[executor_row(e) for e in executors],
-        instances=instances,
+        instances=_instances(executors, hub.pods()),
         task_conditions=task_conditions,
     )
 
 
+def _instances(
+    executors: Sequence[ExecutorView], pods: Sequence[PodView]
+) -> dict[str, list[rows.InstanceRow]]:
+    pods_by_ns: dict[str, list[PodView]] = {}
+    for pod in pods:
+        pods_by_ns.setdefault(pod.namespace, []).append(pod)
+    return {
+        e.uid: [instance_row(p) for p in members.selected(e, pods_by_ns.get(e.namespace, []))]
+        for e in executors
+    }
+
+
+def _task_entry(
+    view: TaskView, known: set[tuple[str, str]], cache: RowCache | None
+) -> tuple[rows.TaskRow | None, TaskConditions]:
+    """One Task's row (None if it cannot be built) and the conditions the mirror derives."""
+    row: rows.TaskRow | None
+    try:
+        row = _cached_row(view, cache)
+    except Exception as exc:  # a bug must cost this Task its row, not every Task theirs
+        log.exception("task %s/%s cannot be mirrored", view.namespace, view.name)
+        row = None
+        problems: tuple[fields.FieldError, ...] = (
+            fields.FieldError("spec", f"cannot be mirrored: {exc!r}"),
+        )
+    else:
+        problems = view.task_spec[1]
+    missing = [n for n in view.executor_names if (view.namespace, n) not in known]
+    wanted = TaskConditions(
+        view.namespace,
+        view.name,
+        view.generation,
+        conditions.for_task(view.generation, problems, missing),
+    )
+    return row, wanted
+
+
 class MirrorLoop:
-    """Runs while this replica leads with ``epoch``; cancelled when it stops leading."""
+    """Runs while this replica leads with ``epoch``; cancelled when it stops leading.
+
+    It keeps the mirror as it should be (``_tasks``, ``_executors``, ``_instances``) and what its
+    last write left in MySQL (``_written``). A change of a Task re-reads that Task alone; a change
+    of an Executor reads everything again (a Task's conditions depend on which Executors exist);
+    a change of a pod recomputes the pools' members.
+    """
 
     def __init__(
         self,
@@ -219,84 +242,172 @@ class MirrorLoop:
         self._on_conditions = on_conditions
         self._on_written = on_written
         self._rows: RowCache = {}
+        self._tasks: dict[TaskUid, rows.TaskRow] = {}
+        self._conditions: dict[TaskUid, TaskConditions] = {}
+        self._by_name: dict[tuple[str, str], TaskUid] = {}
+        self._executors: list[rows.ExecutorRow] = []
+        self._known: set[tuple[str, str]] = set()
+        self._instances: dict[str, list[rows.InstanceRow]] = {}
         self._written: _Written | None = None
         """What this leader's last write left in MySQL (None before its first resync)."""
+        self._whole = True
+        """Whether the next sync reads every object (the first, and one after a skipped sync)."""
 
     async def run(self, lease_valid: Callable[[], bool], synced: asyncio.Event) -> None:
         """Resync now, set ``synced``, then follow changes until cancelled."""
-        changed = self._hub.subscribe()
+        changes = self._hub.subscribe()
         try:
             await self.sync(lease_valid)
             synced.set()
             while True:
-                await changed.wait()
+                await changes.wait()
                 await asyncio.sleep(DEBOUNCE_SECONDS)
-                changed.clear()
-                await self.sync(lease_valid)
+                await self.sync(lease_valid, changes.take())
         finally:
-            self._hub.unsubscribe(changed)
+            self._hub.unsubscribe(changes)
 
-    async def sync(self, lease_valid: Callable[[], bool]) -> None:
+    async def sync(self, lease_valid: Callable[[], bool], keys: set[Key] | None = None) -> None:
+        """Bring MySQL in line with the objects ``keys`` name (every object when None)."""
         if not lease_valid():
             log.warning("lease in doubt; not writing the mirror")
+            self._whole = True  # the changes taken now are not written: read all next time
             return
-        snap = snapshot(self._hub, self._rows)
-        live = {row.uid for row in snap.tasks} | set(snap.task_conditions)
-        for gone in self._rows.keys() - live:
-            del self._rows[gone]
-        content = _Written.of(snap)
-        if content != self._written:
-            await asyncio.to_thread(self._write, snap)
-            before = self._written.tasks if self._written is not None else {}
-            self._written = content
-            written = [TaskUid(u) for u, h in content.tasks.items() if before.get(u) != h]
-            if written:
-                self._on_written(written)
-        for uid, wanted in snap.task_conditions.items():
-            self._on_conditions(uid, wanted)
+        if keys is None or self._whole or any(kind == "executor" for kind, _, _ in keys):
+            touched = self._read_all()
+        else:
+            if any(kind == "pod" for kind, _, _ in keys):
+                self._instances = _instances(self._hub.executors(), self._hub.pods())
+            touched = self._read_tasks(names("task", keys))
+        written = self._written or _Written({}, {}, {})
+        delta = _Delta.between(written, self, touched)
+        if delta:
+            await asyncio.to_thread(self._write, delta)
+            self._written = delta.applied_to(written)
+            if delta.tasks:
+                self._on_written([row.uid for row in delta.tasks])
+        for uid in touched:
+            wanted = self._conditions.get(uid)
+            if wanted is not None:
+                self._on_conditions(uid, wanted)
+        self._whole = False
 
-    def _write(self, snap: Snapshot) -> None:
+    def _read_all(self) -> set[TaskUid]:
+        """Every object read again; the Tasks whose row or conditions may have changed."""
+        snap = snapshot(self._hub, self._rows)
+        before = set(self._conditions)
+        self._tasks = {row.uid: row for row in snap.tasks}
+        self._conditions = snap.task_conditions
+        self._by_name = {(c.namespace, c.name): uid for uid, c in snap.task_conditions.items()}
+        for gone in self._rows.keys() - self._conditions.keys():
+            del self._rows[gone]
+        self._executors = snap.executors
+        self._known = {(e.namespace, e.name) for e in snap.executors}
+        self._instances = snap.instances
+        return before | set(self._conditions) | set((self._written or _NONE).tasks)
+
+    def _read_tasks(self, names: set[tuple[str, str]]) -> set[TaskUid]:
+        """The named Tasks read again (gone ones dropped); their uids, old and new."""
+        touched: set[TaskUid] = set()
+        for namespace, name in names:
+            view = self._hub.task(namespace, name)
+            before = self._by_name.pop((namespace, name), None)
+            if before is not None and (view is None or view.uid != before):
+                self._tasks.pop(before, None)
+                self._conditions.pop(before, None)
+                self._rows.pop(before, None)
+                touched.add(before)
+            if view is None:
+                continue
+            uid = TaskUid(view.uid)
+            row, wanted = _task_entry(view, self._known, self._rows)
+            if row is None:
+                self._tasks.pop(uid, None)
+            else:
+                self._tasks[uid] = row
+            self._conditions[uid] = wanted
+            self._by_name[(namespace, name)] = uid
+            touched.add(uid)
+        return touched
+
+    def _write(self, delta: _Delta) -> None:
         with fencing.leader_transaction(self._engine, self._lock_name, self._epoch) as conn:
             if self._written is None:
-                rows.resync(conn, snap.tasks, snap.executors, snap.instances)
+                rows.resync(conn, list(self._tasks.values()), self._executors, self._instances)
             else:
-                _write_changes(conn, snap, self._written, _Written.of(snap))
+                delta.write(conn)
 
 
 @dataclass(frozen=True)
 class _Written:
     """The mirror's content as far as deciding what to write goes."""
 
-    tasks: dict[str, str]
+    tasks: dict[TaskUid, str]
     executors: dict[str, str]
     instances: dict[str, tuple[rows.InstanceRow, ...]]
 
-    @classmethod
-    def of(cls, snap: Snapshot) -> _Written:
-        return cls(
-            tasks={row.uid: row.spec_hash for row in snap.tasks},
-            executors={row.uid: row.spec_hash for row in snap.executors},
-            instances={
-                uid: tuple(sorted(pods, key=lambda p: p.pod_uid))
-                for uid, pods in snap.instances.items()
-            },
+
+_NONE = _Written({}, {}, {})
+
+
+def _pods_key(pods: Sequence[rows.InstanceRow]) -> tuple[rows.InstanceRow, ...]:
+    return tuple(sorted(pods, key=lambda p: p.pod_uid))
+
+
+@dataclass(frozen=True)
+class _Delta:
+    """What differs between MySQL (as last written) and the mirror as it should be."""
+
+    tasks: list[rows.TaskRow]
+    tasks_gone: list[TaskUid]
+    executors: list[rows.ExecutorRow]
+    executors_gone: list[str]
+    instances: dict[str, tuple[rows.InstanceRow, ...]]
+    first: bool
+
+    def __bool__(self) -> bool:
+        return self.first or any(
+            (self.tasks, self.tasks_gone, self.executors, self.executors_gone, self.instances)
         )
 
+    @classmethod
+    def between(cls, written: _Written, loop: MirrorLoop, touched: set[TaskUid]) -> _Delta:
+        wanted = loop._tasks
+        executors = {e.uid: e for e in loop._executors}
+        instances = {uid: _pods_key(pods) for uid, pods in loop._instances.items()}
+        return cls(
+            tasks=[
+                wanted[u]
+                for u in touched
+                if u in wanted and written.tasks.get(u) != wanted[u].spec_hash
+            ],
+            tasks_gone=[u for u in touched if u in written.tasks and u not in wanted],
+            executors=[e for e in loop._executors if written.executors.get(e.uid) != e.spec_hash],
+            executors_gone=[u for u in written.executors if u not in executors],
+            instances={u: p for u, p in instances.items() if written.instances.get(u) != p},
+            first=loop._written is None,
+        )
 
-def _write_changes(conn: Connection, snap: Snapshot, before: _Written, after: _Written) -> None:
-    """Write what differs between two snapshots: deletions first (a resource re-created under
-    the same name must not collide with its predecessor's row), Executors before the Tasks and
-    pods that refer to them."""
-    for uid in before.tasks.keys() - after.tasks.keys():
-        rows.delete_task(conn, TaskUid(uid))
-    for uid in before.executors.keys() - after.executors.keys():
-        rows.delete_executor(conn, uid)
-    for executor in snap.executors:
-        if before.executors.get(executor.uid) != executor.spec_hash:
+    def applied_to(self, written: _Written) -> _Written:
+        tasks = dict(written.tasks)
+        for uid in self.tasks_gone:
+            tasks.pop(uid, None)
+        tasks.update((row.uid, row.spec_hash) for row in self.tasks)
+        executors = {u: h for u, h in written.executors.items() if u not in self.executors_gone}
+        executors.update((row.uid, row.spec_hash) for row in self.executors)
+        instances = {u: p for u, p in written.instances.items() if u in executors}
+        instances.update(self.instances)
+        return _Written(tasks, executors, instances)
+
+    def write(self, conn: Connection) -> None:
+        """Deletions first (a resource re-created under the same name must not collide with its
+        predecessor's row), Executors before the Tasks and pods that refer to them."""
+        for task_uid in self.tasks_gone:
+            rows.delete_task(conn, task_uid)
+        for executor_uid in self.executors_gone:
+            rows.delete_executor(conn, executor_uid)
+        for executor in self.executors:
             rows.upsert_executor(conn, executor)
-    for task in snap.tasks:
-        if before.tasks.get(task.uid) != task.spec_hash:
+        for task in self.tasks:
             rows.upsert_task(conn, task)
-    for uid, pods in after.instances.items():
-        if before.instances.get(uid) != pods:
-            rows.upsert_instances(conn, uid, pods)
+        for executor_uid, pods in self.instances.items():
+            rows.upsert_instances(conn, executor_uid, pods)

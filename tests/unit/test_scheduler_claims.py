@@ -227,3 +227,55 @@ async def test_many_tasks_due_together_are_claimed_in_one_batch(scene: Scene) ->
     scene.store.claim = counting  # type: ignore[method-assign]
     await scene.fire(2)
     assert batches == [50, 50]
+
+
+def replaced(view: TaskView, uid: str | None = None, **spec: Any) -> TaskView:
+    body = {**view.spec, **spec}
+    return TaskView(
+        uid=uid or view.uid,
+        namespace=view.namespace,
+        name=view.name,
+        generation=view.generation + 1,
+        spec=body,
+        original_name=None,
+        trigger=None,
+        spec_hash=spec_hash(body),
+    )
+
+
+async def test_only_the_tasks_named_by_changes_are_read_again(scene: Scene) -> None:
+    """The watch tells which Tasks changed; the others are not looked at (with 10,000 Tasks,
+    re-reading all of them on every event kept the leader from claiming on time)."""
+    for name in ("a", "b"):
+        scene.apply(task(name))
+        scene.store.mirror(TaskUid(f"uid-{name}"))
+    scene.scheduler.load()
+    # "b" changes in the index, but only "a" is named: "b" keeps its plan until it is named.
+    scene.apply(replaced(scene.tasks[("ns", "a")][0], schedule="*/2 * * * * *"))
+    scene.apply(replaced(scene.tasks[("ns", "b")][0], schedule="*/3 * * * * *"))
+    scene.scheduler._refresh({("ns", "a")})
+    plans = scene.scheduler.plans
+    assert plans[TaskUid("uid-a")].spec_hash == scene.tasks[("ns", "a")][0].spec_hash
+    assert plans[TaskUid("uid-b")].spec_hash == task("b").spec_hash
+    scene.scheduler._refresh({("ns", "b")})
+    assert plans[TaskUid("uid-b")].spec_hash == scene.tasks[("ns", "b")][0].spec_hash
+
+
+async def test_a_task_deleted_or_created_again_under_its_name_is_followed(scene: Scene) -> None:
+    scene.apply(task("a"))
+    scene.apply(task("b"))
+    for uid in ("uid-a", "uid-b", "uid-a2"):
+        scene.store.mirror(TaskUid(uid))
+    scene.scheduler.load()
+    # Deleted: its plan goes and it fires no more.
+    del scene.tasks[("ns", "b")]
+    # Deleted and created again under the same name while the leader looked away: a new uid.
+    scene.apply(replaced(scene.tasks[("ns", "a")][0], uid="uid-a2"))
+    scene.scheduler._refresh({("ns", "a"), ("ns", "b")})
+    assert set(scene.scheduler.plans) == {TaskUid("uid-a2")}
+    await scene.fire(3)
+    assert scene.ticks("b") == []
+    # The Task now under the name fires as itself; its predecessor's plan fires nothing.
+    assert scene.ticks("a") == []
+    assert len(scene.ticks("a2")) == 3
+    assert {row.task_uid for row in scene.store.runs.values()} == {TaskUid("uid-a2")}

@@ -1,9 +1,15 @@
 """The replica's live picture of the cluster, shared by the kopf handlers and the leader's work.
 
 kopf owns the indexes (filled by ``@kopf.index`` handlers on every replica); the hub keeps
-references to them, and ``@kopf.on.event`` handlers wake every subscriber (the leader's mirror,
-scheduler and executor pool each hold an event of their own) when something changed. Everything
-here runs on the event loop: no locks are needed, and none of it may block.
+references to them, and ``@kopf.on.event`` handlers tell every subscriber (the leader's mirror,
+scheduler and executor pool each hold :class:`Changes` of their own) which object changed.
+Everything here runs on the event loop: no locks are needed, and none of it may block.
+
+Invariants:
+- kopf updates an index before it calls the ``on.event`` handlers of the same event, so a
+  subscriber woken for an object finds it in the index as it is now (or finds it gone).
+- A subscriber is told every change's key until it takes them: with thousands of objects a
+  subscriber re-reads only those, never every object per event.
 """
 
 from __future__ import annotations
@@ -16,7 +22,43 @@ from typing import Any, Literal
 from cadenza.kube.views import ExecutorView, PodView, TaskView
 
 Kind = Literal["task", "executor", "pod"]
+Key = tuple[Kind, str, str]
+"""A changed object: its kind, namespace and name."""
 TASKS_INDEX, EXECUTORS_INDEX, PODS_INDEX = "cadenza_tasks", "cadenza_executors", "cadenza_pods"
+
+
+class Changes:
+    """One subscriber's view of what changed: an event to wait on and the keys since the last
+    :meth:`take`."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._keys: set[Key] = set()
+
+    def add(self, key: Key) -> None:
+        self._keys.add(key)
+        self._event.set()
+
+    def wake(self) -> None:
+        """Wake the subscriber without a key (something of its own to look at)."""
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def take(self) -> set[Key]:
+        """The keys changed since the last take; the subscriber is awake no longer."""
+        self._event.clear()
+        keys, self._keys = self._keys, set()
+        return keys
+
+
+def names(kind: Kind, keys: set[Key]) -> set[tuple[str, str]]:
+    """The namespace and name of each of ``keys`` of one kind."""
+    return {(namespace, name) for k, namespace, name in keys if k == kind}
 
 
 @dataclass
@@ -24,26 +66,27 @@ class Hub:
     indexes: Mapping[str, Any] = field(default_factory=dict)
     """kopf's live ``Index`` objects by name, attached at operator startup."""
 
-    subscribers: list[asyncio.Event] = field(default_factory=list)
+    subscribers: list[Changes] = field(default_factory=list)
     listed: bool = False
     """Whether every object that existed at start is in the indexes (see ``ListingCheck``)."""
 
     def attach(self, indexes: Mapping[str, Any]) -> None:
         self.indexes = {k: indexes[k] for k in (TASKS_INDEX, EXECUTORS_INDEX, PODS_INDEX)}
 
-    def subscribe(self) -> asyncio.Event:
-        """An event set whenever a watched object changes; the subscriber clears it."""
-        event = asyncio.Event()
-        self.subscribers.append(event)
-        return event
+    def subscribe(self) -> Changes:
+        """The changes of every watched object from now on, until :meth:`unsubscribe`."""
+        changes = Changes()
+        self.subscribers.append(changes)
+        return changes
 
-    def unsubscribe(self, event: asyncio.Event) -> None:
-        if event in self.subscribers:
-            self.subscribers.remove(event)
+    def unsubscribe(self, changes: Changes) -> None:
+        if changes in self.subscribers:
+            self.subscribers.remove(changes)
 
     def notify(self, kind: Kind, namespace: str, name: str) -> None:
-        for event in self.subscribers:
-            event.set()
+        key: Key = (kind, namespace, name)
+        for changes in self.subscribers:
+            changes.add(key)
 
     def _values(self, index: str, key: Any = None) -> Iterator[Any]:
         idx = self.indexes.get(index)

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from cadenza.core import misfire, modes
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
-from cadenza.kube.hub import Hub
+from cadenza.kube.hub import Changes, Hub, names
 from cadenza.metrics import Metrics
 from cadenza.scheduling.lifecycle import Lifecycle
 from cadenza.scheduling.plans import TaskPlan, plan_of
@@ -49,9 +49,10 @@ MISFIRE_WINDOW_SECONDS = 3600
 MAX_CATCH_UP = 100
 """Ticks one Task may fire at once after the loop fell behind (a long pause of the process)."""
 REFRESH_SECONDS = 0.2
-"""Tasks are re-read at most this often. Watch events come in bursts (thousands of Tasks applied
-at once, and every status write comes back as one), and re-reading every Task for each event
-took 69 % of a leader's CPU with 10,000 Tasks, so that ticks were claimed late."""
+"""Changed Tasks are re-read at most this often, together. Watch events come in bursts (thousands
+of Tasks applied at once, and every status write comes back as one); only the Tasks they name are
+re-read (re-reading every Task for each event took 69 % of a leader's CPU with 10,000 Tasks, so
+that ticks were claimed late), and a burst's changes make one batch of claims."""
 DEFER_SECONDS = 2.0
 """How soon claims waiting for the mirror are tried again when no mirror write named their Task
 (the write may have landed while their claim was in flight). A write that names it lets them go
@@ -117,7 +118,11 @@ class Scheduler:
         self._mirrored: set[TaskUid] = set()
         """Tasks the mirror wrote since the last look at the deferred claims."""
         self._retry_deferred_at: datetime | None = None
-        self._changed: asyncio.Event | None = None
+        self._by_name: dict[tuple[str, str], TaskUid] = {
+            (p.namespace, p.name): uid for uid, p in plans.items()
+        }
+        """The uid of each Task's plan by namespace and name, to find the plan of one that went."""
+        self._changed: Changes | None = None
         self._loaded: list[Claim] | None = None
 
     def load(self) -> None:
@@ -130,10 +135,10 @@ class Scheduler:
         """The mirror wrote these Tasks' rows: the claims that wait for them may go now."""
         self._mirrored.update(tasks)
         if self._changed is not None and self._mirrored & self._deferred.keys():
-            self._changed.set()
+            self._changed.wake()
 
     async def run(self) -> None:
-        changed = self._changed = self._hub.subscribe()
+        changes = self._changed = self._hub.subscribe()
         try:
             if self._loaded is None:
                 self.load()
@@ -144,21 +149,21 @@ class Scheduler:
             refreshed = -math.inf
             while True:
                 await self.fire_due()
-                if not changed.is_set():
+                if not changes.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), self._sleep_seconds())
-                if not changed.is_set():
+                        await asyncio.wait_for(changes.wait(), self._sleep_seconds())
+                if not changes.is_set():
                     continue
                 hold = refreshed + REFRESH_SECONDS - time.monotonic()
                 if hold > 0:
                     # Ticks due meanwhile still fire; the changes wait for the next refresh.
                     await asyncio.sleep(min(hold, self._sleep_seconds()))
                     continue
-                changed.clear()
                 refreshed = time.monotonic()
-                await self._claim(self._refresh())
+                changed = names("task", changes.take())
+                await self._claim(self._refresh(changed))
         finally:
-            self._hub.unsubscribe(changed)
+            self._hub.unsubscribe(changes)
 
     async def fire_due(self) -> None:
         """Claim every tick due within the lookahead (and claims waiting for the mirror)."""
@@ -166,14 +171,30 @@ class Scheduler:
 
     # -- plans --------------------------------------------------------------------------------
 
-    def _refresh(self, initial: bool = False) -> list[Claim]:
-        """Re-read the Tasks; reschedule the changed ones; the manual triggers to fire."""
+    def _refresh(
+        self, changed: set[tuple[str, str]] | None = None, initial: bool = False
+    ) -> list[Claim]:
+        """Re-read the Tasks named in ``changed`` (every Task when None); reschedule the changed
+        ones; the manual triggers to fire."""
         now = self._now()
-        seen: set[TaskUid] = set()
+        if changed is None:
+            views = self._hub.tasks()
+            live = {TaskUid(v.uid) for v in views}
+            gone = [uid for uid in self.plans if uid not in live]
+        else:
+            views, gone = [], []
+            for namespace, name in changed:
+                view = self._hub.task(namespace, name)
+                before = self._by_name.get((namespace, name))
+                if before is not None and (view is None or view.uid != before):
+                    gone.append(before)  # deleted, or deleted and created again
+                if view is not None:
+                    views.append(view)
+        for uid in gone:
+            self._forget(uid)
         triggers: list[Claim] = []
-        for view in self._hub.tasks():
+        for view in views:
             uid = TaskUid(view.uid)
-            seen.add(uid)
             old = self.plans.get(uid)
             if old is not None and old.spec_hash == view.spec_hash and old.trigger == view.trigger:
                 continue
@@ -183,6 +204,7 @@ class Scheduler:
                 log.exception("task %s/%s: no plan could be made", view.namespace, view.name)
                 continue
             self.plans[uid] = plan
+            self._by_name[(plan.namespace, plan.name)] = uid
             if plan.problems:
                 log.warning("task %s is not scheduled: %s", plan.key, plan.problem)
             # Changed problems too: the status reports them from the plan _reschedule passes on.
@@ -194,10 +216,13 @@ class Scheduler:
                 triggers.append(Claim(plan, None, Origin.MANUAL, trigger_key(plan.trigger)))
             else:
                 log.warning("task %s: trigger ignored, invalid spec: %s", plan.key, plan.problem)
-        for uid in set(self.plans) - seen:
-            del self.plans[uid]
-            self._next.pop(uid, None)
         return triggers
+
+    def _forget(self, uid: TaskUid) -> None:
+        plan = self.plans.pop(uid, None)
+        self._next.pop(uid, None)
+        if plan is not None and self._by_name.get((plan.namespace, plan.name)) == uid:
+            del self._by_name[(plan.namespace, plan.name)]
 
     def _reschedule(self, plan: TaskPlan, after: datetime) -> None:
         if plan.schedule is None or plan.suspend:
