@@ -407,7 +407,6 @@ class _Delta:
             rows.delete_executor(conn, executor_uid)
         for executor in self.executors:
             rows.upsert_executor(conn, executor)
-        for task in self.tasks:
-            rows.upsert_task(conn, task)
+        rows.upsert_tasks(conn, self.tasks)
         for executor_uid, pods in self.instances.items():
             rows.upsert_instances(conn, executor_uid, pods)

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from cadenza.core import selectors
 from cadenza.devenv.controlplane import ControlPlane
 from cadenza.devenv.pods import pod_manifest, set_pod_status
-from cadenza.store import mirror
+from cadenza.store import mirror_reads
 from tests.support import wait_for
 from tests.support.operators import Replicas, replicas
 
@@ -97,19 +97,19 @@ def api_view(plane: ControlPlane, namespace: str) -> dict[str, Any]:
 def mirror_view(engine: Engine, namespace: str) -> dict[str, Any]:
     with engine.connect() as conn:
         links: dict[str, list[tuple[str, str | None]]] = {}
-        for link in mirror.read_task_executors(conn, namespace):
+        for link in mirror_reads.read_task_executors(conn, namespace):
             links.setdefault(link.task_uid, []).append((link.executor_name, link.executor_uid))
-        executors = mirror.read_executors(conn, namespace)
+        executors = mirror_reads.read_executors(conn, namespace)
         uids = {e.uid for e in executors}
         return {
             "tasks": sorted(
                 (t.uid, t.name, t.cron_expression, tuple(links.get(t.uid, [])))
-                for t in mirror.read_tasks(conn, namespace)
+                for t in mirror_reads.read_tasks(conn, namespace)
             ),
             "executors": sorted((e.uid, e.name) for e in executors),
             "instances": sorted(
                 (uid, pod.pod_name, pod.ip)
-                for uid, pods in mirror.read_instances(conn).items()
+                for uid, pods in mirror_reads.read_instances(conn).items()
                 if uid in uids
                 for pod in pods
             ),
@@ -161,7 +161,7 @@ def test_the_mirror_follows_creates_updates_and_deletes(
 
     # A status-only change rewrites nothing.
     with engine.connect() as conn:
-        before = {t.uid: t for t in mirror.read_tasks(conn, namespace)}
+        before = {t.uid: t for t in mirror_reads.read_tasks(conn, namespace)}
         stamp = conn.exec_driver_sql(
             "SELECT updated_at FROM tasks WHERE name = 'alpha'"
         ).scalar_one()
@@ -179,7 +179,7 @@ def test_the_mirror_follows_creates_updates_and_deletes(
     apply(controlplane, namespace, executor("pool2", {"x": "y"}))  # an event that forces a sync
     assert_mirrored(controlplane, engine, namespace, "after a status-only change")
     with engine.connect() as conn:
-        assert {t.uid: t for t in mirror.read_tasks(conn, namespace)} == before
+        assert {t.uid: t for t in mirror_reads.read_tasks(conn, namespace)} == before
         assert (
             conn.exec_driver_sql("SELECT updated_at FROM tasks WHERE name = 'alpha'").scalar_one()
             == stamp
@@ -224,8 +224,8 @@ def test_a_task_naming_a_missing_executor_is_mirrored_with_a_condition(
     apply(controlplane, namespace, task("orphan", "@hourly", ["nowhere"]))
     assert_mirrored(controlplane, engine, namespace, "with a missing executor")
     with engine.connect() as conn:
-        (row,) = mirror.read_tasks(conn, namespace)
-        assert mirror.read_missing_executors(conn, row.uid) == ["nowhere"]
+        (row,) = mirror_reads.read_tasks(conn, namespace)
+        assert mirror_reads.read_missing_executors(conn, row.uid) == ["nowhere"]
 
     def condition() -> dict[str, Any] | None:
         out = controlplane.kubectl("get", "task", "orphan", "-n", namespace, "-o", "json").stdout
@@ -239,4 +239,4 @@ def test_a_task_naming_a_missing_executor_is_mirrored_with_a_condition(
     apply(controlplane, namespace, executor("nowhere", LABEL))
     wait_for(lambda: (c := condition()) and c["status"] == "True", 30, "the condition to clear")
     with engine.connect() as conn:
-        assert mirror.read_missing_executors(conn, row.uid) == []
+        assert mirror_reads.read_missing_executors(conn, row.uid) == []

@@ -18,7 +18,7 @@ from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
 from cadenza.kube.views import ExecutorView, PodView, TaskView, spec_hash
 from cadenza.mirror import MirrorLoop, TaskConditions, snapshot
 from cadenza.settings import Settings
-from cadenza.store import fencing
+from cadenza.store import fencing, mirror_reads
 from cadenza.store import mirror as rows
 
 pytestmark = pytest.mark.mariadb
@@ -77,9 +77,9 @@ def ready_pods(
 def in_mysql(engine: Engine) -> tuple[Any, ...]:
     with engine.connect() as conn:
         return (
-            sorted((t.uid, t.name, t.spec_hash) for t in rows.read_tasks(conn)),
-            sorted((e.uid, e.name, e.spec_hash) for e in rows.read_executors(conn)),
-            ready_pods(rows.read_instances(conn)),
+            sorted((t.uid, t.name, t.spec_hash) for t in mirror_reads.read_tasks(conn)),
+            sorted((e.uid, e.name, e.spec_hash) for e in mirror_reads.read_executors(conn)),
+            ready_pods(mirror_reads.read_instances(conn)),
         )
 
 

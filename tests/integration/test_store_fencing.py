@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from cadenza.core.ids import Epoch
 from cadenza.devenv import mariadb
-from cadenza.store import fencing, mirror
+from cadenza.store import fencing, mirror, mirror_reads
 from tests.support import wait_for
 
 pytestmark = pytest.mark.mariadb
@@ -57,7 +57,7 @@ def executor(name: str) -> mirror.ExecutorRow:
 
 def names(engine: Engine) -> list[str]:
     with engine.connect() as conn:
-        return [row.name for row in mirror.read_executors(conn)]
+        return [row.name for row in mirror_reads.read_executors(conn)]
 
 
 def test_the_current_epoch_commits(engine: Engine, lock_session: Any) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 
 from cadenza.core.ids import Epoch, TaskUid
 from cadenza.devenv import mariadb
-from cadenza.store import executions, fencing, mirror, schema
+from cadenza.store import executions, fencing, mirror, mirror_reads, schema
 from tests.support import wait_for
 
 pytestmark = pytest.mark.mariadb
@@ -148,16 +148,16 @@ class Mirror:
 def snapshot(engine: Engine) -> Mirror:
     with engine.connect() as conn:
         return Mirror(
-            mirror.read_tasks(conn),
-            mirror.read_executors(conn),
-            mirror.read_instances(conn),
-            mirror.read_task_executors(conn),
+            mirror_reads.read_tasks(conn),
+            mirror_reads.read_executors(conn),
+            mirror_reads.read_instances(conn),
+            mirror_reads.read_task_executors(conn),
         )
 
 
 def missing(engine: Engine, uid: TaskUid) -> list[str] | None:
     with engine.connect() as conn:
-        return mirror.read_missing_executors(conn, uid)
+        return mirror_reads.read_missing_executors(conn, uid)
 
 
 # -- upserts -----------------------------------------------------------------------------------

@@ -199,23 +199,11 @@ class DispatchClient:
         self, base_url: str, token: str | None, request: DispatchRequest
     ) -> DispatchResult:
         """POST the run to the sidecar at ``base_url`` (``http://10.0.0.7:9090``)."""
-        data = json.dumps(request.to_json(), allow_nan=False, separators=(",", ":"))
-        headers = {"Content-Type": "application/json", **_auth(token)}
+        data = json.dumps(request.to_json(), allow_nan=False, separators=(",", ":")).encode()
         try:
-            async with self._http().post(
-                base_url.rstrip("/") + EXECUTIONS_PATH,
-                data=data,
-                headers=headers,
-                timeout=self._timeout(self._total_timeout),
-                allow_redirects=False,
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
+            status, raw = await self._post(base_url.rstrip("/") + EXECUTIONS_PATH, token, data)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return DispatchResult(
-                Outcome.UNREACHABLE, None, None, describe(exc, self._total_timeout), None,
-                may_have_started=_maybe_sent(exc),
-            )  # fmt: skip
+            return self._unreachable(exc)
         return answer_result(classify(status), status, _json_object(raw), raw)
 
     async def send_batch(
@@ -236,32 +224,34 @@ class DispatchClient:
             allow_nan=False,
             separators=(",", ":"),
         ).encode()
-        headers = {"Content-Type": "application/json", **_auth(token)}
         try:
-            async with self._http().post(
-                base_url.rstrip("/") + BATCH_PATH,
-                data=io.BytesIO(data),  # aiohttp warns about raw bodies above 1 MiB
-                headers=headers,
-                timeout=self._timeout(self._total_timeout),
-                allow_redirects=False,
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
+            status, raw = await self._post(base_url.rstrip("/") + BATCH_PATH, token, data)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            failed = DispatchResult(
-                Outcome.UNREACHABLE, None, None, describe(exc, self._total_timeout), None,
-                may_have_started=_maybe_sent(exc),
-            )  # fmt: skip
-            return [failed] * len(requests)
+            return [self._unreachable(exc)] * len(requests)
         if status in _ONE_BY_ONE_STATUSES:
             return [await self.send(base_url, token, request) for request in requests]
         return batch_results(status, _json_object(raw), raw, len(requests))
 
+    async def _post(self, url: str, token: str | None, data: bytes) -> tuple[int, bytes]:
+        """POST a JSON body; the answer's status and body. Raises what aiohttp raises."""
+        async with self._http().post(
+            url,
+            data=io.BytesIO(data),  # aiohttp warns about raw bodies above 1 MiB
+            headers={"Content-Type": "application/json", **_auth(token)},
+            timeout=self._timeout(self._total_timeout),
+            allow_redirects=False,
+        ) as resp:
+            return resp.status, await resp.read()
+
+    def _unreachable(self, exc: BaseException) -> DispatchResult:
+        return DispatchResult(
+            Outcome.UNREACHABLE, None, None, describe(exc, self._total_timeout), None,
+            may_have_started=_maybe_sent(exc),
+        )  # fmt: skip
+
     async def cancel(self, base_url: str, token: str | None, execution_key: str) -> bool:
         """Ask the pod to stop the run; True when it has stopped or had already finished."""
-        url = (
-            f"{base_url.rstrip('/')}{EXECUTIONS_PATH}/{urllib.parse.quote(execution_key, safe='')}"
-        )
+        url = _run_url(base_url, execution_key)
         try:
             async with self._http().delete(
                 url,
@@ -287,9 +277,7 @@ class DispatchClient:
     ) -> dict[str, Any] | None:
         """What the pod knows of a run (``GET /v1/executions/{key}``): its view, ``{}`` when
         the pod does not know the key, None when the pod could not be asked."""
-        url = (
-            f"{base_url.rstrip('/')}{EXECUTIONS_PATH}/{urllib.parse.quote(execution_key, safe='')}"
-        )
+        url = _run_url(base_url, execution_key)
         try:
             async with self._http().get(
                 url,
@@ -412,6 +400,10 @@ def describe(exc: BaseException, timeout: float) -> str:
 def _maybe_sent(exc: BaseException) -> bool:
     # Connection set-up failures happen before a byte of the request left us.
     return not isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+
+
+def _run_url(base_url: str, execution_key: str) -> str:
+    return f"{base_url.rstrip('/')}{EXECUTIONS_PATH}/{urllib.parse.quote(execution_key, safe='')}"
 
 
 def _auth(token: str | None) -> dict[str, str]:

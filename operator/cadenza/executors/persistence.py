@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from cadenza.core.ids import Epoch
-from cadenza.store import fencing, mirror
+from cadenza.store import fencing, pod_health
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class HealthStore:
             return [
                 key
                 for key, row in rows.items()
-                if mirror.update_instance_health(
+                if pod_health.update_instance_health(
                     conn, key[0], key[1], row.healthy, row.in_flight, row.last_probe_at,
                     row.last_error,
                 )

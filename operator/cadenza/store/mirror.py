@@ -25,7 +25,18 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, insert, literal_column, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import Connection, Row
 
 from cadenza.core.ids import TaskUid
@@ -148,7 +159,65 @@ class _Change(enum.Enum):
 
 def upsert_task(conn: Connection, row: TaskRow) -> bool:
     """Write a Task and its executor references; False when its ``spec_hash`` is unchanged."""
-    return _upsert_task(conn, row) is not _Change.UNCHANGED
+    return upsert_tasks(conn, [row])[row.uid] is not _Change.UNCHANGED
+
+
+def upsert_tasks(conn: Connection, rows: Sequence[TaskRow]) -> dict[TaskUid, _Change]:
+    """Write Tasks and their executor references in a few statements, whatever their number:
+    which exist and with what hash, the Executors they name, then one statement per kind of
+    write. A Task whose ``spec_hash`` is unchanged is not written."""
+    if not rows:
+        return {}
+    stored = {
+        uid: spec_hash
+        for uid, spec_hash in conn.execute(
+            select(_tasks.c.uid, _tasks.c.spec_hash).where(_tasks.c.uid.in_([r.uid for r in rows]))
+        )
+    }
+    changes = {
+        row.uid: _Change.UNCHANGED
+        if stored.get(row.uid) == row.spec_hash
+        else _Change.UPDATED
+        if row.uid in stored
+        else _Change.CREATED
+        for row in rows
+    }
+    written = [row for row in rows if changes[row.uid] is not _Change.UNCHANGED]
+    if not written:
+        return changes
+    executors = _executor_uids(conn, written)
+    new = [row for row in written if changes[row.uid] is _Change.CREATED]
+    if new:
+        # A Task deleted while nobody watched, and created again under its name.
+        conn.execute(
+            delete(_tasks).where(
+                tuple_(_tasks.c.namespace, _tasks.c.name).in_([(r.namespace, r.name) for r in new]),
+                _tasks.c.uid.not_in([r.uid for r in new]),
+            )
+        )
+        conn.execute(
+            insert(_tasks).values(created_at=_NOW, updated_at=_NOW, epoch=_EPOCH),
+            [_task_values(row, executors) for row in new],
+        )
+    old = [row for row in written if changes[row.uid] is _Change.UPDATED]
+    if old:
+        conn.execute(_UPDATE_TASK, [_prefixed(_task_values(row, executors)) for row in old])
+        conn.execute(delete(_links).where(_links.c.task_uid.in_([r.uid for r in old])))
+    links = [
+        {
+            "task_uid": row.uid,
+            "executor_name": entry.name,
+            "executor_uid": executors.get((row.namespace, entry.name)),
+            "weight": entry.weight,
+            "priority": entry.priority,
+            "position": position,
+        }
+        for row in written
+        for position, entry in enumerate(row.executors)
+    ]
+    if links:
+        conn.execute(insert(_links), links)
+    return changes
 
 
 def upsert_executor(conn: Connection, row: ExecutorRow) -> bool:
@@ -266,7 +335,7 @@ def resync(
         delete(_executors).where(_executors.c.uid.not_in(list(executor_rows)))
     ).rowcount
     changes.extend(_upsert_executor(conn, row, resolve=False) for row in executor_rows.values())
-    changes.extend(_upsert_task(conn, row) for row in task_rows.values())
+    changes.extend(upsert_tasks(conn, list(task_rows.values())).values())
     for uid in executor_rows:
         if upsert_instances(conn, uid, pods_by_executor.get(uid, ())):
             changes.append(_Change.UPDATED)
@@ -278,86 +347,50 @@ def resync(
     )
 
 
-# -- reads -------------------------------------------------------------------------------------
-
-
-def read_tasks(conn: Connection, namespace: str | None = None) -> list[TaskRow]:
-    """The mirrored Tasks, by namespace and name."""
-    query = select(_tasks).order_by(_tasks.c.namespace, _tasks.c.name)
-    if namespace is not None:
-        query = query.where(_tasks.c.namespace == namespace)
-    refs: dict[str, list[ExecutorRef]] = defaultdict(list)
-    for link in read_task_executors(conn, namespace):
-        refs[link.task_uid].append(ExecutorRef(link.executor_name, link.weight, link.priority))
-    return [_from_row(TaskRow, row, executors=tuple(refs[row.uid])) for row in conn.execute(query)]
-
-
-def read_executors(conn: Connection, namespace: str | None = None) -> list[ExecutorRow]:
-    """The mirrored Executors, by namespace and name."""
-    query = select(_executors).order_by(_executors.c.namespace, _executors.c.name)
-    if namespace is not None:
-        query = query.where(_executors.c.namespace == namespace)
-    return [_from_row(ExecutorRow, row) for row in conn.execute(query)]
-
-
-def read_instances(conn: Connection) -> dict[str, tuple[InstanceRow, ...]]:
-    """The mirrored pods of every Executor that has any, by executor uid, each by pod name."""
-    query = select(_pods).order_by(_pods.c.executor_uid, _pods.c.pod_name)
-    grouped: dict[str, list[InstanceRow]] = defaultdict(list)
-    for row in conn.execute(query):
-        grouped[row.executor_uid].append(_from_row(InstanceRow, row))
-    return {uid: tuple(pods) for uid, pods in grouped.items()}
-
-
-def read_task_executors(conn: Connection, namespace: str | None = None) -> list[ExecutorLink]:
-    """Every Task's references, by task uid, each Task's in its ``spec.executors`` order."""
-    query = select(_links).order_by(_links.c.task_uid, _links.c.position)
-    if namespace is not None:
-        query = query.where(
-            _links.c.task_uid.in_(select(_tasks.c.uid).where(_tasks.c.namespace == namespace))
-        )
-    return [_from_row(ExecutorLink, row) for row in conn.execute(query)]
-
-
-def read_missing_executors(conn: Connection, uid: TaskUid) -> list[str] | None:
-    """``tasks.missing_executors`` of one Task; None when it is not mirrored."""
-    value = conn.execute(
-        select(_tasks.c.missing_executors).where(_tasks.c.uid == uid)
-    ).scalar_one_or_none()
-    return None if value is None else list(value)
-
-
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _upsert_task(conn: Connection, row: TaskRow) -> _Change:
-    stored = conn.execute(
-        select(_tasks.c.spec_hash).where(_tasks.c.uid == row.uid)
-    ).scalar_one_or_none()
-    if stored == row.spec_hash:
-        return _Change.UNCHANGED
-    values = _values(row, exclude="executors")
-    if stored is None:
-        conn.execute(
-            delete(_tasks).where(
-                _tasks.c.namespace == row.namespace,
-                _tasks.c.name == row.name,
-                _tasks.c.uid != row.uid,
-            )
+_TASK_COLUMNS = [f.name for f in dataclasses.fields(TaskRow) if f.name != "executors"]
+_UPDATE_TASK = (
+    update(_tasks)
+    .where(_tasks.c.uid == bindparam("b_uid"))
+    .values(
+        {
+            **{
+                name: bindparam(f"b_{name}", type_=_tasks.c[name].type)
+                for name in (*_TASK_COLUMNS, "missing_executors")
+                if name != "uid"
+            },
+            "updated_at": _NOW,
+            "epoch": _EPOCH,
+        }
+    )
+)
+
+
+def _task_values(row: TaskRow, executors: Mapping[tuple[str, str], str]) -> dict[str, Any]:
+    values = {name: getattr(row, name) for name in _TASK_COLUMNS}
+    values["missing_executors"] = [
+        e.name for e in row.executors if (row.namespace, e.name) not in executors
+    ]
+    return values
+
+
+def _prefixed(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"b_{name}": value for name, value in values.items()}
+
+
+def _executor_uids(conn: Connection, rows: Sequence[TaskRow]) -> dict[tuple[str, str], str]:
+    """The uid of each Executor the Tasks name, by namespace and name (absent: missing)."""
+    named = {(row.namespace, e.name) for row in rows for e in row.executors}
+    if not named:
+        return {}
+    found = conn.execute(
+        select(_executors.c.namespace, _executors.c.name, _executors.c.uid).where(
+            tuple_(_executors.c.namespace, _executors.c.name).in_(sorted(named))
         )
-        conn.execute(
-            insert(_tasks).values(
-                **values, missing_executors=[], created_at=_NOW, updated_at=_NOW, epoch=_EPOCH
-            )
-        )
-    else:
-        conn.execute(
-            update(_tasks)
-            .where(_tasks.c.uid == row.uid)
-            .values(**values, updated_at=_NOW, epoch=_EPOCH)
-        )
-    replace_task_executors(conn, row.uid, row.executors)
-    return _Change.CREATED if stored is None else _Change.UPDATED
+    )
+    return {(namespace, name): uid for namespace, name, uid in found}
 
 
 def _upsert_executor(conn: Connection, row: ExecutorRow, resolve: bool = True) -> _Change:
@@ -423,7 +456,7 @@ def _values(row: DataclassInstance, exclude: str = "") -> dict[str, Any]:
     return {f.name: getattr(row, f.name) for f in dataclasses.fields(row) if f.name != exclude}
 
 
-def _from_row(row_type: type[_Row], row: Row[Any], **given: Any) -> _Row:
+def from_row(row_type: type[_Row], row: Row[Any], **given: Any) -> _Row:
     """A row dataclass from a result row holding a column for each field not ``given``."""
     columns = row._mapping
     names = [f.name for f in dataclasses.fields(row_type)]
@@ -431,40 +464,4 @@ def _from_row(row_type: type[_Row], row: Row[Any], **given: Any) -> _Row:
 
 
 def _instances(conn: Connection, where: ColumnElement[bool]) -> list[InstanceRow]:
-    return [_from_row(InstanceRow, row) for row in conn.execute(select(_pods).where(where))]
-
-
-# -- the leader's health findings about pods (written by cadenza.executors.pool) ---------------
-
-if TYPE_CHECKING:
-    from datetime import datetime
-
-
-def update_instance_health(
-    conn: Connection,
-    executor_uid: str,
-    pod_uid: str,
-    healthy: bool | None,
-    in_flight: int,
-    last_probe_at: datetime | None,
-    last_error: str | None,
-) -> bool:
-    """Record the leader's findings about one mirrored pod (``healthy`` None: not probed yet).
-
-    Only the health columns are written, never the Kubernetes fields. False when the mirror has
-    no row for the pod (yet): the caller keeps the finding and writes it again later.
-    """
-    result = conn.execute(
-        update(_pods)
-        .where(_pods.c.executor_uid == executor_uid, _pods.c.pod_uid == pod_uid)
-        .values(
-            healthy=healthy,
-            in_flight=in_flight,
-            last_probe_at=last_probe_at,
-            last_error=last_error,
-            updated_at=_NOW,
-            epoch=_EPOCH,
-        )
-    )
-    # PyMySQL connects with CLIENT.FOUND_ROWS: rowcount counts matched rows, changed or not.
-    return result.rowcount > 0
+    return [from_row(InstanceRow, row) for row in conn.execute(select(_pods).where(where))]
