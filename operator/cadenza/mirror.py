@@ -222,8 +222,8 @@ class MirrorLoop:
 
     It keeps the mirror as it should be (``_tasks``, ``_executors``, ``_instances``) and what its
     last write left in MySQL (``_written``). A change of a Task re-reads that Task alone; a change
-    of an Executor reads everything again (a Task's conditions depend on which Executors exist);
-    a change of a pod recomputes the pools' members.
+    of an Executor or a pod re-reads the Executors and their pods, and everything only when an
+    Executor came or went (a Task's conditions depend on which Executors exist).
     """
 
     def __init__(
@@ -272,11 +272,9 @@ class MirrorLoop:
             log.warning("lease in doubt; not writing the mirror")
             self._whole = True  # the changes taken now are not written: read all next time
             return
-        if keys is None or self._whole or any(kind == "executor" for kind, _, _ in keys):
+        if keys is None or self._whole or not self._read_pools(keys):
             touched = self._read_all()
         else:
-            if any(kind == "pod" for kind, _, _ in keys):
-                self._instances = _instances(self._hub.executors(), self._hub.pods())
             touched = self._read_tasks(names("task", keys))
         written = self._written or _Written({}, {}, {})
         delta = _Delta.between(written, self, touched)
@@ -304,6 +302,20 @@ class MirrorLoop:
         self._known = {(e.namespace, e.name) for e in snap.executors}
         self._instances = snap.instances
         return before | set(self._conditions) | set((self._written or _NONE).tasks)
+
+    def _read_pools(self, keys: set[Key]) -> bool:
+        """The Executors and their pods read again if ``keys`` name any; False when the set of
+        Executors changed, which changes Tasks' conditions (a missing Executor) and needs every
+        Task read again. (The leader writes each Executor's status as its pods' health changes:
+        those events must not cost a read of every Task.)"""
+        if not any(kind in ("executor", "pod") for kind, _, _ in keys):
+            return True
+        executors = self._hub.executors()
+        if {(e.namespace, e.name) for e in executors} != self._known:
+            return False
+        self._executors = [executor_row(e) for e in executors]
+        self._instances = _instances(executors, self._hub.pods())
+        return True
 
     def _read_tasks(self, names: set[tuple[str, str]]) -> set[TaskUid]:
         """The named Tasks read again (gone ones dropped); their uids, old and new."""

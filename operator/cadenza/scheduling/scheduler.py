@@ -363,11 +363,14 @@ class Scheduler:
                 self._deferred.setdefault(claim.plan.uid, []).append(claim)
             if self._retry_deferred_at is None:
                 self._retry_deferred_at = self._now() + timedelta(seconds=DEFER_SECONDS)
+        counted: Counter[RunStatus] = Counter()
         for (claim, status), run in zip(decided, result.runs, strict=True):
             if run is None:
                 continue
-            self._metrics.ticks.labels(decision=status.value).inc()
+            counted[status] += 1
             self._hand_over(Claimed(claim, run, status))
+        for status, count in counted.items():
+            self._metrics.ticks.labels(decision=status.value).inc(count)
 
     def _decide(self, claim: Claim, same: int) -> RunStatus:
         plan = claim.plan

@@ -7,7 +7,7 @@ changing a Task's strategy starts it fresh.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,13 +22,22 @@ _state = schema.load_balance_state
 _NOW = func.utc_timestamp(3)
 
 
-def load(conn: Connection, task: TaskUid, strategy: str) -> dict[str, Any]:
-    row = conn.execute(
-        select(_state.c.strategy, _state.c.state).where(_state.c.task_uid == task)
-    ).one_or_none()
-    if row is None or row.strategy != strategy or not isinstance(row.state, dict):
-        return {}
-    return dict(row.state)
+def load_many(conn: Connection, wanted: Sequence[tuple[TaskUid, str]]) -> list[dict[str, Any]]:
+    """Each Task's state for the strategy asked (``{}`` when none is saved, or one saved for
+    another strategy), in one query, in the order asked."""
+    if not wanted:
+        return []
+    rows = conn.execute(
+        select(_state.c.task_uid, _state.c.strategy, _state.c.state).where(
+            _state.c.task_uid.in_(sorted({task for task, _ in wanted}))
+        )
+    )
+    saved = {task: (strategy, state) for task, strategy, state in rows}
+    out: list[dict[str, Any]] = []
+    for task, strategy in wanted:
+        found, state = saved.get(task, (None, None))
+        out.append(dict(state) if found == strategy and isinstance(state, dict) else {})
+    return out
 
 
 def save(

@@ -84,6 +84,10 @@ class LeaderStore:
         self._confirms: Coalescer[tuple[ExecutionId, int], bool] = Coalescer(
             self._confirm_batch, MAX_BATCH
         )
+        # A burst of new Tasks asks for each one's balancer state at once: one query for all.
+        self._balances: Coalescer[tuple[TaskUid, str], dict[str, Any]] = Coalescer(
+            self._balance_batch, MAX_BATCH
+        )
 
     @property
     def epoch(self) -> Epoch:
@@ -109,6 +113,7 @@ class LeaderStore:
     async def close(self) -> None:
         self._begins.close()
         self._confirms.close()
+        self._balances.close()
         self._fire.close()
         self._books.close()
 
@@ -167,7 +172,10 @@ class LeaderStore:
         return answers
 
     async def balance_state(self, task: TaskUid, strategy: str) -> dict[str, Any]:
-        return await self._fire.read(lambda: self._read(balance.load, task, strategy))
+        return await self._balances((task, strategy))
+
+    async def _balance_batch(self, wanted: list[tuple[TaskUid, str]]) -> list[dict[str, Any]]:
+        return await self._fire.read(lambda: self._read(balance.load_many, wanted))
 
     # -- bookkeeping --------------------------------------------------------------------------
 

@@ -33,26 +33,30 @@ class Summary:
 
 
 def task_summary(conn: Connection, task: TaskUid) -> Summary:
+    """Four indexed queries: the counts and latest times per status, the open runs, and the
+    latest finished statuses (for the failure streak) with the last run."""
     mine = _runs.c.task_uid == task
-    last_row = conn.execute(select(_runs).where(mine).order_by(_runs.c.id.desc()).limit(1)).first()
-    last_schedule = conn.execute(select(func.max(_runs.c.scheduled_at)).where(mine)).scalar()
-    last_success = conn.execute(
-        select(func.max(_runs.c.finished_at)).where(
-            mine, _runs.c.status == RunStatus.SUCCEEDED.value
+    misfire = (_runs.c.origin == executions.Origin.MISFIRE.value).label("misfire")
+    groups = conn.execute(
+        select(
+            _runs.c.status,
+            misfire,
+            func.count(),
+            func.max(_runs.c.scheduled_at),
+            func.max(_runs.c.finished_at),
         )
-    ).scalar()
+        .where(mine)
+        .group_by(_runs.c.status, misfire)
+    ).all()
+    by_status: dict[str, int] = {}
+    for status, _, count, _, _ in groups:
+        by_status[status] = by_status.get(status, 0) + int(count)
+    scheduled = [at for _, _, _, at, _ in groups if at is not None]
+    succeeded = [at for status, _, _, _, at in groups if status == RunStatus.SUCCEEDED.value and at]
+    last_row = conn.execute(select(_runs).where(mine).order_by(_runs.c.id.desc()).limit(1)).first()
     open_rows = conn.execute(
         select(_runs).where(mine, _runs.c.status.in_([s.value for s in OPEN])).order_by(_runs.c.id)
     )
-    by_status: dict[str, int] = {
-        str(status): int(count)
-        for status, count in conn.execute(
-            select(_runs.c.status, func.count()).where(mine).group_by(_runs.c.status)
-        )
-    }
-    misfired = conn.execute(
-        select(func.count()).where(mine, _runs.c.origin == executions.Origin.MISFIRE.value)
-    ).scalar_one()
     recent = conn.execute(
         select(_runs.c.status)
         .where(mine, _runs.c.finished_at.is_not(None), _runs.c.status != RunStatus.SKIPPED.value)
@@ -66,14 +70,14 @@ def task_summary(conn: Connection, task: TaskUid) -> Summary:
         streak += 1
     return Summary(
         last=executions.execution_from_row(last_row) if last_row is not None else None,
-        last_schedule_at=last_schedule,
-        last_success_at=last_success,
+        last_schedule_at=max(scheduled, default=None),
+        last_success_at=max(succeeded, default=None),
         open=[executions.execution_from_row(r) for r in open_rows],
         counters={
             "succeeded": by_status.get(RunStatus.SUCCEEDED.value, 0),
             "failed": sum(by_status.get(s.value, 0) for s in _FAILURES),
             "skipped": by_status.get(RunStatus.SKIPPED.value, 0),
-            "misfired": int(misfired),
+            "misfired": sum(int(count) for _, m, count, _, _ in groups if m),
         },
         consecutive_failures=streak,
     )
