@@ -24,7 +24,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from cadenza.api import callback_batches, callbacks, probes
+from cadenza.api import callback_batches, callbacks, probes, rest
 from cadenza.core.ids import Epoch, ExecutionId
 from cadenza.kube import client as kube_client
 from cadenza.kube.handlers import build_registry
@@ -187,7 +187,8 @@ class Replica:
 
 
 async def serve_http(replica: Replica) -> web.AppRunner:
-    app = web.Application()
+    app = web.Application(middlewares=[rest.middleware])
+    app.add_routes(rest.routes(rest.context(replica.settings.api, replica.engine, replica.kube)))
     app.add_routes(
         probes.routes(replica.status, replica.engine, replica.settings.leadership.lock_name)
     )

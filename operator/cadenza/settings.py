@@ -138,6 +138,35 @@ class SchedulingSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    default_namespace: str = "default"
+    """Namespace of the REST API's namespace-less routes (``/api/v1/tasks/...``) and of a
+    created Task whose body names none (``CADENZA_API_DEFAULT_NAMESPACE``); default: the first
+    watched namespace, or ``default`` when the operator watches the whole cluster."""
+
+    default_executor: str = "default"
+    """Executor a Task created through the API serves from when its body lists none, as the
+    original system's bodies never do (``CADENZA_API_DEFAULT_EXECUTOR``). Until an Executor of
+    that name exists, the Task waits with ``ExecutorAvailable=False``."""
+
+    auth_cache_seconds: float = 5.0
+    """How long a TokenReview or SubjectAccessReview answer is reused
+    (``CADENZA_API_AUTH_CACHE_SECONDS``; 0 disables the cache). A revoked token or RoleBinding
+    takes effect at most this much later."""
+
+    auth_cache_size: int = 4096
+    """Most answers of each review kept (``CADENZA_API_AUTH_CACHE_SIZE``); the oldest go first."""
+
+    trigger_wait_seconds: float = 10.0
+    """How long ``POST .../trigger`` waits for the leader to record the run before it answers
+    202 without an id (``CADENZA_API_TRIGGER_WAIT_SECONDS``)."""
+
+    max_body_bytes: int = 1_048_576
+    """Largest request body the API reads; a bigger one answers 413
+    (``CADENZA_API_MAX_BODY_BYTES``). The API server's own object limit is about 1.5 MiB."""
+
+
+@dataclass(frozen=True)
 class Settings:
     instance_id: str
     """This replica's identity in ``scheduler_instances`` (``CADENZA_INSTANCE_ID``; default
@@ -149,6 +178,7 @@ class Settings:
     kube: KubeSettings = field(default_factory=KubeSettings)
     scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
     thread_pool_size: int = 16
     """Threads for blocking calls (PyMySQL, the Kubernetes client); none run on the event loop
@@ -220,9 +250,32 @@ class Settings:
                 kubeconfig=env.get("KUBECONFIG") or None,
             ),
             webhook=_webhook_settings(read, http_host=host, http_port=port),
+            api=_api_settings(read, namespaces),
             thread_pool_size=read("CADENZA_THREAD_POOL_SIZE", int, 16, minimum=2, maximum=512),
             log_level=read("CADENZA_LOG_LEVEL", str, "INFO").upper(),
         )
+
+
+def _api_settings(read: _Reader, namespaces: str) -> ApiSettings:
+    watched = [n.strip() for n in namespaces.split(",") if n.strip()]
+    return ApiSettings(
+        default_namespace=read(
+            "CADENZA_API_DEFAULT_NAMESPACE", str, watched[0] if watched else "default"
+        ),
+        default_executor=read("CADENZA_API_DEFAULT_EXECUTOR", str, "default"),
+        auth_cache_seconds=read(
+            "CADENZA_API_AUTH_CACHE_SECONDS", float, 5.0, minimum=0, maximum=300
+        ),
+        auth_cache_size=read(
+            "CADENZA_API_AUTH_CACHE_SIZE", int, 4096, minimum=1, maximum=1_000_000
+        ),
+        trigger_wait_seconds=read(
+            "CADENZA_API_TRIGGER_WAIT_SECONDS", float, 10.0, minimum=0, maximum=300
+        ),
+        max_body_bytes=read(
+            "CADENZA_API_MAX_BODY_BYTES", int, 1_048_576, minimum=1024, maximum=16_777_216
+        ),
+    )
 
 
 def _webhook_settings(read: _Reader, *, http_host: str, http_port: int) -> WebhookSettings:

@@ -36,7 +36,8 @@ import yaml
 from cryptography import x509
 
 from cadenza.devenv.controlplane import ControlPlane, kubeconfig_yaml
-from cadenza.kube import admission
+from cadenza.kube import admission, reviews
+from cadenza.kube import tasks as kube_tasks
 from cadenza.kube.handlers import build_registry
 from cadenza.kube.hub import Hub
 from cadenza.settings import Settings
@@ -234,13 +235,16 @@ def test_rendered_environment_is_what_the_operator_reads(helm: Helm, tmp_path: P
 
 
 def assert_least_privilege_shape(docs: Rendered) -> None:
-    """No aggregation, no wildcard, no delete: the rules are the whole story."""
+    """No aggregation, no wildcard, no delete but the REST API's of a Task: the rules are the
+    whole story."""
     for role in docs.of_kind("ClusterRole") + docs.of_kind("Role"):
         assert "aggregationRule" not in role
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[field], f"wildcard in {role['metadata']['name']}: {rule}"
-            assert not {"delete", "deletecollection", "escalate", "bind"} & set(rule["verbs"])
+            assert not {"deletecollection", "escalate", "bind"} & set(rule["verbs"])
+            if "delete" in rule["verbs"]:
+                assert (rule["apiGroups"], rule["resources"]) == (["cadenza.dev"], ["tasks"])
 
 
 def test_generated_webhook_certificate_is_trusted_by_the_configured_ca_bundle(helm: Helm) -> None:
@@ -449,7 +453,7 @@ Grants = list[tuple[tuple[str, ...], str]]
 
 # In every namespace the operator watches.
 NAMESPACED_MUST: Grants = [
-    (("get", "list", "watch", "create", "update", "patch"), "tasks.cadenza.dev"),
+    (("get", "list", "watch", "create", "update", "patch", "delete"), "tasks.cadenza.dev"),
     (("get", "list", "watch"), "executors.cadenza.dev"),
     (("get", "patch", "update"), "tasks.cadenza.dev/status"),
     (("get", "patch", "update"), "executors.cadenza.dev/status"),
@@ -459,7 +463,7 @@ NAMESPACED_MUST: Grants = [
     (("get",), "secrets"),
 ]
 NAMESPACED_MUST_NOT: Grants = [
-    (("delete", "deletecollection"), "tasks.cadenza.dev"),
+    (("deletecollection", "trigger"), "tasks.cadenza.dev"),
     (("create", "update", "delete"), "executors.cadenza.dev"),
     (("create", "patch", "delete"), "pods"),
     (("create",), "pods/exec"),
@@ -570,12 +574,11 @@ class OperatorCalls:
     """The calls the operator makes besides kopf's own, made as its ServiceAccount."""
 
     def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self.api = api
         self.custom = kubernetes.client.CustomObjectsApi(api)
         self.core = kubernetes.client.CoreV1Api(api)
         self.events = kubernetes.client.EventsV1Api(api)
         self.extensions = kubernetes.client.ApiextensionsV1Api(api)
-        self.authn = kubernetes.client.AuthenticationV1Api(api)
-        self.authz = kubernetes.client.AuthorizationV1Api(api)
 
     def watches(self, watched: list[str]) -> None:
         """kopf's listings and watches, and the readiness check's listings."""
@@ -614,18 +617,22 @@ class OperatorCalls:
                 GROUP, VERSION, ns, plural, name, current
             )
 
-        # The REST API creates Tasks from the original system's JSON body, edits and triggers them.
+        # The REST API's own calls (cadenza.kube.tasks): create a Task from the original
+        # system's JSON body, list, read, replace, trigger and delete it.
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Task",
             "metadata": {"name": "from-api"},
             "spec": {"schedule": "@hourly", "executors": [{"name": "pool"}]},
         }
-        created = custom.create_namespaced_custom_object(GROUP, VERSION, ns, "tasks", body)
+        api_tasks = kube_tasks.Tasks(self.api)
+        created = api_tasks.create(ns, body)
         created["spec"]["suspend"] = True
-        custom.replace_namespaced_custom_object(GROUP, VERSION, ns, "tasks", "from-api", created)
-        trigger = {"metadata": {"annotations": {"cadenza.dev/trigger": "1"}}}
-        custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "tasks", "from-api", trigger)
+        api_tasks.replace(ns, "from-api", created)
+        api_tasks.annotate(ns, "from-api", {"cadenza.dev/trigger": "1"})
+        assert api_tasks.list(ns, label_selector="x!=y", limit=1).items
+        assert api_tasks.get(ns, "from-api")["spec"]["suspend"] is True
+        api_tasks.delete(ns, "from-api")
 
         self.post_events(
             ns, custom.get_namespaced_custom_object(GROUP, VERSION, ns, "tasks", "sample")
@@ -672,21 +679,15 @@ class OperatorCalls:
         self.events.patch_namespaced_event(new.metadata.name, ns, {"series": series})
 
     def reviews(self, token: str, ns: str) -> None:
-        """The REST API authenticates a caller's token and authorises the caller's request."""
-        review = self.authn.create_token_review(
-            kubernetes.client.V1TokenReview(spec=kubernetes.client.V1TokenReviewSpec(token=token))
-        )
-        assert review.status.authenticated
-        access = kubernetes.client.V1SubjectAccessReview(
-            spec=kubernetes.client.V1SubjectAccessReviewSpec(
-                user=review.status.user.username,
-                groups=review.status.user.groups,
-                resource_attributes=kubernetes.client.V1ResourceAttributes(
-                    group=GROUP, resource="tasks", verb="get", namespace=ns, name="sample"
-                ),
-            )
-        )
-        assert self.authz.create_subject_access_review(access).status.allowed
+        """The REST API authenticates a caller's token and authorises the caller's request
+        (cadenza.kube.reviews, the code the API runs)."""
+        api_reviews = reviews.Reviews(self.api)
+        who = api_reviews.authenticate(token)
+        assert who is not None and who.username.startswith("system:serviceaccount:")
+        assert api_reviews.authenticate("not-a-token") is None
+        assert api_reviews.allowed(who, reviews.Access("get", ns, "sample"))
+        # The operator itself holds no custom verb: a caller's trigger grant is their own.
+        assert not api_reviews.allowed(who, reviews.Access("trigger", ns, "sample"))
 
     def refused(self, ns: str) -> None:
         """What the operator must not do, refused by the server itself."""
@@ -698,7 +699,10 @@ class OperatorCalls:
         }
         custom = self.custom
         assert forbidden(
-            lambda: custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "tasks", "sample")
+            lambda: custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, "tasks")
+        )
+        assert forbidden(
+            lambda: custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "executors", "pool")
         )
         assert forbidden(lambda: self.core.create_namespaced_pod(ns, pod))
         assert forbidden(lambda: self.core.list_namespaced_secret(ns))

@@ -77,13 +77,14 @@ app.kubernetes.io/part-of: cadenza
 {{/*
 Rules the operator needs in every namespace it watches (DESIGN §4, §8): read the resources and
 pods into kopf's indexes, write the status subresources, post Events, read the dispatch-token
-Secrets that Executors reference, and create/update Tasks for the REST API. No delete anywhere,
-no wildcard, no write to pods or to the Executors' specs.
+Secrets that Executors reference, and create/update/patch/delete Tasks for the REST API (each
+only after SubjectAccessReview allowed the caller the same verb on the same Task). No other
+delete, no wildcard, no write to pods or to the Executors' specs.
 */}}
 {{- define "cadenza.namespacedRules" -}}
 - apiGroups: [cadenza.dev]
   resources: [tasks]
-  verbs: [get, list, watch, create, update, patch]
+  verbs: [get, list, watch, create, update, patch, delete]
 - apiGroups: [cadenza.dev]
   resources: [executors]
   verbs: [get, list, watch]

@@ -1,15 +1,17 @@
 """Reads and writes of the objects the operator does not only watch: the status subresource of
 Tasks and Executors, and the Secrets holding dispatch tokens.
 
-With ``client.py`` (the connection) and ``events.py`` (Events), this is the only place that
+With ``client.py`` (the connection), ``events.py`` (Events), ``tasks.py`` and ``reviews.py``
+(the REST API's Task writes and its TokenReview/SubjectAccessReview), this is the only place that
 speaks the Kubernetes client's language; the rest of the operator sees plain dicts and
-:class:`ApiError`. An import-linter contract keeps it so.
+:class:`ApiError` (raised by :func:`call`). An import-linter contract keeps it so.
 
 WARNING: every method blocks on the network; call it from a thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -24,19 +26,32 @@ T = TypeVar("T")
 
 
 class ApiError(Exception):
-    """The API server refused or failed a request; ``status`` is its HTTP status."""
+    """The API server refused or failed a request; ``status`` is its HTTP status, ``message``
+    the server's own explanation (its Status object's ``message``; else the reason)."""
 
-    def __init__(self, status: int | None, reason: str) -> None:
+    def __init__(self, status: int | None, reason: str, message: str = "") -> None:
         super().__init__(f"HTTP {status} {reason}")
         self.status = status
         self.reason = reason
+        self.message = message or reason
 
 
-def _call(request: Callable[[], T]) -> T:
+def call(request: Callable[[], T]) -> T:
+    """``request()``, with the client's ApiException turned into :class:`ApiError`."""
     try:
         return request()
     except kubernetes.client.ApiException as exc:
-        raise ApiError(exc.status, str(exc.reason)) from None
+        raise ApiError(exc.status, str(exc.reason), _message(exc.body)) from None
+
+
+def _message(body: object) -> str:
+    """The ``message`` of the Status object the API server answered with, if it sent one."""
+    try:
+        status = json.loads(body) if isinstance(body, str | bytes) else None
+    except ValueError:
+        return ""
+    message = status.get("message") if isinstance(status, dict) else None
+    return message if isinstance(message, str) else ""
 
 
 class Objects:
@@ -46,7 +61,7 @@ class Objects:
 
     def status_of(self, plural: str, namespace: str, name: str) -> Mapping[str, Any]:
         """The object's ``status`` as stored ({} when it has none yet)."""
-        found = _call(
+        found = call(
             lambda: self._custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, plural, name
             )
@@ -57,7 +72,7 @@ class Objects:
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:
         """Merge-patch the object's status subresource."""
-        _call(
+        call(
             lambda: self._custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
             )
@@ -65,5 +80,5 @@ class Objects:
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's ``data`` (values still base64-encoded)."""
-        secret = _call(lambda: self._core.read_namespaced_secret(name, namespace))
+        secret = call(lambda: self._core.read_namespaced_secret(name, namespace))
         return {str(k): str(v) for k, v in (secret.data or {}).items()}
