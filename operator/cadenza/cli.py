@@ -69,10 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cadenza import replica
         from cadenza.kube.client import ConfigError
         from cadenza.store.engine import DatabaseUnavailable
+        from cadenza.store.migrations import MigrationError
 
         try:
             return asyncio.run(replica.run(settings))
-        except DatabaseUnavailable as exc:
+        except (DatabaseUnavailable, MigrationError) as exc:
             logging.getLogger("cadenza").error("cannot use the database: %s", exc)
             return 2
         except ConfigError as exc:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from cadenza.devenv import mariadb
 from cadenza.devenv.controlplane import ControlPlane, free_port
-from tests.support import wait_for
+from tests.support import db, wait_for
 
 
 def _run(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -136,3 +137,42 @@ def test_an_unreachable_api_server_is_retried_without_tracebacks(
     finally:
         proc.terminate()
         assert proc.wait(20) == 0
+
+
+ORIGINAL_TABLES = {
+    # The original Go system's `jobs` schema, in the shape its users have (names shared with
+    # Cadenza's tables, columns not).
+    "tasks": "id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(255) NOT NULL UNIQUE, "
+    "cron_expression VARCHAR(64) NOT NULL, execution_mode VARCHAR(16), "
+    "load_balance_strategy VARCHAR(16)",
+    "executors": "id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(255), "
+    "instance_id VARCHAR(255) UNIQUE, base_url VARCHAR(512), health_check_url VARCHAR(512)",
+    "task_executions": "id BIGINT AUTO_INCREMENT PRIMARY KEY, task_id BIGINT, status VARCHAR(16)",
+}
+
+
+@pytest.mark.mariadb
+def test_a_database_of_another_system_is_refused_and_left_as_it_was(
+    base_env: dict[str, str], mariadb_server: mariadb.Server
+) -> None:
+    with mariadb.scratch_database(mariadb_server) as name:
+        url = mariadb_server.url(name)
+        for table, columns in ORIGINAL_TABLES.items():
+            db.rows(url, f"CREATE TABLE {table} ({columns})")
+        db.rows(
+            url,
+            "INSERT INTO tasks (name, cron_expression) VALUES (%s, %s)",
+            "test_task",
+            "* * * * *",
+        )
+        before = db.records(url, "SHOW TABLES")
+
+        proc = _run(base_env | {"CADENZA_DATABASE_URL": url})
+
+        assert proc.returncode == 2, proc.stderr
+        lines = [ln for ln in proc.stderr.splitlines() if "cannot use the database" in ln]
+        assert len(lines) == 1, proc.stderr
+        assert "task_executions, tasks" in lines[0] and "CADENZA_DATABASE_URL" in lines[0]
+        assert "Traceback" not in proc.stderr
+        assert db.records(url, "SHOW TABLES") == before  # not even schema_migrations
+        assert db.records(url, "SELECT name FROM tasks") == [{"name": "test_task"}]

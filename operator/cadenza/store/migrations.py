@@ -13,7 +13,10 @@ Invariants:
   and the next start applies it again from the top.
 - The runner refuses to start (:class:`MigrationError`) when an applied file was edited (its
   checksum changed), when the database has versions this release does not know (it was migrated
-  by a newer Cadenza), or when a new file sorts before an applied one. Nothing is applied then.
+  by a newer Cadenza), when a new file sorts before an applied one, or when the database already
+  holds tables of Cadenza's names that Cadenza did not create (the original Go system's ``jobs``
+  database has ``tasks``, ``executors``, ``task_executions``, ...: ``CREATE TABLE IF NOT EXISTS``
+  would skip them and leave a schema of two shapes). Nothing is applied then.
 
 A file is split into statements at each ``;`` that ends a line, so no statement may end a line
 with ``;`` inside a string literal, and procedures (which need ``DELIMITER``) are not supported.
@@ -140,6 +143,7 @@ def _migrate(
         engine.connect() as conn,
         _named_lock(conn.execution_options(isolation_level="AUTOCOMMIT"), lock_timeout) as auto,
     ):
+        _refuse_foreign_tables(auto)
         auto.exec_driver_sql(_CREATE_SCHEMA_MIGRATIONS)
         applied = {
             row.version: row.checksum
@@ -167,6 +171,28 @@ def _migrate(
                 )
             )
         return [m.version for m in pending]
+
+
+def _refuse_foreign_tables(conn: Connection) -> None:
+    """Refuse a database that has tables of Cadenza's names but no record of Cadenza's
+    migrations: another system's schema, which migrating would leave half one, half the other."""
+    existing = {
+        str(name)
+        for (name,) in conn.exec_driver_sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
+        )
+    }
+    if schema.schema_migrations.name in existing:
+        return
+    clashing = sorted(existing & set(schema.metadata.tables))
+    if clashing:
+        database = conn.exec_driver_sql("SELECT DATABASE()").scalar_one()
+        raise MigrationError(
+            f"database {database!r} already holds tables Cadenza did not create "
+            f"({', '.join(clashing)}; no schema_migrations table), for example the original "
+            "system's: point CADENZA_DATABASE_URL at a database of Cadenza's own (an empty one "
+            "is migrated at start); nothing was changed"
+        )
 
 
 def _pending(
