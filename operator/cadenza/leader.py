@@ -70,6 +70,9 @@ class Leader:
             ctx.metrics,
             min_interval=tuning.status_min_interval_seconds,
             max_per_second=tuning.status_max_writes_per_second,
+            seeds=lambda namespace, name: (
+                view.status_seed if (view := ctx.hub.task(namespace, name)) else None
+            ),
         )
         pool = ExecutorPool(
             lambda: (ctx.hub.executors(), ctx.hub.pods()),

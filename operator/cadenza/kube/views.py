@@ -34,6 +34,39 @@ def spec_hash(spec: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -
 
 
 @dataclass(frozen=True)
+class StatusSeed:
+    """What a new leader's status book takes over from a Task's stored status: each
+    condition's status and ``lastTransitionTime`` (so a condition that did not change keeps its
+    time across leaders), and the counts Events were already posted for. Read from the watched
+    object, so the book needs no GET per Task; values of the wrong shape (the status subresource
+    is writable by anyone RBAC allows) are left out."""
+
+    transitions: tuple[tuple[str, str, str], ...] = ()
+    """(type, status, lastTransitionTime) of each condition."""
+    failures: int = 0
+    skipped: int = 0
+
+    @classmethod
+    def of(cls, status: Any) -> StatusSeed:
+        if not isinstance(status, Mapping):
+            return cls()
+        conditions = status.get("conditions")
+        transitions = tuple(
+            (c["type"], c["status"], c["lastTransitionTime"])
+            for c in (conditions if isinstance(conditions, list) else [])
+            if isinstance(c, Mapping)
+            and all(isinstance(c.get(k), str) for k in ("type", "status", "lastTransitionTime"))
+        )
+        counters = status.get("counters")
+        skipped = counters.get("skipped") if isinstance(counters, Mapping) else 0
+        return cls(transitions, _count(status.get("consecutiveFailures")), _count(skipped))
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+@dataclass(frozen=True)
 class TaskView:
     uid: str
     namespace: str
@@ -43,6 +76,7 @@ class TaskView:
     original_name: str | None
     trigger: str | None
     spec_hash: str
+    status_seed: StatusSeed = StatusSeed()
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> TaskView:
@@ -59,6 +93,7 @@ class TaskView:
             original_name=original,
             trigger=annotations.get(TRIGGER),
             spec_hash=spec_hash(spec, {ORIGINAL_NAME: original}),
+            status_seed=StatusSeed.of(body.get("status")),
         )
 
     @functools.cached_property

@@ -31,6 +31,7 @@ from cadenza.core.ids import TaskUid
 from cadenza.kube import conditions as task_conditions
 from cadenza.kube import events, objects
 from cadenza.kube.conditions import Condition
+from cadenza.kube.views import StatusSeed
 from cadenza.metrics import Metrics
 from cadenza.scheduling.plans import TaskPlan
 from cadenza.store import executions, summary
@@ -91,7 +92,10 @@ class TaskStatusBook:
         min_interval: float = 2.0,
         max_per_second: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
+        seeds: Callable[[str, str], StatusSeed | None] = lambda namespace, name: None,
     ) -> None:
+        """``seeds`` gives a Task's stored status as last watched (None: not known, and the
+        first write of this book reads the object instead)."""
         self._objects = objects.Objects(client)
         self._events = events.EventPoster(client)
         self._engine = engine
@@ -99,6 +103,7 @@ class TaskStatusBook:
         self._min_interval = min_interval
         self._max_per_second = max_per_second
         self._clock = clock
+        self._seeds = seeds
         self._entries: dict[TaskUid, _Entry] = {}
         self._wake = asyncio.Event()
         self._writers = asyncio.Semaphore(WRITERS)
@@ -213,8 +218,10 @@ class TaskStatusBook:
 
     async def _write(self, entry: _Entry) -> None:
         async with self._writers:
+            # Read on the event loop, which owns the indexes the seeds come from.
+            seed = None if entry.seeded else self._seeds(entry.namespace, entry.name)
             try:
-                await asyncio.to_thread(self._flush, entry)
+                await asyncio.to_thread(self._flush, entry, seed)
             except objects.ApiError as exc:
                 if exc.status == 404:
                     self._entries.pop(entry.uid, None)
@@ -229,7 +236,7 @@ class TaskStatusBook:
                     "status of task %s/%s not written: %r", entry.namespace, entry.name, exc
                 )
 
-    def _flush(self, entry: _Entry) -> None:
+    def _flush(self, entry: _Entry, seed: StatusSeed | None = None) -> None:
         # One snapshot for all the summary's queries: read committed would let a run finish
         # between them (a "Running" last execution beside a streak its success just reset).
         with (
@@ -238,7 +245,7 @@ class TaskStatusBook:
         ):
             facts = summary.task_summary(conn, entry.uid)
         if not entry.seeded:
-            self._seed(entry)
+            self._seed(entry, seed)
         status = self._status(entry, facts)
         if status != entry.written:
             self._objects.patch_status("tasks", entry.namespace, entry.name, status)
@@ -246,12 +253,13 @@ class TaskStatusBook:
             self._metrics.status_writes.labels(task=f"{entry.namespace}/{entry.name}").inc()
         self._post_events(entry, facts)
 
-    def _seed(self, entry: _Entry) -> None:
-        status = self._objects.status_of("tasks", entry.namespace, entry.name)
-        for c in status.get("conditions") or []:
-            entry.transitions[c["type"]] = (c["status"], c["lastTransitionTime"])
-        entry.reported["failures"] = int(status.get("consecutiveFailures") or 0)
-        entry.reported["skipped"] = int((status.get("counters") or {}).get("skipped") or 0)
+    def _seed(self, entry: _Entry, seed: StatusSeed | None) -> None:
+        if seed is None:
+            seed = StatusSeed.of(self._objects.status_of("tasks", entry.namespace, entry.name))
+        for kind, status, since in seed.transitions:
+            entry.transitions[kind] = (status, since)
+        entry.reported["failures"] = seed.failures
+        entry.reported["skipped"] = seed.skipped
         entry.seeded = True
 
     def _status(self, entry: _Entry, facts: summary.Summary) -> dict[str, Any]:
