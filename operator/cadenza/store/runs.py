@@ -22,14 +22,14 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, text, tuple_, update
+from sqlalchemy import and_, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.runs import DISPATCHABLE, OPEN, Outcome, may_send, sources_of
 from cadenza.core.transitions import TERMINAL, RunStatus
-from cadenza.store import executions, schema
+from cadenza.store import bulk, executions, schema
 
 __all__ = ["OPEN", "Dispatch", "Outcome"]
 
@@ -65,23 +65,12 @@ def _sendable(run: ExecutionId, attempt: int) -> Any:
 
 # -- the same, many runs at a time (the leader's batches) ----------------------------------------
 
-_BEGIN = (
-    update(_runs)
-    .where(_runs.c.id == bindparam("b_run"))
-    .values(
-        status=RunStatus.DISPATCHED.value,
-        attempt=bindparam("b_attempt"),
-        executor_name=bindparam("b_executor"),
-        pod_name=bindparam("b_pod"),
-        pod_ip=bindparam("b_ip"),
-        callback_token_hash=bindparam("b_hash"),
-        deadline_at=bindparam("b_deadline"),
-        next_attempt_at=None,
-        dispatched_at=_NOW,
-        epoch=bindparam("b_epoch"),
-        updated_at=_NOW,
-    )
-)
+_BEGIN_FIXED = {
+    "next_attempt_at": "NULL",
+    "dispatched_at": "UTC_TIMESTAMP(3)",
+    "updated_at": "UTC_TIMESTAMP(3)",
+}
+"""What :func:`begin_many` sets the same on every run (the rest comes from each run's row)."""
 _POINT_ATTEMPT = mysql_insert(_attempts)
 _POINT_ATTEMPT = _POINT_ATTEMPT.on_duplicate_key_update(
     executor_name=_POINT_ATTEMPT.inserted.executor_name,
@@ -120,21 +109,25 @@ def begin_many(
         answers.append(ok)
     chosen = [b for b, ok in zip(begins, answers, strict=True) if ok]
     if chosen:
-        conn.execute(
-            _BEGIN,
+        bulk.update_by_key(
+            conn,
+            _runs,
+            "id",
             [
                 {
-                    "b_run": run,
-                    "b_attempt": attempt,
-                    "b_executor": to.executor,
-                    "b_pod": to.pod,
-                    "b_ip": to.ip,
-                    "b_hash": to.token_hash,
-                    "b_deadline": to.deadline_at,
-                    "b_epoch": epoch,
+                    "id": run,
+                    "status": RunStatus.DISPATCHED.value,
+                    "attempt": attempt,
+                    "executor_name": to.executor,
+                    "pod_name": to.pod,
+                    "pod_ip": to.ip,
+                    "callback_token_hash": to.token_hash,
+                    "deadline_at": to.deadline_at,
+                    "epoch": epoch,
                 }
                 for run, attempt, to in chosen
             ],
+            _BEGIN_FIXED,
         )
         now = datetime.now(UTC)
         conn.execute(

@@ -1,0 +1,71 @@
+"""``bulk.update_by_key``: many rows, each with values of its own, in one statement; what it
+writes reads back exactly as the per-row ``update()`` it replaces would have written."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from cadenza.store import bulk
+from cadenza.store.schema import UtcDateTime
+
+pytestmark = pytest.mark.mariadb
+
+AT = datetime(2026, 12, 2, 15, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+def probe(engine: Engine) -> sa.Table:
+    table = sa.Table(
+        "bulk_probe",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("name", sa.String(64), nullable=True),
+        sa.Column("at", UtcDateTime(), nullable=True),
+        sa.Column("doc", sa.JSON, nullable=True),
+        sa.Column("touched", UtcDateTime(), nullable=True),
+    )
+    table.create(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(table), [{"id": i, "name": f"row-{i}"} for i in range(1, 6)])
+    return table
+
+
+def read(engine: Engine, table: sa.Table) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
+
+
+def test_each_row_gets_its_own_values_in_one_statement(engine: Engine, probe: sa.Table) -> None:
+    rows = [
+        {"id": 1, "name": "one", "at": AT, "doc": {"a": [1, 2], "b": None}},
+        {"id": 3, "name": None, "at": None, "doc": None},
+        {"id": 4, "name": "it's \"quoted\" % and \\", "at": AT + timedelta(hours=1),
+         "doc": ["x"]},
+        {"id": 99, "name": "no such row", "at": AT, "doc": {}},
+    ]  # fmt: skip
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    with engine.begin() as conn:
+        matched = bulk.update_by_key(conn, probe, "id", rows, {"touched": "UTC_TIMESTAMP(3)"})
+    assert matched == 3
+    assert len(statements) == 1
+    got = {r["id"]: r for r in read(engine, probe)}
+    assert got[1]["name"] == "one" and got[1]["doc"] == {"a": [1, 2], "b": None}
+    assert got[1]["at"] == AT.replace(microsecond=123000)  # as UtcDateTime writes it
+    assert got[3]["name"] is None and got[3]["at"] is None and got[3]["doc"] is None
+    assert got[4]["name"] == 'it\'s "quoted" % and \\' and got[4]["doc"] == ["x"]
+    assert all(got[i]["touched"] is not None for i in (1, 3, 4))
+    assert got[2] == {"id": 2, "name": "row-2", "at": None, "doc": None, "touched": None}
+    assert 99 not in got
+
+
+def test_rows_must_name_the_same_columns(engine: Engine, probe: sa.Table) -> None:
+    with engine.begin() as conn, pytest.raises(ValueError, match="same columns"):
+        bulk.update_by_key(conn, probe, "id", [{"id": 1, "name": "a"}, {"id": 2, "at": AT}])
+    with engine.begin() as conn:
+        assert bulk.update_by_key(conn, probe, "id", []) == 0
