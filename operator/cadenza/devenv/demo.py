@@ -3,7 +3,9 @@ the sample Tasks, all on this machine.
 
 Run through ``scripts/demo``. It writes ``.cadenza-demo/`` in the directory it was started from:
 ``kubeconfig``, a shell-sourceable ``env`` (``KUBECONFIG``, ``CADENZA_DATABASE_URL``,
-``CADENZA_API``, ``PATH``), the processes' ``logs/``, and ``ready`` once everything is up.
+``CADENZA_API``, ``CADENZA_TOKEN``, ``PATH``), the processes' ``logs/``, and ``ready`` once
+everything is up. ``CADENZA_TOKEN`` is a token of the ServiceAccount ``cadenza-demo-admin``,
+which a ClusterRole allows everything on Cadenza's resources: the REST API's bearer token.
 Ctrl-C or SIGTERM stops everything, in order, and removes ``ready``.
 """
 
@@ -26,6 +28,25 @@ from cadenza.devenv import mariadb, pods
 REPO = cp.REPO_ROOT
 DEMO_DATABASE = "cadenza_demo"
 EXECUTOR_LABEL = {"cadenza.dev/executor": "demo-executor"}
+ADMIN = "cadenza-demo-admin"
+ADMIN_RBAC = {
+    "apiVersion": "v1",
+    "kind": "List",
+    "items": [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": ADMIN, "namespace": "default"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": ADMIN},
+         "rules": [{"apiGroups": ["cadenza.dev"], "resources": ["*"], "verbs": ["*"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": ADMIN},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": ADMIN},
+         "subjects": [{"kind": "ServiceAccount", "name": ADMIN, "namespace": "default"}]},
+    ],
+}  # fmt: skip
+"""Who the demo's ``CADENZA_TOKEN`` is: allowed every verb (``trigger`` too) on Cadenza's
+resources, nothing else."""
 
 
 def _say(message: str) -> None:
@@ -101,10 +122,15 @@ class Demo:
     def _write_env(self, database_url: str) -> None:
         assert self.plane is not None
         kubeconfig = (self.state_dir / "kubeconfig").resolve()
+        self.plane.kubectl("apply", "-f", "-", input=json.dumps(ADMIN_RBAC))
+        token = self.plane.kubectl(
+            "create", "token", ADMIN, "-n", "default", "--duration=24h"
+        ).stdout.strip()
         lines = [
             f"export KUBECONFIG={kubeconfig}",
             f"export CADENZA_DATABASE_URL={database_url}",
             f"export CADENZA_API={self.api_urls[0]}",
+            f"export CADENZA_TOKEN={token}",
             f"export PATH={self.plane.bin_dir}:$PATH",
         ]
         (self.state_dir / "env").write_text("\n".join(lines) + "\n")
@@ -153,6 +179,7 @@ def main() -> int:
     source {env}
     kubectl get tasks,executors,pods        # the sample Tasks and the demo executor pods
     curl -s $CADENZA_API/api/v1/replicas    # which replica leads
+    curl -s -H "Authorization: Bearer $CADENZA_TOKEN" $CADENZA_API/api/v1/tasks/test_task
     kubectl get task test-task -w           # the original sample fires every 10 seconds
     mysql -h127.0.0.1 -uroot -p123456 {DEMO_DATABASE} -e 'SELECT * FROM task_executions'
 
