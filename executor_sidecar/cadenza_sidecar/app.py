@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 
 import aiohttp
 from aiohttp import web
 
-from cadenza_sidecar import runner, server
+from cadenza_sidecar import registration, runner, server
 from cadenza_sidecar.callbacks import CallbackSender
 from cadenza_sidecar.runs import RunRegistry
 from cadenza_sidecar.settings import Settings
@@ -67,7 +68,11 @@ async def serve(settings: Settings) -> int:
             extra={"spool": str(spool.directory), "reason": repr(exc)},
         )
         return 1
-    if settings.auth.token is None:
+    token = settings.auth.token
+    if settings.registration is not None:
+        # Until registered: the token of an earlier registration, else one nobody knows.
+        token = registration.stored_token(spool.directory) or token or secrets.token_urlsafe(32)
+    if token is None:
         logger.warning("no dispatch token configured: /v1/* accepts unauthenticated requests")
 
     async with contextlib.AsyncExitStack() as stack:
@@ -91,7 +96,7 @@ async def serve(settings: Settings) -> int:
             registry,
             callbacks,
             pod=settings.pod_name,
-            token=settings.auth.token,
+            token=token,
             cancel_wait_seconds=settings.handler.kill_grace_seconds + 5,
             max_batch_items=settings.server.max_batch_items,
             max_batch_bytes=settings.server.max_batch_bytes,
@@ -125,9 +130,23 @@ async def serve(settings: Settings) -> int:
             },
         )
 
+        registrar: registration.Registrar | None = None
+        registering: asyncio.Task[None] | None = None
+        if settings.registration is not None:
+            registrar = registration.Registrar(
+                settings.registration, callback_session, api, spool.directory
+            )
+            registering = asyncio.create_task(registrar.run(), name="registration")
+
         signum = await _stop_requested()
         logger.info("draining", extra={"signal": signum.name, "inFlight": registry.in_flight})
+        if registering is not None and registrar is not None:
+            registering.cancel()
+            await asyncio.gather(registering, return_exceptions=True)
+            await registrar.set_state("draining")
         await registry.drain(settings.drain.grace_seconds)
         left = await callbacks.flush(settings.drain.flush_seconds)
+        if registrar is not None:
+            await registrar.set_state("offline")
         logger.info("drained; exiting", extra={"leftInSpool": left})
     return 0

@@ -61,6 +61,7 @@ class Api:
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._authenticate])
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/health", self.healthz)  # the original system's health URL
         app.router.add_post("/v1/executions", self.start_execution)
         # A custom method (AIP-136 style) rather than /v1/executions/batch, which would shadow
         # the run whose id is "batch".
@@ -69,6 +70,10 @@ class Api:
         app.router.add_get("/v1/executions/{execution_id:.+}", self.get_execution)
         app.router.add_delete("/v1/executions/{execution_id:.+}", self.cancel_execution)
         return app
+
+    def use_token(self, token: str) -> None:
+        """Accept ``token`` from now on (a registration answered it)."""
+        self._token = token.encode()
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:

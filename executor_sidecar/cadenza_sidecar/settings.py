@@ -127,6 +127,39 @@ class DrainSettings:
 
 
 @dataclass(frozen=True)
+class RegistrationSettings:
+    """Registration with a Cadenza REST API as an executor outside the cluster (the original
+    system's sample executor); set when ``--scheduler-url`` is."""
+
+    scheduler_url: str
+    """``--scheduler-url``: any replica's REST API, e.g. ``http://cadenza.cadenza:8080``."""
+
+    executor_name: str
+    """``--executor-name``: the Executor this instance joins (created by the first one)."""
+
+    instance_id: str
+    """``--instance-id``: unique in the namespace (default: the pod name)."""
+
+    advertise_url: str
+    """``--advertise-url``: where the scheduler reaches this sidecar (default
+    ``http://<listen>:<port>``, required when listening on every address)."""
+
+    tasks: tuple[tuple[str, str | None], ...] = ()
+    """``--task NAME[=CRON]`` (repeatable; ``CADENZA_SIDECAR_TASKS`` separated by ';'): the Tasks
+    served; one that does not exist is created with CRON."""
+
+    api_token: str | None = None
+    """Bearer token for the REST API (``--api-token-file`` or ``CADENZA_SIDECAR_API_TOKEN``), a
+    Kubernetes token allowed to register (see docs/api.md)."""
+
+    heartbeat_seconds: int = 10
+    """``--heartbeat-seconds``: how often to heartbeat; also the interval the Executor expects."""
+
+    namespace: str | None = None
+    """``--namespace``: the Executor's namespace (default: the API's default namespace)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     pod_name: str
     """Name reported in responses and callbacks (``--pod-name``, ``POD_NAME``, else hostname)."""
@@ -154,6 +187,9 @@ class Settings:
 
     log_level: str = "info"
     """Lowest level logged: debug, info, warning or error."""
+
+    registration: RegistrationSettings | None = None
+    """Self-registration with the scheduler; None: the operator finds this sidecar's pod."""
 
 
 def _number(raw: str, kind: Callable[[str], T], rule: str, valid: Callable[[T], bool]) -> T:
@@ -266,7 +302,30 @@ def build_parser() -> argparse.ArgumentParser:
     add("--finished-retention-seconds", metavar="S", type=positive_seconds, help="(3600)")
     add("--finished-retention-count", metavar="N", type=count, help="(10000)")
     add("--log-level", type=_for_argparse(_log_level), help="debug|info|warning|error (info)")
-    return parser
+    add(
+        "--scheduler-url",
+        metavar="URL",
+        type=_for_argparse(_http_url),
+        help="register with this Cadenza REST API as an executor outside the cluster",
+    )
+    add("--executor-name", metavar="NAME", help="the Executor to join (with --scheduler-url)")
+    add("--instance-id", metavar="ID", help="this instance's id (default: the pod name)")
+    add(
+        "--advertise-url",
+        metavar="URL",
+        type=_for_argparse(_http_url),
+        help="where the scheduler reaches this sidecar (default http://<listen>:<port>)",
+    )
+    add("--task", metavar="NAME[=CRON]", action="append", help="a Task served (repeatable)")
+    add(
+        "--api-token-file",
+        metavar="PATH",
+        type=Path,
+        help=f"bearer token for the REST API (default ${ENV_PREFIX}API_TOKEN)",
+    )
+    add("--heartbeat-seconds", metavar="N", type=count, help="heartbeat interval (default 10)")
+    add("--namespace", metavar="NS", help="the Executor's namespace (default: the API's)")
+    return parser  # fmt: skip
 
 
 class _Resolver:
@@ -372,4 +431,55 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             flush_seconds=resolve.get("flush_seconds", _non_negative_float, 5.0),
         ),
         log_level=resolve.get("log_level", _log_level, "info"),
+        registration=_registration(args, resolve, env, pod_name or socket.gethostname()),
     )
+
+
+def _registration(
+    args: argparse.Namespace, resolve: _Resolver, environ: Mapping[str, str], pod_name: str
+) -> RegistrationSettings | None:
+    scheduler = resolve.get("scheduler_url", _http_url, None)
+    if scheduler is None:
+        return None
+    name = resolve.get("executor_name", str, None)
+    if not name:
+        raise SettingsError("--scheduler-url needs --executor-name: the Executor to join")
+    listen, port = resolve.get("listen", str, "0.0.0.0"), resolve.get("port", _port, 9090)
+    advertise = resolve.get("advertise_url", _http_url, None)
+    if advertise is None:
+        if listen in ("0.0.0.0", "::", ""):
+            raise SettingsError(
+                "--scheduler-url needs --advertise-url when listening on every address:"
+                " give the URL the scheduler reaches this sidecar at"
+            )
+        host = f"[{listen}]" if ":" in listen else listen
+        advertise = f"http://{host}:{port}"
+    raw_tasks = args.task or [t for t in environ.get(ENV_PREFIX + "TASKS", "").split(";") if t]
+    tasks = tuple(
+        (name_.strip(), cron.strip() or None) if sep else (name_.strip(), None)
+        for name_, sep, cron in (t.partition("=") for t in raw_tasks)
+    )
+    return RegistrationSettings(
+        scheduler_url=scheduler.rstrip("/"),
+        executor_name=name,
+        instance_id=resolve.get("instance_id", str, pod_name),
+        advertise_url=advertise.rstrip("/"),
+        tasks=tasks,
+        api_token=_secret_file(resolve, environ, "api_token_file", "API_TOKEN"),
+        heartbeat_seconds=resolve.get("heartbeat_seconds", _positive_int, 10),
+        namespace=resolve.get("namespace", str, None),
+    )
+
+
+def _secret_file(
+    resolve: _Resolver, environ: Mapping[str, str], flag: str, env_name: str
+) -> str | None:
+    path = resolve.get(flag, Path, None)
+    if path is None:
+        return environ.get(ENV_PREFIX + env_name) or None
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        option = "--" + flag.replace("_", "-")
+        raise SettingsError(f"{option} {path}: cannot read it ({exc.strerror})") from None
+    return value or None

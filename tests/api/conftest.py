@@ -23,7 +23,8 @@ from cadenza.devenv.controlplane import ControlPlane
 from tests.support import db
 from tests.support.operators import Replicas
 
-ALL_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "trigger")
+ALL_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "trigger", "cancel")
+EXECUTOR_VERBS = ("get", "list", "watch", "create", "update", "delete")
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,15 @@ class Callers:
     namespace: str
     made: dict[str, str] = field(default_factory=dict)
 
-    def token(self, name: str, verbs: tuple[str, ...], cluster_wide: bool = False) -> str:
-        """A token of the ServiceAccount ``name`` allowed ``verbs`` on tasks.cadenza.dev (in the
-        namespace, or everywhere)."""
+    def token(
+        self,
+        name: str,
+        verbs: tuple[str, ...],
+        cluster_wide: bool = False,
+        executor_verbs: tuple[str, ...] = (),
+    ) -> str:
+        """A token of the ServiceAccount ``name`` allowed ``verbs`` on tasks.cadenza.dev and
+        ``executor_verbs`` on executors.cadenza.dev (in the namespace, or everywhere)."""
         if name in self.made:
             return self.made[name]
         role_kind = "ClusterRole" if cluster_wide else "Role"
@@ -100,15 +107,18 @@ class Callers:
         objects: list[dict[str, Any]] = [
             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
         ]
-        if verbs:
+        rules = [
+            {"apiGroups": ["cadenza.dev"], "resources": [resource], "verbs": list(granted)}
+            for resource, granted in (("tasks", verbs), ("executors", executor_verbs))
+            if granted
+        ]
+        if rules:
             objects += [
                 {
                     "apiVersion": "rbac.authorization.k8s.io/v1",
                     "kind": role_kind,
                     "metadata": {"name": role_name},
-                    "rules": [
-                        {"apiGroups": ["cadenza.dev"], "resources": ["tasks"], "verbs": list(verbs)}
-                    ],
+                    "rules": rules,
                 },
                 {
                     "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -180,7 +190,7 @@ def api(
         member = group.add()
         group.wait_indexed()
         group.wait_for_leader()
-        admin = callers.token("admin", ALL_VERBS, cluster_wide=True)
+        admin = callers.token("admin", ALL_VERBS, cluster_wide=True, executor_verbs=EXECUTOR_VERBS)
         yield Api(member.url, module_namespace, module_database, controlplane, admin)
     finally:
         group.stop_all()

@@ -255,7 +255,9 @@ def test_openapi_document_describes_the_routes(api: Api) -> None:
     assert "continue" in schemas["TaskList"]["properties"]
     # Every documented operation is served (a missing route would be aiohttp's bare 404/405).
     for path, item in doc.body["paths"].items():
-        filled = path.format(namespace=api.namespace, name="openapi-probe", id="1")
+        filled = path.format(
+            namespace=api.namespace, name="openapi-probe", id="1", instance_id="openapi-probe"
+        )
         for method in ("get", "post", "put", "patch", "delete"):
             if method in item:
                 answer = api.call(method.upper(), filled, {} if method != "get" else None)

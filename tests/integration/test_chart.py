@@ -37,6 +37,7 @@ from cryptography import x509
 
 from cadenza.devenv.controlplane import ControlPlane, kubeconfig_yaml
 from cadenza.kube import admission, reviews
+from cadenza.kube import executors as kube_executors
 from cadenza.kube import tasks as kube_tasks
 from cadenza.kube.handlers import build_registry
 from cadenza.kube.hub import Hub
@@ -235,8 +236,8 @@ def test_rendered_environment_is_what_the_operator_reads(helm: Helm, tmp_path: P
 
 
 def assert_least_privilege_shape(docs: Rendered) -> None:
-    """No aggregation, no wildcard, no delete but the REST API's of a Task: the rules are the
-    whole story."""
+    """No aggregation, no wildcard, no delete but the REST API's of a Task or an Executor: the
+    rules are the whole story."""
     for role in docs.of_kind("ClusterRole") + docs.of_kind("Role"):
         assert "aggregationRule" not in role
         for rule in role["rules"]:
@@ -244,7 +245,8 @@ def assert_least_privilege_shape(docs: Rendered) -> None:
                 assert "*" not in rule[field], f"wildcard in {role['metadata']['name']}: {rule}"
             assert not {"deletecollection", "escalate", "bind"} & set(rule["verbs"])
             if "delete" in rule["verbs"]:
-                assert (rule["apiGroups"], rule["resources"]) == (["cadenza.dev"], ["tasks"])
+                assert rule["apiGroups"] == ["cadenza.dev"]
+                assert rule["resources"] in (["tasks"], ["executors"])
 
 
 def test_generated_webhook_certificate_is_trusted_by_the_configured_ca_bundle(helm: Helm) -> None:
@@ -454,20 +456,20 @@ Grants = list[tuple[tuple[str, ...], str]]
 # In every namespace the operator watches.
 NAMESPACED_MUST: Grants = [
     (("get", "list", "watch", "create", "update", "patch", "delete"), "tasks.cadenza.dev"),
-    (("get", "list", "watch"), "executors.cadenza.dev"),
+    (("get", "list", "watch", "create", "update", "delete"), "executors.cadenza.dev"),
     (("get", "patch", "update"), "tasks.cadenza.dev/status"),
     (("get", "patch", "update"), "executors.cadenza.dev/status"),
     (("get", "list", "watch"), "pods"),
     (("create", "patch"), "events"),
     (("create", "patch"), "events.events.k8s.io"),
-    (("get",), "secrets"),
+    (("get", "create"), "secrets"),
 ]
 NAMESPACED_MUST_NOT: Grants = [
     (("deletecollection", "trigger"), "tasks.cadenza.dev"),
-    (("create", "update", "delete"), "executors.cadenza.dev"),
+    (("patch", "deletecollection"), "executors.cadenza.dev"),
     (("create", "patch", "delete"), "pods"),
     (("create",), "pods/exec"),
-    (("list", "watch", "create"), "secrets"),
+    (("list", "watch", "update", "patch", "delete"), "secrets"),
     (("get", "list", "create", "patch", "delete"), "deployments.apps"),
     (("get",), "configmaps"),
     (("delete",), "events"),
@@ -634,6 +636,26 @@ class OperatorCalls:
         assert api_tasks.get(ns, "from-api")["spec"]["suspend"] is True
         api_tasks.delete(ns, "from-api")
 
+        # The REST API's registration (cadenza.kube.executors): an Executor with an endpoint,
+        # its dispatch-token Secret, then deregistration.
+        api_executors = kube_executors.Executors(self.api)
+        outside = api_executors.create(
+            ns,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Executor",
+                "metadata": {"name": "outside"},
+                "spec": {"endpoints": [{"instanceId": "x-1", "baseUrl": "http://127.0.0.9:9"}]},
+            },
+        )
+        api_executors.create_token_secret(outside, "outside-dispatch-token", "token", "t0ken")
+        assert api_executors.token_secret(ns, "outside-dispatch-token", "token") == "t0ken"
+        outside["spec"]["heartbeatSeconds"] = 5
+        api_executors.replace(ns, "outside", outside)
+        assert [e["metadata"]["name"] for e in api_executors.list(ns)] == ["outside", "pool"]
+        assert api_executors.get(ns, "outside")["spec"]["heartbeatSeconds"] == 5
+        api_executors.delete(ns, "outside")
+
         self.post_events(
             ns, custom.get_namespaced_custom_object(GROUP, VERSION, ns, "tasks", "sample")
         )
@@ -702,7 +724,14 @@ class OperatorCalls:
             lambda: custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, "tasks")
         )
         assert forbidden(
-            lambda: custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "executors", "pool")
+            lambda: custom.delete_collection_namespaced_custom_object(
+                GROUP, VERSION, ns, "executors"
+            )
+        )
+        assert forbidden(
+            lambda: custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ns, "executors", "pool", {"spec": {"port": 9191}}
+            )
         )
         assert forbidden(lambda: self.core.create_namespaced_pod(ns, pod))
         assert forbidden(lambda: self.core.list_namespaced_secret(ns))

@@ -60,6 +60,24 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
             "--token-file",
             id="missing-token-file",
         ),
+        pytest.param(
+            ["--scheduler-url", "http://s:8080", "--command", "true"],
+            {},
+            "--executor-name",
+            id="registration-without-executor",
+        ),
+        pytest.param(
+            ["--scheduler-url", "http://s:8080", "--executor-name", "e", "--command", "true"],
+            {},
+            "--advertise-url",
+            id="registration-listening-everywhere",
+        ),
+        pytest.param(
+            ["--scheduler-url", "s:8080", "--command", "true"],
+            {},
+            "--scheduler-url",
+            id="registration-relative-url",
+        ),
     ],
 )
 def test_bad_configuration_exits_2_with_a_message(args, env, message):
@@ -87,6 +105,28 @@ def test_help_lists_every_flag():
         "--max-batch-items", "--max-batch-bytes", "--callback-batch-max-items",
     ):  # fmt: skip
         assert flag in result.stdout
+
+
+def test_registration_settings_from_flags_and_environment(tmp_path):
+    token = tmp_path / "api-token"
+    token.write_text("secret\n")
+    flags = [
+        "--listen", "10.0.0.5", "--port", "9191", "--pod-name", "p-1", "--command", "true",
+    ]  # fmt: skip
+    environ = {
+        "CADENZA_SIDECAR_SCHEDULER_URL": "http://cadenza:8080/",
+        "CADENZA_SIDECAR_EXECUTOR_NAME": "sample-executor",
+        "CADENZA_SIDECAR_TASKS": "test_task=*/10 * * * * *;other_task",
+        "CADENZA_SIDECAR_API_TOKEN_FILE": str(token),
+    }
+    loaded = settings.load([*flags[:-2], "--heartbeat-seconds", "5", *flags[-2:]], environ)
+    reg = loaded.registration
+    assert reg is not None
+    assert reg.scheduler_url == "http://cadenza:8080"
+    assert reg.instance_id == "p-1" and reg.advertise_url == "http://10.0.0.5:9191"
+    assert reg.tasks == (("test_task", "*/10 * * * * *"), ("other_task", None))
+    assert reg.api_token == "secret" and reg.heartbeat_seconds == 5
+    assert settings.load(["--command", "true"], environ={}).registration is None
 
 
 def test_batch_limits_have_documented_defaults_and_environment_twins():

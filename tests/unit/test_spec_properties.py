@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from cadenza.core import fields, misfire, modes, retry, schedule, selectors, strategies, taskspec
 from cadenza.core.ids import PodName
+from cadenza.executors.members import selected
 from cadenza.executors.spec import HEALTH_PATH, read_spec
 from cadenza.kube.views import ExecutorView, PodView, TaskView, spec_hash
 from cadenza.mirror import task_row
@@ -168,17 +169,31 @@ def test_an_executor_spec_within_the_crd_is_read_and_selects_without_raising(
 ) -> None:
     parsed, problems = read_spec(spec)
     check = spec.get("healthCheck") or {}
-    # What CEL rules refuse, and only that, may be named: a path of other characters, an empty
-    # selector.
-    selector = spec["selector"]
+    # What CEL rules (and the list-map keys) refuse, and only that, may be named: a path of other
+    # characters, an empty or missing selector without endpoints, an instance id listed twice.
+    selector = spec.get("selector")
+    ids = [e["instanceId"] for e in spec.get("endpoints") or []]
     left_to_cel = {
         "spec.healthCheck.path": HEALTH_PATH.fullmatch(check.get("path", "/healthz")) is None,
-        "spec.selector": not selector.get("matchLabels") and not selector.get("matchExpressions"),
+        "spec.selector": (
+            not ids
+            if selector is None
+            else not selector.get("matchLabels") and not selector.get("matchExpressions")
+        ),
+        "spec.endpoints": len(ids) != len(set(ids)),
     }
-    assert {p.field for p in problems} <= {field for field, bad in left_to_cel.items() if bad}
+    named = {p.field.split("[")[0] for p in problems}
+    assert named <= {field for field, bad in left_to_cel.items() if bad}
     assert parsed.health_check.timeout_seconds <= parsed.health_check.period_seconds
     assert parsed.base_url("10.0.0.1").endswith(f":{parsed.port}")
-    selectors.matches(spec["selector"], labels)
+    if selector is not None:
+        selectors.matches(selector, labels)
+    members = selected(
+        ExecutorView.from_body({"metadata": {"uid": "e", "namespace": "n", "name": "e"},
+                                "spec": spec}), [],
+    )  # fmt: skip
+    if not named:
+        assert [m.name for m in members] == ids
     view = ExecutorView.from_body({"metadata": {"uid": "e", "namespace": "n", "name": "e"},
                                    "spec": spec})  # fmt: skip
     assert view.spec_hash
@@ -187,7 +202,16 @@ def test_an_executor_spec_within_the_crd_is_read_and_selects_without_raising(
 @given(
     spec=st.dictionaries(
         st.sampled_from(
-            ["port", "scheme", "healthCheck", "tokenSecretRef", "maxConcurrencyPerPod", "selector"]
+            [
+                "port",
+                "scheme",
+                "healthCheck",
+                "tokenSecretRef",
+                "maxConcurrencyPerPod",
+                "selector",
+                "endpoints",
+                "heartbeatSeconds",
+            ]
         ),
         JSON,
     )

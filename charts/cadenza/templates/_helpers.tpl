@@ -87,7 +87,8 @@ delete, no wildcard, no write to pods or to the Executors' specs.
   verbs: [get, list, watch, create, update, patch, delete]
 - apiGroups: [cadenza.dev]
   resources: [executors]
-  verbs: [get, list, watch]
+  # create, update, delete: the REST API's registration of executors outside the cluster
+  verbs: [get, list, watch, create, update, delete]
 - apiGroups: [cadenza.dev]
   resources: [tasks/status, executors/status]
   verbs: [get, patch, update]
@@ -102,7 +103,8 @@ delete, no wildcard, no write to pods or to the Executors' specs.
   verbs: [create, patch]
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  # create: the dispatch-token Secret of an Executor created by a registration
+  verbs: [get, create]
 {{- end }}
 
 {{/*

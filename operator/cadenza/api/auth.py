@@ -80,7 +80,8 @@ class Guard:
             self._decisions.put(key, bool(allowed))
         if not allowed:
             where = f"in namespace {access.namespace}" if access.namespace else "cluster-wide"
-            what = f"tasks.cadenza.dev/{access.name}" if access.name else "tasks.cadenza.dev"
+            kind = f"{access.resource}.cadenza.dev"
+            what = f"{kind}/{access.name}" if access.name else kind
             raise Problem(403, f'{who.username} may not "{access.verb}" {what} {where}')
         return who
 

@@ -1,4 +1,5 @@
-"""What the REST API's handlers share: the guard, the Task client, the database and settings.
+"""What the REST API's handlers share: the guard, the Task and Executor clients, the database and
+settings.
 
 Invariant: the handlers reach the API server and MySQL only through these, and every blocking
 call goes through :meth:`ApiContext.blocking` (the replica's bounded thread pool).
@@ -20,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from cadenza.api import errors
 from cadenza.api.auth import Guard
+from cadenza.kube.executors import Executors
 from cadenza.kube.objects import ApiError
 from cadenza.kube.tasks import Tasks
 from cadenza.settings import ApiSettings
@@ -38,6 +40,7 @@ class ApiContext:
     tasks: Tasks
     engine: Engine
     settings: ApiSettings
+    executors: Executors
     now: Callable[[], datetime] = _utc_now
 
     async def blocking(self, call: Callable[[], T]) -> T:

@@ -18,7 +18,10 @@ from cadenza.kube.objects import ApiError
 
 log = logging.getLogger(__name__)
 
-_OWN_PREFIXES = ("/api/v1/tasks", "/api/v1/namespaces", "/api/v1/executions", "/api/v1/openapi")
+_OWN_PREFIXES = (
+    "/api/v1/tasks", "/api/v1/namespaces", "/api/v1/executions", "/api/v1/executors",
+    "/api/v1/openapi",
+)  # fmt: skip
 
 
 class Problem(Exception):

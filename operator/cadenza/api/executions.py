@@ -56,7 +56,7 @@ def routes(ctx: ApiContext) -> list[web.RouteDef]:
 
     async def one(request: web.Request) -> web.Response:
         await ctx.guard.identify(request)  # 401 before anything else, and before any read
-        run_id = _id(request.match_info["id"], "id")
+        run_id = parse_id(request.match_info["id"], "id")
         found = await ctx.blocking(lambda: history.run(ctx.engine, run_id))
         if found is None:
             raise Problem(404, f"execution {run_id} not found")
@@ -100,10 +100,10 @@ def _cursor(raw: str | None) -> int | None:
         text = ""
     if not text.startswith(_CURSOR_PREFIX):
         raise Problem(400, "is not a cursor this API gave out; start again without it", "cursor")
-    return _id(text.removeprefix(_CURSOR_PREFIX), "cursor")
+    return parse_id(text.removeprefix(_CURSOR_PREFIX), "cursor")
 
 
-def _id(raw: str, field: str) -> int:
+def parse_id(raw: str, field: str) -> int:
     if not (0 < len(raw) <= 19 and raw.isascii() and raw.isdigit() and 0 < int(raw) <= _MAX_ID):
         raise Problem(400, f"must be a positive whole number, got {raw[:40]!r}", field)
     return int(raw)

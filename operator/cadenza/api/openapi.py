@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
-from cadenza.api import models
+from cadenza.api import executor_models, models
 
 _REF = "#/components/schemas/{model}"
 
@@ -102,10 +102,61 @@ def _task_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+_EXECUTOR_WRITE_ERRORS = {
+    **_WRITE_ERRORS,
+    "404": _answer("ErrorOut", "No such Executor, instance or Task"),
+    "409": _answer("ErrorOut", "The instance id belongs to another Executor, or a conflict"),
+}
+
+
+def _executor_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    instance = [*params, _param("instance_id", "path")]
+    return {
+        f"{prefix}/executors": {
+            "parameters": params,
+            "get": {"summary": "List Executors with pod and endpoint health (verb: list)",
+                    "responses": {"200": _answer("ExecutorList", "The Executors"), **_ERRORS}},
+        },
+        f"{prefix}/executors/register": {
+            "parameters": params,
+            "post": {"summary": "Register an executor outside the cluster (verb: create or "
+                                "update; create/update on each Task listed)",
+                     "requestBody": _body("RegisterBody"),
+                     "responses": {"200": _answer("RegisterOut", "Updated"),
+                                   "201": _answer("RegisterOut", "Executor created"),
+                                   **_EXECUTOR_WRITE_ERRORS}},
+        },
+        f"{prefix}/executors/{{name}}": {
+            "parameters": [*params, _param("name", "path")],
+            "get": {"summary": "Read an Executor (verb: get)",
+                    "responses": {"200": _answer("ExecutorOut", "The Executor"), **_ERRORS}},
+            "delete": {"summary": "Deregister the instance whose id is `name` (verb: update on "
+                                  "its Executor; also delete when it was the last member)",
+                       "responses": {"204": _answer(None, "Deregistered"),
+                                     **_EXECUTOR_WRITE_ERRORS}},
+        },
+        f"{prefix}/executors/{{instance_id}}/heartbeat": {
+            "parameters": instance,
+            "post": {"summary": "Heartbeat of an instance (verb: update on its Executor)",
+                     "requestBody": {"required": False, "content": {"application/json": {
+                         "schema": _ref("HeartbeatBody")}}},
+                     "responses": {"200": _answer("HeartbeatOut", "Recorded"),
+                                   **_EXECUTOR_WRITE_ERRORS}},
+        },
+        f"{prefix}/executors/{{instance_id}}/status": {
+            "parameters": instance,
+            "put": {"summary": "online, draining or offline (verb: update on its Executor)",
+                    "requestBody": _body("StatusBody"),
+                    "responses": {"200": _answer("EndpointOut", "The endpoint"),
+                                  **_EXECUTOR_WRITE_ERRORS}},
+        },
+    }  # fmt: skip
+
+
 def document() -> dict[str, Any]:
     _, schemas = models_json_schema(
         [(m, "serialization" if m.__name__.endswith(("Out", "List", "Detail")) else "validation")
-         for m in models.PUBLISHED], ref_template=_REF,
+         for m in (*models.PUBLISHED, *executor_models.PUBLISHED)], ref_template=_REF,
     )  # fmt: skip
     namespace = [_param("namespace", "path")]
     default_ns = [_param("namespace")]
@@ -124,7 +175,14 @@ def document() -> dict[str, Any]:
             "summary": "One run with its attempts and result (verb: get on its Task)",
             "parameters": [_param("id", "path", {"type": "integer", "minimum": 1})],
             "responses": {"200": _answer("ExecutionDetail", "The run"), **_ERRORS}}},
+        "/api/v1/executions/{id}/cancel": {"post": {
+            "summary": "Cancel a run and tell its pod (verb: cancel on its Task)",
+            "parameters": [_param("id", "path", {"type": "integer", "minimum": 1})],
+            "responses": {"200": _answer("CancelOut", "Cancelled"), **_ERRORS,
+                          "409": _answer("ErrorOut", "The run is already over")}}},
     }  # fmt: skip
+    paths.update(_executor_paths("/api/v1", default_ns))
+    paths.update(_executor_paths("/api/v1/namespaces/{namespace}", namespace))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Cadenza REST API", "version": "v1",

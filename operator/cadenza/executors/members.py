@@ -1,7 +1,10 @@
 """What the pool knows about each Executor and each of its pods, and the frozen views it hands out.
 
 A *member* is one pod selected by one Executor (a pod selected by two Executors is two members:
-each Executor probes it with its own health check). The mutable records here belong to
+each Executor probes it with its own health check). An Executor's static endpoints (executors
+outside the cluster) are members too, presented as pods by :mod:`cadenza.executors.endpoints`:
+they are reached at their own URLs and, when the Executor asks for heartbeats, are healthy only
+while those arrive. The mutable records here belong to
 :class:`cadenza.executors.pool.ExecutorPool` and never leave it; readers get the frozen
 :class:`PodCandidate`, :class:`PodSnapshot` and :class:`ExecutorSnapshot`.
 """
@@ -16,6 +19,8 @@ from datetime import datetime
 
 from cadenza.core import health as pod_health
 from cadenza.core import selectors
+from cadenza.executors import endpoints
+from cadenza.executors.endpoints import Endpoint
 from cadenza.executors.persistence import HealthRow
 from cadenza.executors.spec import ExecutorSpec
 from cadenza.kube.views import ExecutorView, PodView
@@ -96,6 +101,22 @@ class Member:
     probes: int = 0
     failed_probes: int = 0
     dispatch_error: str | None = None
+    endpoint: Endpoint | None = None
+    """Set for an executor outside the cluster: reached at its URLs, not the pod IP."""
+    beat_error: str | None = None
+    """Why the endpoint's heartbeats say it is unhealthy (None: fresh, or not required)."""
+
+    @property
+    def healthy(self) -> bool:
+        """The probes call it healthy and its heartbeats (if required) are fresh."""
+        return self.health.healthy and self.beat_error is None
+
+    def base_url(self, spec: ExecutorSpec) -> str:
+        return self.endpoint.base_url if self.endpoint else spec.base_url(self.pod.ip or "")
+
+    def probe_url(self, spec: ExecutorSpec) -> str:
+        path = spec.health_check.path
+        return self.endpoint.probe_url(path) if self.endpoint else self.base_url(spec) + path
 
     @property
     def probed(self) -> bool:
@@ -108,10 +129,10 @@ class Member:
 
     @property
     def last_error(self) -> str | None:
-        return self.dispatch_error or self.health.last_error
+        return self.dispatch_error or self.beat_error or self.health.last_error
 
     def health_row(self, in_flight: int) -> HealthRow:
-        healthy = self.health.healthy if self.probed else None
+        healthy = self.healthy if self.probed else None
         return HealthRow(healthy, in_flight, self.health.last_probe_at, self.last_error)
 
 
@@ -136,7 +157,7 @@ class ExecutorEntry:
         """Whether the member is a candidate: Kubernetes, our probes and the token agree."""
         token_known = self.token is not None or self.spec.token_ref is None or not tokens_in_use
         valid = self.spec_error is None
-        return valid and member.pod.candidate and member.health.healthy and token_known
+        return valid and member.pod.candidate and member.healthy and token_known
 
     def candidate(self, member: Member, in_flight: int) -> PodCandidate:
         pod = member.pod
@@ -146,8 +167,8 @@ class ExecutorEntry:
             pod=pod.name,
             pod_uid=pod.uid,
             ip=pod.ip or "",
-            base_url=self.spec.base_url(pod.ip or ""),
-            healthy=member.health.healthy,
+            base_url=member.base_url(self.spec),
+            healthy=member.healthy,
             in_flight=in_flight,
             capacity=self.spec.max_concurrency_per_pod,
             token=self.token,
@@ -162,7 +183,7 @@ class ExecutorEntry:
             ip=pod.ip,
             phase=pod.phase,
             ready=pod.ready,
-            healthy=health.healthy if member.probed else None,
+            healthy=member.healthy if member.probed else None,
             candidate=candidate,
             in_flight=in_flight,
             last_probe_time=health.last_probe_at,
@@ -175,9 +196,13 @@ class ExecutorEntry:
 
 
 def selected(executor: ExecutorView, pods: Sequence[PodView]) -> list[PodView]:
-    """The pods (of the Executor's namespace) its selector matches."""
+    """The pods (of the Executor's namespace) its selector matches, then its endpoints."""
+    static = endpoints.as_pods(executor.namespace, executor.uid, executor.spec)
+    if not executor.selector:  # no selector: only endpoints (the spec's reader checks why)
+        return static
     try:
-        return [pod for pod in pods if selectors.matches(executor.selector, pod.labels)]
+        chosen = [pod for pod in pods if selectors.matches(executor.selector, pod.labels)]
     except ValueError as exc:  # the CRD's enum refuses such selectors; an old object may not
         log.warning("executor %s/%s: %s", executor.namespace, executor.name, exc)
-        return []
+        chosen = []
+    return chosen + static

@@ -17,6 +17,10 @@ Invariants:
 - In flight per pod = the sidecar's ``inFlight`` from the last probe, plus dispatches, minus
   finished runs noted since. A dispatch racing a probe may be counted once too few until the
   next probe; the sidecar's own 429 is the hard limit.
+- An endpoint (an executor outside the cluster) is probed at its own health URL; when its
+  Executor sets ``heartbeatSeconds``, each probe also reads its last heartbeat
+  (``executor_heartbeats``) and it is no candidate while that is older than
+  ``MISSED_HEARTBEATS`` times the interval, whatever the probes say.
 - With a database, findings go to ``executor_instances`` through
   :class:`cadenza.executors.persistence.HealthStore` (batched, changed rows, fenced); ``Fenced``
   ends :meth:`ExecutorPool.run`.
@@ -29,10 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
@@ -40,7 +45,7 @@ from sqlalchemy.engine import Engine
 from cadenza.core import health as pod_health
 from cadenza.core.ids import Epoch
 from cadenza.dispatch.client import DispatchClient, ProbeResult
-from cadenza.executors import persistence
+from cadenza.executors import endpoints, persistence
 from cadenza.executors.members import (
     ExecutorEntry,
     ExecutorSnapshot,
@@ -52,6 +57,7 @@ from cadenza.executors.members import (
 from cadenza.executors.spec import read_spec
 from cadenza.executors.tokens import TokenSource, TokenUnavailable
 from cadenza.kube.views import ExecutorView, PodView
+from cadenza.store import heartbeats as heartbeat_rows
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,8 @@ Source = Callable[[], tuple[Sequence[ExecutorView], Sequence[PodView]]]
 TOKEN_POLL_SECONDS = 5.0
 """How often the pool asks the TokenSource (which reads the Secret only when its cache aged)."""
 TOKEN_RETRY_SECONDS = 2.0
+Heartbeats = Callable[[str, str, Sequence[str]], Mapping[str, datetime]]
+"""(namespace, Executor name, instance ids) -> the last heartbeat of each; blocking."""
 
 
 class ExecutorPool:
@@ -75,10 +83,16 @@ class ExecutorPool:
         lock_name: str = "",
         epoch: Epoch | None = None,
         persist_interval: float = 1.0,
+        heartbeats: Heartbeats | None = None,
     ) -> None:
         """With ``engine`` and ``epoch`` the findings are written to ``executor_instances``;
-        without them (unit tests) nothing is written. Without ``tokens`` no token is sent."""
+        without them (unit tests) nothing is written. Without ``tokens`` no token is sent.
+        ``heartbeats`` reads endpoints' heartbeats (default: from ``engine``; neither: they are
+        not checked)."""
         self._source = source
+        if heartbeats is None and engine is not None:
+            heartbeats = functools.partial(heartbeat_rows.last_beats, engine)
+        self._heartbeats = heartbeats
         self._client = client
         self._tokens = tokens
         self._clock = clock
@@ -243,14 +257,15 @@ class ExecutorPool:
         )
         try:
             result = await self._client.probe(
-                executor.spec.base_url(member.pod.ip or ""), check.path, check.timeout_seconds
+                member.probe_url(executor.spec), "", check.timeout_seconds
             )
+            member.beat_error = await self._beat_error(executor, member, at)
         except Exception as exc:  # a bug here must not stop this pod's probing for good
             log.exception("probing pod %s failed unexpectedly", member.pod.name)
             result = ProbeResult(False, None, None, False, f"probe failed: {exc}")
         finally:
             member.probing = None
-        was = member.health.healthy
+        was = member.healthy
         member.health = pod_health.observe(
             member.health, result.ok, at, check.thresholds, result.error
         )
@@ -260,14 +275,41 @@ class ExecutorPool:
             member.dispatch_error = None
         if result.in_flight is not None:
             self._in_flight[member.pod.uid] = result.in_flight
-        if was != member.health.healthy:
+        if was != member.healthy:
+            why = result.error or member.beat_error
             log.info(
                 "pod %s/%s of executor %s is now %s%s", member.pod.namespace, member.pod.name,
-                executor.view.name, "healthy" if member.health.healthy else "unhealthy",
-                f": {result.error}" if result.error else "",
+                executor.view.name, "healthy" if member.healthy else "unhealthy",
+                f": {why}" if why else "",
             )  # fmt: skip
         self._bump()
         self._wake.set()
+
+    async def _beat_error(
+        self, executor: ExecutorEntry, member: Member, at: datetime
+    ) -> str | None:
+        """Why the endpoint's heartbeats make it unhealthy; None when they are fresh or not
+        required. A failed read keeps the previous finding."""
+        interval = executor.spec.heartbeat_seconds
+        if member.endpoint is None or interval is None or self._heartbeats is None:
+            return None
+        view, instance = executor.view, member.pod.name
+        try:
+            beats = await asyncio.to_thread(self._heartbeats, view.namespace, view.name, [instance])
+        except Exception as exc:
+            log.warning("reading the heartbeat of %s/%s failed: %s", view.namespace, instance, exc)
+            return member.beat_error
+        allowed = interval * endpoints.MISSED_HEARTBEATS
+        last = beats.get(instance)
+        if last is None:
+            return f"no heartbeat received (heartbeatSeconds {interval})"
+        silent = (at - last).total_seconds()
+        if silent > allowed:
+            return (
+                f"no heartbeat for {silent:.0f} s, more than {endpoints.MISSED_HEARTBEATS} x"
+                f" heartbeatSeconds ({interval})"
+            )
+        return None
 
     async def _load_token(self, executor: ExecutorEntry) -> None:
         assert self._tokens is not None
@@ -312,10 +354,11 @@ class ExecutorPool:
             executor.view, executor.spec, executor.members = view, spec, []
             executor.spec_error = spec_error
             executors[view.uid] = executor
+            static = {endpoints.member_uid(view.uid, e.instance_id): e for e in spec.endpoints}
             for pod in selected(view, by_namespace[view.namespace]):
                 key = (view.uid, pod.uid)
                 member = self._members.get(key) or Member(pod, next_probe=now)
-                member.pod = pod
+                member.pod, member.endpoint = pod, static.get(pod.uid)
                 members[key] = member
                 executor.members.append(key)
         for key in self._members.keys() - members.keys():

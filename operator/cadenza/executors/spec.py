@@ -9,6 +9,8 @@ Invariants:
   can keep such an Executor out of rotation (``Available=False``) while the others run on.
 - The probe timeout never exceeds the period (the CRD refuses it; clamped here all the same), so
   a pod has at most one probe in flight.
+- ``selector`` may be absent only when ``endpoints`` lists members (executors outside the
+  cluster, :mod:`cadenza.executors.endpoints`); an absent selector selects no pod.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 from cadenza.core import fields, selectors
 from cadenza.core.fields import FieldError, Integer
 from cadenza.core.health import HealthThresholds
+from cadenza.executors import endpoints
+from cadenza.executors.endpoints import Endpoint
 
 PORT = Integer("port", 1, 65_535, 9090)
 PERIOD_SECONDS = Integer("periodSeconds", 1, 3600, 10)
@@ -29,6 +33,7 @@ TIMEOUT_SECONDS = Integer("timeoutSeconds", 1, 60, 2)
 FAILURE_THRESHOLD = Integer("failureThreshold", 1, 100, 3)
 SUCCESS_THRESHOLD = Integer("successThreshold", 1, 100, 1)
 MAX_CONCURRENCY_PER_POD = Integer("maxConcurrencyPerPod", 1, 10_000, 4)
+HEARTBEAT_SECONDS = Integer("heartbeatSeconds", 1, 3600)
 INTEGERS: dict[str, Integer] = {
     "spec.port": PORT,
     "spec.healthCheck.periodSeconds": PERIOD_SECONDS,
@@ -36,6 +41,7 @@ INTEGERS: dict[str, Integer] = {
     "spec.healthCheck.failureThreshold": FAILURE_THRESHOLD,
     "spec.healthCheck.successThreshold": SUCCESS_THRESHOLD,
     "spec.maxConcurrencyPerPod": MAX_CONCURRENCY_PER_POD,
+    "spec.heartbeatSeconds": HEARTBEAT_SECONDS,
 }
 """Every integer field by its path in the CRD schema."""
 SCHEMES = ("http", "https")
@@ -77,6 +83,9 @@ class ExecutorSpec:
     health_check: HealthCheck = dataclasses.field(default_factory=HealthCheck)
     max_concurrency_per_pod: int = 4
     token_ref: TokenRef | None = None
+    endpoints: tuple[Endpoint, ...] = ()
+    heartbeat_seconds: int | None = None
+    """Endpoints must heartbeat this often (None: heartbeats are not required)."""
 
     def base_url(self, ip: str) -> str:
         """``http://10.0.0.7:9090``; IPv6 addresses get their brackets."""
@@ -110,8 +119,13 @@ def read_spec(spec: Any) -> tuple[ExecutorSpec, tuple[FieldError, ...]]:
         ),
         max_concurrency_per_pod=_integer(problems, MAX_CONCURRENCY_PER_POD, raw, "spec"),
         token_ref=problems.read(functools.partial(_token_ref, raw.get("tokenSecretRef")), None),
+        endpoints=problems.read(functools.partial(endpoints.read_all, raw.get("endpoints")), ()),
+        heartbeat_seconds=problems.read(
+            functools.partial(HEARTBEAT_SECONDS.read, raw, "spec"), None
+        ),
     )
-    problems.read(functools.partial(_check_selector, raw.get("selector")), None)
+    if raw.get("selector") is not None or not parsed.endpoints:
+        problems.read(functools.partial(_check_selector, raw.get("selector")), None)
     return parsed, tuple(problems.found)
 
 

@@ -1,69 +1,20 @@
-"""The REST API's reads and writes of Task objects, made with the operator's own identity.
-
-Invariant: the API calls these only after SubjectAccessReview allowed the caller the same verb
-on the same Task (``cadenza.api.auth``); the objects stay the source of truth, nothing here is
-cached. Objects go in and come out as plain dicts; failures as
-:class:`~cadenza.kube.objects.ApiError` carrying the API server's status and message.
-
-WARNING: every method blocks on the network; call it from a thread, never on the event loop.
-"""
+"""The REST API's reads and writes of Task objects (:class:`~cadenza.kube.custom.CustomObjects`
+of ``tasks``), and the annotation that triggers a manual run."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from typing import Any, cast
 
-import kubernetes
-
+from cadenza.kube.custom import CustomObjects, Page
 from cadenza.kube.objects import GROUP, VERSION, ApiClient, call
 
 PLURAL = "tasks"
+__all__ = ["PLURAL", "Page", "Tasks"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Page:
-    """One page of a listing; ``continue_token`` is None on the last page."""
-
-    items: list[dict[str, Any]]
-    continue_token: str | None
-
-
-class Tasks:
+class Tasks(CustomObjects):
     def __init__(self, client: ApiClient) -> None:
-        self._custom = kubernetes.client.CustomObjectsApi(client)
-
-    def get(self, namespace: str, name: str) -> dict[str, Any]:
-        return cast(
-            dict[str, Any],
-            call(
-                lambda: self._custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name
-                )
-            ),
-        )
-
-    def create(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return cast(
-            dict[str, Any],
-            call(
-                lambda: self._custom.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, dict(body)
-                )
-            ),
-        )
-
-    def replace(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Replace the object; ``body`` carries the ``resourceVersion`` it was read at, so a
-        concurrent change answers 409 instead of being overwritten."""
-        return cast(
-            dict[str, Any],
-            call(
-                lambda: self._custom.replace_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, dict(body)
-                )
-            ),
-        )
+        super().__init__(client, PLURAL)
 
     def annotate(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
         """Merge-patch annotations onto the object (the manual trigger)."""
@@ -71,13 +22,6 @@ class Tasks:
         call(
             lambda: self._custom.patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name, patch
-            )
-        )
-
-    def delete(self, namespace: str, name: str) -> None:
-        call(
-            lambda: self._custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
             )
         )
 
@@ -91,25 +35,10 @@ class Tasks:
         continue_token: str = "",
     ) -> Page:
         """One page of the namespace's Tasks (``namespace`` "" lists every namespace)."""
-        options: dict[str, Any] = {}
-        if label_selector:
-            options["label_selector"] = label_selector
-        if field_selector:
-            options["field_selector"] = field_selector
-        if limit:
-            options["limit"] = limit
-        if continue_token:
-            options["_continue"] = continue_token
-        if namespace:
-            found = call(
-                lambda: self._custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, **options
-                )
-            )
-        else:
-            found = call(
-                lambda: self._custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **options)
-            )
-        listed = cast(dict[str, Any], found)
-        token = (listed.get("metadata") or {}).get("continue") or None
-        return Page(list(listed.get("items") or []), token)
+        return self.page(
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            limit=limit,
+            continue_token=continue_token,
+        )

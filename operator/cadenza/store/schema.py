@@ -309,3 +309,16 @@ run_changes = Table(
     Index("ix_run_changes_created_at", "created_at"),
     **_TABLE_OPTIONS,
 )
+
+# -- 0007_executor_heartbeats.sql -------------------------------------------------------------
+
+executor_heartbeats = Table(
+    "executor_heartbeats",
+    metadata,
+    Column("namespace", String(63), primary_key=True),
+    Column("instance_id", String(63), primary_key=True),
+    Column("executor_name", String(253), nullable=False),
+    _time("beat_at"),
+    Index("ix_executor_heartbeats_executor", "namespace", "executor_name"),
+    **_TABLE_OPTIONS,
+)

@@ -1,0 +1,97 @@
+"""``POST /api/v1/executions/{id}/cancel``: end a run ``cancelled`` and tell its pod to stop it.
+
+Any replica serves it. The run is ended with a guarded transition in MySQL, noted in the change
+log (:mod:`cadenza.store.cancels`): the leader reads it there, as it reads callbacks' results,
+and frees the run's slot; it never dispatches a run that is over. Then this replica tells the
+pod or endpoint the run went to (``DELETE /v1/executions/{run}-{attempt}``, the sidecar
+protocol's cancel, with the Executor's dispatch token): telling a pod is no dispatch, and the
+replica has all it needs (the run's pod and its Executor). The pod's own ``cancelled`` callback
+then finds the run over and changes nothing.
+
+Verb: ``cancel`` on the run's Task (a custom verb, like ``trigger``: reading or triggering a
+Task does not let anyone stop its runs). Answers: 200 with the run's new state (``podNotified``
+says whether the pod acknowledged), 404 no such run, 409 the run is already over.
+
+WARNING: a cancel racing the leader's dispatch of a claimed run can reach the database before
+the pod has the run; the pod then runs it to the end and its result is ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from cadenza.api import executions
+from cadenza.api.context import ApiContext, json
+from cadenza.api.errors import Problem
+from cadenza.api.executor_models import CancelOut
+from cadenza.core.ids import ExecutionId
+from cadenza.dispatch.client import DispatchClient
+from cadenza.executors.spec import parse_spec
+from cadenza.kube.reviews import Access
+from cadenza.scheduling.dispatcher import execution_key
+from cadenza.store import cancels, deadlocks, history
+
+
+def routes(ctx: ApiContext) -> list[web.RouteDef]:
+    async def cancel(request: web.Request) -> web.Response:
+        who = await ctx.guard.identify(request)  # 401 before anything else
+        run_id = executions.parse_id(request.match_info["id"], "id")
+        found = await ctx.blocking(lambda: history.run(ctx.engine, run_id))
+        if found is None:
+            raise Problem(404, f"execution {run_id} not found")
+        ns, task = found[0]["namespace"], found[0]["task_name"]
+        await ctx.guard.check(request, Access("cancel", ns, task))
+        reason = f"cancelled through the REST API by {who.username}"
+        done = await ctx.blocking(
+            lambda: deadlocks.retry_deadlocks(
+                lambda: cancels.cancel(ctx.engine, ExecutionId(run_id), reason)
+            )
+        )
+        if done is None:
+            raise Problem(404, f"execution {run_id} not found")
+        if not done.applied:
+            raise Problem(409, f"execution {run_id} is already over ({done.previous.value})")
+        row = found[0]
+        notified = await _tell_pod(ctx, row, execution_key(run_id, done.attempt))
+        answer = CancelOut(
+            id=run_id, status="cancelled", previousStatus=done.previous.value,
+            pod=row.get("pod_name"), podNotified=notified,
+        )  # fmt: skip
+        return json(answer)
+
+    return [web.post("/api/v1/executions/{id}/cancel", cancel)]
+
+
+async def _tell_pod(ctx: ApiContext, row: Mapping[str, Any], key: str) -> bool:
+    """Ask the run's pod or endpoint to cancel; False when it had none or did not answer."""
+    executor, pod, ip = row.get("executor_name"), row.get("pod_name"), row.get("pod_ip")
+    if not executor or not pod:
+        return False  # never dispatched: nothing runs anywhere
+    ns = row["namespace"]
+    try:
+        found = await ctx.kube(lambda: ctx.executors.get(ns, executor), f"Executor {ns}/{executor}")
+    except Problem:
+        return False  # the Executor is gone: so is the way to its pods
+    spec = parse_spec(found.get("spec") or {})
+    base_url = next((e.base_url for e in spec.endpoints if e.instance_id == pod), None)
+    if base_url is None and ip:
+        base_url = spec.base_url(ip)
+    if base_url is None:
+        return False
+    token = None
+    if spec.token_ref is not None:
+        ref = spec.token_ref
+        try:
+            token = await ctx.kube(
+                lambda: ctx.executors.token_secret(ns, ref.name, ref.key), f"Secret {ns}/{ref.name}"
+            )
+        except Problem:
+            return False
+    client = DispatchClient()
+    try:
+        return await client.cancel(base_url, token, key)
+    finally:
+        await client.close()
