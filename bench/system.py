@@ -218,6 +218,7 @@ class System:
             "CADENZA_NAMESPACES": NAMESPACE,
             "CADENZA_LOCK_NAME": f"cadenza.bench.{self.database}",
             "CADENZA_LOG_LEVEL": "INFO",
+            "CADENZA_API_OPEN_METRICS": "true",  # the benchmark reads the leader's /metrics
             "PYTHONUNBUFFERED": "1",
         }
         log = self.workdir / f"{name}.log"

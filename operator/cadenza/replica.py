@@ -188,13 +188,13 @@ class Replica:
 
 async def serve_http(replica: Replica) -> web.AppRunner:
     app = web.Application(middlewares=[rest.middleware])
-    app.add_routes(rest.routes(rest.context(replica.settings.api, replica.engine, replica.kube)))
-    app.add_routes(
-        probes.routes(replica.status, replica.engine, replica.settings.leadership.lock_name)
-    )
+    api = rest.context(replica.settings.api, replica.engine, replica.kube)
+    app.add_routes(rest.routes(api))
+    app.add_routes(probes.routes(replica.status))
+    replicas = probes.replica_routes(replica.engine, replica.settings.leadership.lock_name)
+    app.add_routes(rest.guarded(api, [*replicas, replica.metrics.route()]))
     app.add_routes(callbacks.routes(replica.engine, replica.callback_applied))
     app.add_routes(callback_batches.routes(replica.engine, replica.callback_applied))
-    app.add_routes([replica.metrics.route()])
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, replica.settings.http.host, replica.settings.http.port)

@@ -165,6 +165,11 @@ class ApiSettings:
     """Largest request body the API reads; a bigger one answers 413
     (``CADENZA_API_MAX_BODY_BYTES``). The API server's own object limit is about 1.5 MiB."""
 
+    open_metrics: bool = False
+    """Serve ``/metrics`` and ``/api/v1/replicas`` without a token (``CADENZA_API_OPEN_METRICS``).
+    Off by default: a caller needs ``get`` on those non-resource URLs, as RBAC grants it for
+    the API server's own ``/metrics``."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -275,6 +280,7 @@ def _api_settings(read: _Reader, namespaces: str) -> ApiSettings:
         max_body_bytes=read(
             "CADENZA_API_MAX_BODY_BYTES", int, 1_048_576, minimum=1024, maximum=16_777_216
         ),
+        open_metrics=read("CADENZA_API_OPEN_METRICS", boolean, False),
     )
 
 

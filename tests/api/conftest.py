@@ -184,6 +184,7 @@ def api(
     env = {
         "CADENZA_API_DEFAULT_NAMESPACE": module_namespace,
         "CADENZA_API_TRIGGER_WAIT_SECONDS": "20",
+        "CADENZA_API_OPEN_METRICS": "false",
     }
     group = Replicas(controlplane, module_database, module_namespace, workdir, extra_env=env)
     try:

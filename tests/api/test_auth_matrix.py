@@ -5,6 +5,7 @@ verb but the route's 403, a Role with only the route's verb 2xx."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -100,8 +101,51 @@ def test_auth_matrix(api: Api, callers: Callers, matrix: dict[str, str], route: 
 
 
 def test_unprotected_routes_stay_open(api: Api) -> None:
-    for path in ("/healthz", "/readyz", "/metrics", "/api/v1/replicas", "/api/v1/openapi.json"):
+    for path in ("/healthz", "/readyz", "/api/v1/openapi.json"):
         assert api.call("GET", path, token="").status == 200, path
+
+
+STATUS_PATHS = ("/metrics", "/api/v1/replicas")
+
+
+def status_reader(api: Api, callers: Callers) -> str:
+    """A ServiceAccount allowed ``get`` on the status paths as non-resource URLs, as a
+    Prometheus would be (a ClusterRole: non-resource URLs have no namespace)."""
+    name = f"{api.namespace}-status-reader"
+    objects = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "status-reader"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": name},
+         "rules": [{"nonResourceURLs": list(STATUS_PATHS), "verbs": ["get"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": "status-reader",
+                       "namespace": api.namespace}]},
+    ]  # fmt: skip
+    doc = {"apiVersion": "v1", "kind": "List", "items": objects}
+    api.kubectl("apply", "-n", api.namespace, "-f", "-", input=json.dumps(doc))
+    token = api.kubectl("create", "token", "status-reader", "-n", api.namespace).strip()
+    callers.made["status-reader"] = token  # its ClusterRole goes with the module's callers
+    return token
+
+
+def test_metrics_and_replicas_want_a_token_allowed_to_read_them(api: Api, callers: Callers) -> None:
+    reader = status_reader(api, callers)
+    for path in STATUS_PATHS:
+        assert api.call("GET", path, token="").status == 401, path
+        assert api.call("GET", path, token="not-a-token").status == 401, path
+        assert api.call("GET", path, token=reader).status == 200, path
+    # Every verb on Cadenza's resources, but not /metrics.
+    refused = api.call("GET", "/metrics")
+    assert refused.status == 403
+    assert "/metrics" in refused.body["error"]
+    # /api/v1/replicas is what Kubernetes' own system:discovery role grants every
+    # authenticated user (``get`` on ``/api/*``): any valid token reads it.
+    assert api.call("GET", "/api/v1/replicas").status == 200
+    metrics = api.call("GET", "/metrics", token=reader)
+    assert "cadenza_" in str(metrics.body)
 
 
 @pytest.mark.parametrize(

@@ -101,6 +101,8 @@ class Replicas:
                 "CADENZA_ACQUIRE_TIMEOUT_SECONDS": "1",
                 "CADENZA_LOCK_NAME": f"cadenza.test.{self.namespace}",
                 "CADENZA_LOG_LEVEL": "INFO",
+                # The scenarios read the leader's /metrics; tests/api keeps the default (closed).
+                "CADENZA_API_OPEN_METRICS": "true",
                 "PYTHONUNBUFFERED": "1",
                 **self.extra_env,
             }

@@ -78,6 +78,8 @@ class Guard:
         if allowed is _MISSING:
             allowed = await _review(lambda: self._reviews.allowed(who, access))
             self._decisions.put(key, bool(allowed))
+        if not allowed and access.path:
+            raise Problem(403, f'{who.username} may not "{access.verb}" {access.path}')
         if not allowed:
             where = f"in namespace {access.namespace}" if access.namespace else "cluster-wide"
             kind = f"{access.resource}.cadenza.dev"

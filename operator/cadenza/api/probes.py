@@ -4,7 +4,7 @@
 - ``/readyz``: 200 once the replica's indexes hold everything that existed at start, 503 before;
   the body says whether it is indexed and whether it leads, with which epoch.
 - ``/api/v1/replicas``: every registered replica with its role and heartbeat, from MySQL, so any
-  replica can tell who leads.
+  replica can tell who leads (:func:`replica_routes`; behind a token, see ``api.rest.guarded``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ class ReplicaStatus:
 StatusFn = Callable[[], ReplicaStatus]
 
 
-def routes(status: StatusFn, engine: Any, lock_name: str) -> list[web.RouteDef]:
+def routes(status: StatusFn) -> list[web.RouteDef]:
+    """The probes, open to anyone (the kubelet has no token)."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -38,6 +40,10 @@ def routes(status: StatusFn, engine: Any, lock_name: str) -> list[web.RouteDef]:
         now = status()
         return web.json_response(asdict(now), status=200 if now.indexed else 503)
 
+    return [web.get("/healthz", healthz), web.get("/readyz", readyz)]
+
+
+def replica_routes(engine: Any, lock_name: str) -> list[web.RouteDef]:
     async def replicas(_: web.Request) -> web.Response:
         rows = await asyncio.to_thread(instances.list_instances, engine)
         leader = await asyncio.to_thread(instances.current_leader, engine, lock_name)
@@ -48,11 +54,7 @@ def routes(status: StatusFn, engine: Any, lock_name: str) -> list[web.RouteDef]:
             }
         )
 
-    return [
-        web.get("/healthz", healthz),
-        web.get("/readyz", readyz),
-        web.get("/api/v1/replicas", replicas),
-    ]
+    return [web.get("/api/v1/replicas", replicas)]
 
 
 def _jsonable(value: Any) -> Any:

@@ -2,8 +2,9 @@
 
 Built from the settings, the database pool and the operator's Kubernetes connection; what it
 adds to the replica's aiohttp application: :func:`routes` (tasks, executions, executors, the OpenAPI
-document) and :data:`middleware` (JSON errors, never a 500 for a client's mistake). The probes,
-``/metrics``, ``/api/v1/replicas`` and the callbacks are not behind it.
+document) and :data:`middleware` (JSON errors, never a 500 for a client's mistake). The probes
+and the callbacks (which carry a token per run) are not behind it; ``/metrics`` and
+``/api/v1/replicas`` are, through :func:`guarded`, unless ``CADENZA_API_OPEN_METRICS`` opens them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from cadenza.api.auth import Guard
 from cadenza.api.context import ApiContext
 from cadenza.kube.executors import Executors
 from cadenza.kube.objects import ApiClient
-from cadenza.kube.reviews import Reviews
+from cadenza.kube.reviews import Access, Reviews
 from cadenza.kube.tasks import Tasks
 from cadenza.settings import ApiSettings
 
@@ -42,3 +43,22 @@ def routes(ctx: ApiContext) -> list[web.RouteDef]:
         *executors.routes(ctx),
         *openapi.routes(),
     ]
+
+
+def guarded(ctx: ApiContext, routes: list[web.RouteDef]) -> list[web.RouteDef]:
+    """``routes`` for callers allowed ``get`` on their path as a non-resource URL (what RBAC
+    grants with ``nonResourceURLs: [/metrics]``); as they are when the settings open them."""
+    if ctx.settings.open_metrics:
+        return routes
+
+    def guard(route: web.RouteDef) -> web.RouteDef:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            try:
+                await ctx.guard.check(request, Access("get", path=route.path))
+            except errors.Problem as problem:
+                return errors.response(problem.status, problem.message, problem.field)
+            return await route.handler(request)
+
+        return web.RouteDef(route.method, route.path, handler, route.kwargs)
+
+    return [guard(route) for route in routes]

@@ -37,7 +37,8 @@ ADMIN_RBAC = {
          "metadata": {"name": ADMIN, "namespace": "default"}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
          "metadata": {"name": ADMIN},
-         "rules": [{"apiGroups": ["cadenza.dev"], "resources": ["*"], "verbs": ["*"]}]},
+         "rules": [{"apiGroups": ["cadenza.dev"], "resources": ["*"], "verbs": ["*"]},
+                   {"nonResourceURLs": ["/metrics", "/api/v1/replicas"], "verbs": ["get"]}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": {"name": ADMIN},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
@@ -46,7 +47,7 @@ ADMIN_RBAC = {
     ],
 }  # fmt: skip
 """Who the demo's ``CADENZA_TOKEN`` is: allowed every verb (``trigger`` too) on Cadenza's
-resources, nothing else."""
+resources and reading ``/metrics`` and ``/api/v1/replicas``, nothing else."""
 
 
 def _say(message: str) -> None:
@@ -178,7 +179,7 @@ def main() -> int:
   In another terminal:
     source {env}
     kubectl get tasks,executors,pods        # the sample Tasks and the demo executor pods
-    curl -s $CADENZA_API/api/v1/replicas    # which replica leads
+    curl -s -H "Authorization: Bearer $CADENZA_TOKEN" $CADENZA_API/api/v1/replicas
     curl -s -H "Authorization: Bearer $CADENZA_TOKEN" $CADENZA_API/api/v1/tasks/test_task
     kubectl get task test-task -w           # the original sample fires every 10 seconds
     mysql -h127.0.0.1 -uroot -p123456 {DEMO_DATABASE} -e 'SELECT * FROM task_executions'

@@ -37,6 +37,8 @@ class Access:
     namespace: str = ""
     name: str = ""
     resource: str = "tasks"
+    path: str = ""
+    """Set instead of a resource: may the caller ``verb`` this non-resource URL (``/metrics``)?"""
 
 
 class Reviews:
@@ -64,20 +66,26 @@ class Reviews:
 
     def allowed(self, who: Identity, access: Access) -> bool:
         """Whether RBAC (or whatever authoriser the cluster runs) allows ``access`` to ``who``."""
-        attributes = kubernetes.client.V1ResourceAttributes(
-            group=GROUP,
-            resource=access.resource,
-            verb=access.verb,
-            namespace=access.namespace or None,
-            name=access.name or None,
-        )
+        url = None
+        resource = None
+        if access.path:
+            url = kubernetes.client.V1NonResourceAttributes(path=access.path, verb=access.verb)
+        else:
+            resource = kubernetes.client.V1ResourceAttributes(
+                group=GROUP,
+                resource=access.resource,
+                verb=access.verb,
+                namespace=access.namespace or None,
+                name=access.name or None,
+            )
         body = kubernetes.client.V1SubjectAccessReview(
             spec=kubernetes.client.V1SubjectAccessReviewSpec(
                 user=who.username,
                 uid=who.uid or None,
                 groups=list(who.groups),
                 extra={k: list(v) for k, v in who.extra} or None,
-                resource_attributes=attributes,
+                resource_attributes=resource,
+                non_resource_attributes=url,
             )
         )
         review = call(lambda: self._authz.create_subject_access_review(body))
