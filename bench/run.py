@@ -297,6 +297,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--warmup", type=int, default=5, help="seconds after every Task fired before measuring (5)"
     )
     parser.add_argument(
+        "--callbacks-to",
+        choices=("self", "next"),
+        default="self",
+        help=(
+            "where each replica tells sidecars to send results: to itself (self, the default,"
+            " so the leader applies every callback) or to the next replica (next: as a Service"
+            " in front of the replicas would spread them, followers apply most)"
+        ),
+    )
+    parser.add_argument(
         "--pod-concurrency",
         type=int,
         default=None,
@@ -383,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         "pods": args.pods,
         "replicas": args.replicas,
         "pod_concurrency": args.pod_concurrency,
+        "callbacks_to": args.callbacks_to,
         "schedule": outcome.measured.schedule,
         "handler": "echo",
         "operator_settings": "defaults (docs/configuration.md)",

@@ -176,8 +176,9 @@ class System:
         self._start_pods()
         database_url = server.url(self.database)
         self.stack.callback(self.stop_replicas)
+        ports = [cp.free_port() for _ in range(self.args.replicas)]
         for index in range(self.args.replicas):
-            self._start_replica(index, database_url)
+            self._start_replica(index, database_url, ports)
         for replica in self.replicas:
             cp.wait_until(
                 lambda r=replica: bool((r.readyz() or {}).get("indexed")),
@@ -206,11 +207,15 @@ class System:
             self.pods.append(pod)
             say(f"pod {pod.name}: sidecar {pod.sidecar_url}")
 
-    def _start_replica(self, index: int, database_url: str) -> None:
+    def _start_replica(self, index: int, database_url: str, ports: list[int]) -> None:
         assert self.plane is not None
         name = f"replica-{index}"
-        port = cp.free_port()
+        port = ports[index]
+        # --callbacks-to next: results of this replica's dispatches go to the next replica, as a
+        # Service in front of the replicas would spread them (a follower applies most of them).
+        callbacks = ports[(index + 1) % len(ports)] if self.args.callbacks_to == "next" else port
         env = self.plane.env | {
+            "CADENZA_HTTP_ADVERTISE_URL": f"http://127.0.0.1:{callbacks}",
             "CADENZA_DATABASE_URL": database_url,
             "CADENZA_HTTP_HOST": "127.0.0.1",
             "CADENZA_HTTP_PORT": str(port),
