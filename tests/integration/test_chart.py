@@ -632,7 +632,7 @@ class OperatorCalls:
         created["spec"]["suspend"] = True
         api_tasks.replace(ns, "from-api", created)
         api_tasks.annotate(ns, "from-api", {"cadenza.dev/trigger": "1"})
-        assert api_tasks.list(ns, label_selector="x!=y", limit=1).items
+        assert api_tasks.page(ns, label_selector="x!=y", limit=1).items
         assert api_tasks.get(ns, "from-api")["spec"]["suspend"] is True
         api_tasks.delete(ns, "from-api")
 

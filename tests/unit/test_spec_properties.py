@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from cadenza.core import fields, misfire, modes, retry, schedule, selectors, strategies, taskspec
 from cadenza.core.ids import PodName
+from cadenza.core.triggers import trigger_key
 from cadenza.executors.members import selected
 from cadenza.executors.spec import HEALTH_PATH, read_spec
 from cadenza.kube.views import ExecutorView, PodView, TaskView, spec_hash
 from cadenza.mirror import task_row
 from cadenza.scheduling.plans import plan_of, retry_policy
-from cadenza.scheduling.scheduler import trigger_key
 from tests.support import crd_values
 
 # Instants the engine computes from: "now" for decades either way, and the Unix epoch's edge.

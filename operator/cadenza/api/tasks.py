@@ -16,7 +16,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -26,9 +26,9 @@ from cadenza.api.context import ApiContext, json
 from cadenza.api.errors import Problem, parse, read_json
 from cadenza.api.models import TaskBody, TaskFields, TaskList, TriggerOut
 from cadenza.core.fields import FieldError
+from cadenza.core.triggers import trigger_key
 from cadenza.kube.objects import ApiError
 from cadenza.kube.reviews import Access
-from cadenza.scheduling.scheduler import trigger_key
 from cadenza.store import history
 
 T = TypeVar("T")
@@ -66,6 +66,16 @@ def _field(read: Callable[[], T]) -> T:
         raise Problem(400, exc.reason, exc.field) from None
 
 
+REWRITE_ATTEMPTS = 5
+"""Replaces of one PUT or PATCH tried while only the Task's status moves under it."""
+
+
+def _edited(task: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a PUT or PATCH is based on: everything of the Task but its status and versions."""
+    meta = task.get("metadata") or {}
+    return (task.get("spec"), meta.get("labels"), meta.get("annotations"))
+
+
 class _Handlers:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
@@ -95,7 +105,7 @@ class _Handlers:
         fields = {"suspended": "spec.suspend=true", "active": "spec.suspend=false"}
         try:
             page = await asyncio.to_thread(
-                lambda: ctx.tasks.list(
+                lambda: ctx.tasks.page(
                     ns,
                     label_selector=query.get("labelSelector", ""),
                     field_selector=fields.get(state, ""),
@@ -126,36 +136,59 @@ class _Handlers:
         ns, name = await self._authorised(request, "update", body)
         wanted = _field(lambda: mapping.manifest(body, ns, ctx.settings.default_executor))
         _field(lambda: mapping.check(wanted["spec"], body.model_fields_set))
-        current = await ctx.kube(lambda: ctx.tasks.get(ns, name), f"Task {ns}/{name}")
-        metadata = dict(current["metadata"])
-        metadata["annotations"] = {
-            **(metadata.get("annotations") or {}),
-            **wanted["metadata"]["annotations"],
-        }
-        if "labels" in body.model_fields_set:
-            metadata["labels"] = wanted["metadata"].get("labels") or {}
-        updated = {**current, "metadata": metadata, "spec": wanted["spec"]}
-        stored = await ctx.kube(lambda: ctx.tasks.replace(ns, name, updated), f"Task {ns}/{name}")
-        return json(mapping.view(stored, ctx.now()))
+
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            metadata = dict(current["metadata"])
+            metadata["annotations"] = {
+                **(metadata.get("annotations") or {}),
+                **wanted["metadata"]["annotations"],
+            }
+            if "labels" in body.model_fields_set:
+                metadata["labels"] = wanted["metadata"].get("labels") or {}
+            return {**current, "metadata": metadata, "spec": wanted["spec"]}
+
+        return json(mapping.view(await self._rewrite(ns, name, change), ctx.now()))
 
     async def patch(self, request: web.Request) -> web.Response:
         await self.ctx.guard.identify(request)  # 401 before any other answer
         ctx = self.ctx
         body: TaskFields = parse(TaskFields, await read_json(request, ctx.settings.max_body_bytes))
         ns, name = await self._authorised(request, "patch", body)
-        current = await ctx.kube(lambda: ctx.tasks.get(ns, name), f"Task {ns}/{name}")
-        spec = mapping.merged(current.get("spec") or {}, mapping.spec_fragment(body))
-        _field(lambda: mapping.check(spec, body.model_fields_set))
-        metadata = dict(current["metadata"])
-        annotations = dict(metadata.get("annotations") or {})
-        if body.description is not None:
-            annotations[mapping.DESCRIPTION] = body.description
-        metadata["annotations"] = annotations
-        if body.labels is not None:
-            metadata["labels"] = {**(metadata.get("labels") or {}), **body.labels}
-        updated = {**current, "metadata": metadata, "spec": spec}
-        stored = await ctx.kube(lambda: ctx.tasks.replace(ns, name, updated), f"Task {ns}/{name}")
-        return json(mapping.view(stored, ctx.now()))
+
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            spec = mapping.merged(current.get("spec") or {}, mapping.spec_fragment(body))
+            _field(lambda: mapping.check(spec, body.model_fields_set))
+            metadata = dict(current["metadata"])
+            annotations = dict(metadata.get("annotations") or {})
+            if body.description is not None:
+                annotations[mapping.DESCRIPTION] = body.description
+            metadata["annotations"] = annotations
+            if body.labels is not None:
+                metadata["labels"] = {**(metadata.get("labels") or {}), **body.labels}
+            return {**current, "metadata": metadata, "spec": spec}
+
+        return json(mapping.view(await self._rewrite(ns, name, change), ctx.now()))
+
+    async def _rewrite(
+        self, ns: str, name: str, change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Read the Task, ``change`` it and replace it at the version read. A conflict caused
+        only by a status write (the leader writes status all the time) is tried again on the
+        new version; one caused by a change of the spec, labels or annotations is a 409."""
+        ctx, what = self.ctx, f"Task {ns}/{name}"
+        first = await ctx.kube(lambda: ctx.tasks.get(ns, name), what)
+        current = first
+        for _ in range(REWRITE_ATTEMPTS):
+            updated = change(current)
+            try:
+                return await asyncio.to_thread(ctx.tasks.replace, ns, name, updated)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise errors.from_kube(exc, what) from None
+            current = await ctx.kube(lambda: ctx.tasks.get(ns, name), what)
+            if _edited(first) != _edited(current):
+                break
+        raise Problem(409, f"{what} changed while it was being updated; read it and try again")
 
     async def delete(self, request: web.Request) -> web.Response:
         ctx = self.ctx

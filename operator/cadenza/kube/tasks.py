@@ -9,7 +9,7 @@ from cadenza.kube.custom import CustomObjects, Page
 from cadenza.kube.objects import GROUP, VERSION, ApiClient, call
 
 PLURAL = "tasks"
-__all__ = ["PLURAL", "Page", "Tasks"]
+__all__ = ["PLURAL", "Page", "Tasks"]  # listing: CustomObjects.page
 
 
 class Tasks(CustomObjects):
@@ -23,22 +23,4 @@ class Tasks(CustomObjects):
             lambda: self._custom.patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name, patch
             )
-        )
-
-    def list(
-        self,
-        namespace: str,
-        *,
-        label_selector: str = "",
-        field_selector: str = "",
-        limit: int = 0,
-        continue_token: str = "",
-    ) -> Page:
-        """One page of the namespace's Tasks (``namespace`` "" lists every namespace)."""
-        return self.page(
-            namespace,
-            label_selector=label_selector,
-            field_selector=field_selector,
-            limit=limit,
-            continue_token=continue_token,
         )

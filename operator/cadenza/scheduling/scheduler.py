@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import heapq
 import logging
 import math
@@ -31,13 +30,14 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from cadenza.core import misfire, modes
-from cadenza.core.ids import ExecutionId, TaskUid
+from cadenza.core.ids import TaskUid
 from cadenza.core.transitions import RunStatus
+from cadenza.core.triggers import trigger_key
 from cadenza.kube.hub import Changes, Hub, names
 from cadenza.metrics import Metrics
+from cadenza.scheduling.claims import Claim, Claimed, MisfireHook, Origin, ScheduleHook
 from cadenza.scheduling.lifecycle import Lifecycle
 from cadenza.scheduling.plans import TaskPlan, plan_of
-from cadenza.store import executions
 from cadenza.store.port import NewRun, RunStore
 
 log = logging.getLogger(__name__)
@@ -57,37 +57,6 @@ DEFER_SECONDS = 2.0
 """How soon claims waiting for the mirror are tried again when no mirror write named their Task
 (the write may have landed while their claim was in flight). A write that names it lets them go
 at once (:meth:`Scheduler.mirrored`)."""
-_MAX_TRIGGER_KEY = 191
-
-Origin = executions.Origin
-
-
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    plan: TaskPlan
-    tick: datetime | None
-    origin: Origin
-    trigger_key: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Claimed:
-    claim: Claim
-    run: ExecutionId
-    status: RunStatus
-
-
-ScheduleHook = Callable[[TaskPlan, datetime | None], None]
-"""Told each Task's next fire time (None: not scheduled), for its status."""
-MisfireHook = Callable[[TaskPlan, int, int], None]
-"""Told how many missed ticks a takeover fired and dropped, per Task."""
-
-
-def trigger_key(value: str) -> str:
-    """The dedupe key of an annotation value; long values are hashed to fit the column."""
-    if len(value) <= _MAX_TRIGGER_KEY:
-        return value
-    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
 
 
 class Scheduler:
