@@ -12,8 +12,10 @@ Verb: ``cancel`` on the run's Task (a custom verb, like ``trigger``: reading or 
 Task does not let anyone stop its runs). Answers: 200 with the run's new state (``podNotified``
 says whether the pod acknowledged), 404 no such run, 409 the run is already over.
 
-WARNING: a cancel racing the leader's dispatch of a claimed run can reach the database before
-the pod has the run; the pod then runs it to the end and its result is ignored.
+A cancel racing the leader's dispatch can reach the database after the pod was chosen but before
+the pod has the run: this replica then finds no pod to tell, or a pod that answers it does not
+know the run. The leader reads the cancel from the change log once its dispatch is over and
+tells the pod itself, so the run is stopped there too.
 """
 
 from __future__ import annotations

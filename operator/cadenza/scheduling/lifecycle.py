@@ -34,12 +34,12 @@ from cadenza.executors.pool import ExecutorPool
 from cadenza.metrics import Metrics
 from cadenza.scheduling.changefeed import ChangeFeed
 from cadenza.scheduling.dispatcher import Dispatched, Dispatcher, Sent
-from cadenza.scheduling.openruns import OpenRuns, Run
+from cadenza.scheduling.openruns import Actions, OpenRuns, Run
 from cadenza.scheduling.plans import TaskPlan
 from cadenza.scheduling.settling import Settled, Settler
 from cadenza.scheduling.timers import Kind, Timers
 from cadenza.store import executions
-from cadenza.store.port import Fenced, RunStore
+from cadenza.store.port import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Lifecycle:
         self._changes = ChangeFeed(store)
         self._queues: set[TaskUid] = set()
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._act = Actions()
 
     # -- what others ask ----------------------------------------------------------------------
 
@@ -179,8 +179,7 @@ class Lifecycle:
                 self._metrics.active.set(active)
                 self._metrics.queued.set(queued)
         finally:
-            for task in self._tasks:
-                task.cancel()
+            self._act.cancel_all()
 
     def _sleep_seconds(self) -> float:
         upcoming = self._timers.next_at()
@@ -207,6 +206,11 @@ class Lifecycle:
 
     def _absorb(self, run: Run, row: executions.Execution | None) -> None:
         """Take in the run's row as the store has it now."""
+        if row is not None and row.status is RunStatus.CANCELLED and run.base_url:
+            # Cancelled (through the API) while on its way to its pod: the canceller may have
+            # asked the pod before it had the run, so the pod is told again now that it has it.
+            self._act(run, self._stop_cancelled(run))
+            return
         if row is None or row.status in TERMINAL:
             self._forget(run, row.status if row else None)
             return
@@ -284,20 +288,6 @@ class Lifecycle:
 
     # -- actions ------------------------------------------------------------------------------
 
-    def _act(self, run: Run, action: Coroutine[Any, Any, None]) -> None:
-        run.busy = True
-
-        async def acting() -> None:
-            try:
-                await action
-            finally:
-                run.busy = False
-
-        task = asyncio.create_task(acting())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_log_failure)
-
     def _start(self, run: Run, attempt: int) -> None:
         if not run.busy:
             self._act(run, self._dispatch(run, attempt))
@@ -354,6 +344,11 @@ class Lifecycle:
         else:
             self.wake(run.id)
 
+    async def _stop_cancelled(self, run: Run) -> None:
+        told = await self._settler.stop_on_pod(run)
+        log.info("run %s was cancelled: pod %s told (%s)", run.id, run.pod, told)
+        self._forget(run, RunStatus.CANCELLED)
+
     def _attempt_failed(
         self,
         run: Run,
@@ -389,11 +384,3 @@ class Lifecycle:
         if run.pod_uid and run.status is not RunStatus.QUEUED:
             self._pool.note_finished(run.pod_uid)
         run.pod_uid, run.base_url, run.token = None, None, None
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None and not isinstance(exc, Fenced):
-        log.error("run handling failed: %r", exc, exc_info=exc)

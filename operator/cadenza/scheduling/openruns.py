@@ -11,13 +11,19 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Iterator
+import logging
+from collections.abc import Coroutine, Iterator
 from datetime import datetime
+from typing import Any
 
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.store.executions import Execution
+from cadenza.store.port import Fenced
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -131,3 +137,37 @@ class OpenRuns:
 
 
 _QUEUED = RunStatus.QUEUED
+
+
+class Actions:
+    """What is being done to runs, one action per run at a time (``Run.busy``), each in a task
+    of its own whose failure is logged (a fenced write is no failure: the leader stepped down)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, run: Run, action: Coroutine[Any, Any, None]) -> None:
+        run.busy = True
+
+        async def acting() -> None:
+            try:
+                await action
+            finally:
+                run.busy = False
+
+        task = asyncio.create_task(acting())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+
+    def cancel_all(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, Fenced):
+        log.error("run handling failed: %r", exc, exc_info=exc)

@@ -62,11 +62,8 @@ class Settler:
 
     async def overdue(self, run: Run) -> Settled:
         """The pod did not report in time: cancel there, and count the attempt as lost."""
-        self._locate(run)
-        if run.base_url:
-            cancelled = await self._client.cancel(
-                run.base_url, run.token, execution_key(run.id, run.attempt)
-            )
+        if run.pod:
+            cancelled = await self.stop_on_pod(run)
             log.warning(
                 "run %s attempt %s overdue on %s (cancel %s)",
                 run.id,
@@ -79,6 +76,15 @@ class Settler:
             RunStatus.LOST,
             f"no result from pod {run.pod} by the deadline; the pod did not report back",
         )
+
+    async def stop_on_pod(self, run: Run) -> bool:
+        """Tell the run's pod to stop its current attempt; False when the pod is not known here
+        or did not acknowledge."""
+        self._locate(run)
+        if not run.base_url:
+            return False
+        key = execution_key(run.id, run.attempt)
+        return await self._client.cancel(run.base_url, run.token, key)
 
     async def ask_pod(self, run: Run) -> Settled | None:
         """What the pod of a taken-over run says; None while it cannot tell yet (still running,
