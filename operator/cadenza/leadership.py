@@ -55,6 +55,24 @@ class LeaderState:
     connection_id: int | None = None
 
 
+@dataclasses.dataclass
+class StepDowns:
+    """How long a replica whose leader work failed waits before it campaigns again, so another
+    replica gets the lock first: doubling with each failure in a row, up to ``most`` seconds,
+    and from the start again after a term that lasted ``healthy_term`` seconds."""
+
+    healthy_term: float = 60.0
+    most: float = 60.0
+    failures: int = 0
+
+    def after_failure(self, term_seconds: float) -> float:
+        """The cooldown after a term of ``term_seconds`` that ended in a failure."""
+        if term_seconds >= self.healthy_term:
+            self.failures = 0
+        self.failures += 1
+        return min(2.0**self.failures, self.most)
+
+
 class Leadership:
     """The election thread of one replica; see the module docstring for the protocol."""
 
@@ -104,10 +122,15 @@ class Leadership:
         self._thread = threading.Thread(target=self._run, name="cadenza-leadership", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop campaigning; a leader releases the lock so a follower takes over at once."""
+    def stop_soon(self) -> None:
+        """Stop campaigning without waiting: the election thread stops leading and releases the
+        lock at once (safe from a signal handler; nothing here blocks)."""
         self._stop.set()
         self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop campaigning; a leader releases the lock so a follower takes over at once."""
+        self.stop_soon()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -173,6 +196,8 @@ class Leadership:
             if not self._heartbeat(conn, epoch):
                 log.warning("lost the leader lock or epoch %s; stepping down", epoch)
                 return
+        # Nothing may act as leader once the lock is free: stop leading first.
+        self._set_state(LeaderState(leading=False))
         with contextlib.suppress(pymysql.MySQLError):
             self._query_one(conn, "SELECT RELEASE_LOCK(%s)", (name,))
         log.info("released the leader lock")

@@ -5,8 +5,11 @@ Start-up order matters: the database is checked and migrated, kopf fills the ind
 once the indexes hold everything that existed at start does the replica campaign for the lock.
 A leader that resynced the mirror from half-filled indexes would delete rows it had not seen yet.
 
-Shutdown (SIGTERM, SIGINT): stop the leader's work, release the lock so a follower takes over at
-once, stop kopf, close the HTTP server, deregister.
+Shutdown (SIGTERM, SIGINT): release the lock at once, from the signal handler's thread-safe
+request to the election thread (so a follower takes over within a second whatever the rest of
+the shutdown does), then stop the leader's work, deregister, stop kopf, close the HTTP server.
+kopf puts its own signal handlers in place when it starts; the replica's own replace them before
+it campaigns for the lock.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -30,7 +35,7 @@ from cadenza.kube import client as kube_client
 from cadenza.kube.handlers import build_registry
 from cadenza.kube.hub import Hub
 from cadenza.leader import Leader, LeaderContext
-from cadenza.leadership import Leadership, LeaderState
+from cadenza.leadership import Leadership, LeaderState, StepDowns
 from cadenza.metrics import Metrics
 from cadenza.settings import Settings
 from cadenza.store import engine as store_engine
@@ -39,6 +44,11 @@ from cadenza.store import fencing, instances, migrations
 log = logging.getLogger(__name__)
 
 LeaderWork = Callable[[Epoch], Awaitable[None]]
+
+PRUNE_AFTER_LEASES = 10
+"""A replica silent for this many lease periods is gone: the leader removes its row."""
+LEADER_STOP_SECONDS = 10.0
+"""How long shutdown waits for the leader's work to end (the lock is free already)."""
 
 
 class Replica:
@@ -51,7 +61,9 @@ class Replica:
         self._loop = asyncio.get_running_loop()
         self._leader_task: asyncio.Task[None] | None = None
         self._state = LeaderState(leading=False)
-        self._failures = 0
+        self._step_downs = StepDowns()
+        self.on_signal: Callable[[], None] = self.stopping.set
+        """What SIGTERM and SIGINT do once the replica campaigns (:func:`run` sets it)."""
         self.metrics = Metrics()
         self.leader: Leader | None = None
         self.leadership = Leadership(
@@ -100,6 +112,7 @@ class Replica:
         self.leader = Leader(context, epoch)
         self.metrics.leader.set(1)
         self.metrics.epoch.set(epoch)
+        started = time.monotonic()
         try:
             await self.leader.run()
         except asyncio.CancelledError:
@@ -109,8 +122,7 @@ class Replica:
                 log.warning("epoch %s was fenced off by a newer leader; stepping down", epoch)
                 self.leadership.step_down()
                 return
-            self._failures += 1
-            cooldown = min(2.0**self._failures, 60.0)
+            cooldown = self._step_downs.after_failure(time.monotonic() - started)
             log.error(
                 "leader work failed; stepping down for %.0fs so another replica can lead",
                 cooldown,
@@ -131,15 +143,22 @@ class Replica:
     async def _heartbeat_once(self) -> None:
         state = self._state
         try:
-            await asyncio.to_thread(
-                instances.heartbeat,
-                self.engine,
-                self.settings.instance_id,
-                "leader" if state.leading else "standby",
-                state.epoch,
-            )
+            await asyncio.to_thread(self._heartbeat, state)
         except Exception as exc:
             log.warning("replica heartbeat failed: %s", exc)
+
+    def _heartbeat(self, state: LeaderState) -> None:
+        me = self.settings.instance_id
+        role = instances.LEADER if state.leading else instances.STANDBY
+        if not instances.heartbeat(self.engine, me, role, state.epoch):
+            log.warning("this replica's registry row was gone (pruned while paused?): again")
+            _register(self.engine, self.settings)
+            instances.heartbeat(self.engine, me, role, state.epoch)
+        if state.leading:
+            lease = self.settings.leadership.lease_seconds
+            gone = instances.prune(self.engine, timedelta(seconds=PRUNE_AFTER_LEASES * lease))
+            if gone:
+                log.info("removed %d replicas silent for %d leases", gone, PRUNE_AFTER_LEASES)
 
     async def heartbeats(self) -> None:
         interval = self.settings.leadership.lease_seconds / 3
@@ -174,13 +193,18 @@ class Replica:
     async def campaign(self) -> None:
         await self.wait_until_listed()
         if not self.stopping.is_set():
+            # kopf's signal handlers are in place by now (its indexes are filled): from here on
+            # a signal must free the lock first, not after kopf has wound down.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self.on_signal)
             self.leadership.start()
 
     async def shutdown(self) -> None:
+        self.leadership.stop_soon()
         if self._leader_task is not None:
             self._leader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._leader_task
+                await asyncio.wait_for(self._leader_task, LEADER_STOP_SECONDS)
         await asyncio.to_thread(self.leadership.stop)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(instances.forget, self.engine, self.settings.instance_id)
@@ -257,15 +281,14 @@ async def run(settings: Settings) -> int:
     except BaseException:
         await runner.cleanup()
         raise
-    await asyncio.to_thread(
-        instances.register,
-        engine,
-        settings.instance_id,
-        socket.gethostname(),
-        os.getpid(),
-        settings.http.advertise_url,
-    )
+    await asyncio.to_thread(_register, engine, settings)
     kopf_stop: asyncio.Future[None] = loop.create_future()
+
+    def on_signal() -> None:
+        replica.leadership.stop_soon()
+        replica.stopping.set()
+
+    replica.on_signal = on_signal
     namespaces = settings.kube.namespaces
     tasks = [
         asyncio.create_task(
@@ -299,6 +322,16 @@ async def run(settings: Settings) -> int:
     await runner.cleanup()
     await asyncio.to_thread(engine.dispose)
     return exit_code
+
+
+def _register(engine: Any, settings: Settings) -> None:
+    instances.register(
+        engine,
+        settings.instance_id,
+        socket.gethostname(),
+        os.getpid(),
+        settings.http.advertise_url,
+    )
 
 
 def _contains(exc: BaseException, kind: type[BaseException]) -> bool:

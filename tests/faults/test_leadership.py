@@ -73,6 +73,15 @@ def test_kill_9_of_the_leader_hands_over(three: Replicas) -> None:
     print(f"takeover after kill -9 of the leader: {takeover:.2f}s")
     assert successor is not leader
     assert _epoch(three) == epoch + 1
+    # The dead leader never wrote its row back: the registry must not keep saying it leads.
+    wait_for(
+        lambda: (
+            [i for i, (role, _) in _roles(three).items() if role == "leader"]
+            == [successor.instance_id]
+        ),
+        30,
+        "the registry to name the successor as the only leader",
+    )
 
 
 def _apply_task(group: Replicas, schedule: str) -> None:
@@ -157,3 +166,35 @@ def test_killing_the_lock_session_makes_the_leader_step_down(three: Replicas) ->
     if current is leader:
         # It re-acquired on a fresh connection with a fresh epoch: its old work was stopped.
         assert state["epoch"] > epoch
+
+
+def test_sigterm_releases_the_lock_at_once_even_if_the_shutdown_hangs(three: Replicas) -> None:
+    leader = three.wait_for_leader()
+    lock = f"cadenza.test.{three.namespace}"
+    session = db.scalar(three.database_url, "SELECT IS_USED_LOCK(%s)", lock)
+    # Hang the rest of the leader's shutdown: its last steps write its own registry row, which
+    # this transaction holds.
+    holder = db.connect(three.database_url, autocommit=False)
+    try:
+        with holder.cursor() as cur:
+            cur.execute(
+                "SELECT * FROM scheduler_instances WHERE instance_id = %s FOR UPDATE",
+                (leader.instance_id,),
+            )
+        started = time.monotonic()
+        leader.signal(signal.SIGTERM)
+        # The release takes milliseconds; before it came first, it waited for kopf to wind down
+        # (5 s and more). The deadline leaves room for a loaded machine.
+        wait_for(
+            lambda: db.scalar(three.database_url, "SELECT IS_USED_LOCK(%s)", lock) != session,
+            3,
+            "the old leader to release the lock",
+        )
+        print(f"lock released {time.monotonic() - started:.2f}s after SIGTERM")
+        successor = three.wait_for_leader(exclude=leader)
+        assert successor is not leader
+        assert leader.alive(), "the shutdown was meant to hang on the held row"
+    finally:
+        holder.rollback()
+        holder.close()
+    wait_for(lambda: not leader.alive(), 60, "the old leader to exit once its row is free")

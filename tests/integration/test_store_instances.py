@@ -39,6 +39,21 @@ def test_a_replica_registers_heartbeats_and_forgets_itself(engine: Engine) -> No
     assert instances.heartbeat(engine, "replica-a", instances.STANDBY, None) is False
 
 
+def test_a_newer_leader_corrects_the_row_of_one_that_died(engine: Engine) -> None:
+    for name in ("dead", "next", "paused"):
+        instances.register(engine, name, "node", 1, "10.0.0.1:8080")
+    instances.heartbeat(engine, "dead", instances.LEADER, Epoch(4))
+    instances.heartbeat(engine, "next", instances.LEADER, Epoch(5))
+    roles = {i.instance_id: (i.role, i.epoch) for i in instances.list_instances(engine)}
+    assert roles == {"dead": ("standby", None), "next": ("leader", 5), "paused": ("standby", None)}
+    # An old leader that wakes up and still believes it leads cannot demote the newer one.
+    instances.heartbeat(engine, "paused", instances.LEADER, Epoch(3))
+    assert {i.instance_id: i.role for i in instances.list_instances(engine)}["next"] == "leader"
+    instances.heartbeat(engine, "next", instances.LEADER, Epoch(5))
+    leaders = [i.instance_id for i in instances.list_instances(engine) if i.role == "leader"]
+    assert leaders == ["next"]
+
+
 def test_registering_again_resets_the_row(engine: Engine) -> None:
     instances.register(engine, "replica-a", "node-1", 41, "10.0.0.7:8080")
     instances.heartbeat(engine, "replica-a", instances.LEADER, Epoch(1))

@@ -16,8 +16,7 @@ def connect(database_url: str, **kwargs: Any) -> pymysql.connections.Connection[
         user=url.username,
         password=url.password or "",
         database=url.database,
-        autocommit=True,
-        **kwargs,
+        **{"autocommit": True, **kwargs},
     )
 
 

@@ -1,8 +1,10 @@
 """The registry of operator replicas (``scheduler_instances``) and who leads.
 
-Each replica writes only its own row: it registers at start, heartbeats with its role and epoch,
-and forgets itself on a clean shutdown; rows of replicas that died are pruned by age. These are
-not leader writes and are not fenced. Every time is the database's clock (``UTC_TIMESTAMP(3)``),
+Each replica writes its own row: it registers at start, heartbeats with its role and epoch, and
+forgets itself on a clean shutdown. The leader's heartbeat also corrects the rows of replicas
+that died: an older epoch's ``leader`` row becomes ``standby``, and rows silent for long are
+pruned (a replica that was only paused registers again). These are not leader writes and are
+not fenced. Every time is the database's clock (``UTC_TIMESTAMP(3)``),
 so replicas with drifting clocks still compare heartbeats correctly.
 
 Who leads is decided by the named lock alone, never by these rows: :func:`current_leader` asks
@@ -16,7 +18,7 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, literal_column, select, update
+from sqlalchemy import delete, func, literal_column, or_, select, update
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.engine import Engine, Row
 
@@ -85,6 +87,18 @@ def heartbeat(engine: Engine, instance_id: str, role: str, epoch: Epoch | None) 
             .where(_replicas.c.instance_id == instance_id)
             .values(role=role, epoch=epoch, last_heartbeat=_NOW)
         )
+        if role == LEADER and epoch is not None:
+            # A leader that died (kill -9) never wrote its own row back: an older epoch's
+            # ``leader`` row is not true once a newer epoch leads.
+            conn.execute(
+                update(_replicas)
+                .where(
+                    _replicas.c.role == LEADER,
+                    _replicas.c.instance_id != instance_id,
+                    or_(_replicas.c.epoch.is_(None), _replicas.c.epoch < epoch),
+                )
+                .values(role=STANDBY, epoch=None)
+            )
     return result.rowcount > 0
 
 
