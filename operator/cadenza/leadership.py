@@ -34,12 +34,24 @@ from collections.abc import Callable
 from typing import Any
 
 import pymysql
-from sqlalchemy.engine import make_url
+from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql
+from sqlalchemy.engine import URL, make_url
 
 from cadenza.core.ids import Epoch
 from cadenza.settings import LeadershipSettings
 
 log = logging.getLogger(__name__)
+
+
+_TIMEOUTS = ("connect_timeout", "read_timeout", "write_timeout", "autocommit")
+
+
+def lock_connect_args(url: URL) -> dict[str, Any]:
+    """What the lock's connection is opened with: the pool's own reading of the DSN (host or
+    ``unix_socket``, ``ssl_*``, ``charset``, as SQLAlchemy's PyMySQL dialect reads them), without
+    the timeouts, which the lease decides here."""
+    _, kwargs = MySQLDialect_pymysql().create_connect_args(url)
+    return {k: v for k, v in kwargs.items() if k not in _TIMEOUTS}
 
 
 class ClockSkewError(RuntimeError):
@@ -207,13 +219,8 @@ class Leadership:
         return self._settings.acquire_timeout_seconds
 
     def _connect(self) -> pymysql.connections.Connection[Any]:
-        url = self._url
         conn = pymysql.connect(
-            host=url.host or "127.0.0.1",
-            port=url.port or 3306,
-            user=url.username or "root",
-            password=url.password or "",
-            database=url.database,
+            **lock_connect_args(self._url),
             connect_timeout=self._connect_timeout,
             read_timeout=self._acquire_timeout + 5,
             write_timeout=5,

@@ -6,9 +6,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy.engine import make_url
 
-from cadenza.leadership import Leadership, LeaderState
+from cadenza.leadership import Leadership, LeaderState, lock_connect_args
 from cadenza.settings import LeadershipSettings
+from cadenza.store import engine as store_engine
 from cadenza.store import migrations
 from tests.support import db, wait_for
 
@@ -120,3 +122,35 @@ def test_refuses_to_lead_with_a_skewed_clock(migrated: str) -> None:
     finally:
         leadership.stop()
     assert recorder.states == []
+
+
+def test_the_lock_connection_honours_the_dsn_options_of_the_pool(migrated: str) -> None:
+    """A DSN naming a unix socket (and a host nobody resolves, which the socket overrides) leads
+    as the pool connects: the lock's session is not opened from host and port alone."""
+    socket_path = db.scalar(migrated, "SELECT @@socket")
+    url = make_url(migrated).set(host="no-such-host.invalid", port=None)
+    dsn = url.update_query_dict({"unix_socket": socket_path}).render_as_string(hide_password=False)
+    engine = store_engine.create_engine(dsn, pool_size=1)
+    try:
+        with engine.connect() as conn:  # the pool reaches the server this way
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+    finally:
+        engine.dispose()
+    recorder = Recorder()
+    settings = LeadershipSettings(lock_name=LOCK, lease_seconds=6, acquire_timeout_seconds=1)
+    leadership = Leadership(settings, dsn, "over-the-socket", recorder)
+    leadership.start()
+    try:
+        wait_for(lambda: leadership.state.leading, 20, f"leadership ({leadership.last_error})")
+    finally:
+        leadership.stop()
+
+
+def test_lock_connect_args_keep_tls_and_socket_options_but_not_timeouts() -> None:
+    url = make_url(
+        "mysql+pymysql://u:p%40ss@db:3307/jobs?ssl_ca=/ca.pem&unix_socket=/s.sock&read_timeout=1"
+    )
+    args = lock_connect_args(url)
+    assert args["ssl"] == {"ca": "/ca.pem"} and args["unix_socket"] == "/s.sock"
+    assert (args["host"], args["port"], args["password"]) == ("db", 3307, "p@ss")
+    assert "read_timeout" not in args
