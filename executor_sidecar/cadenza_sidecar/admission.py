@@ -4,8 +4,9 @@
 Invariants:
 - The checks run in the protocol's order: the body (400), a known executionId (200, the existing
   run: never a second one, even while busy or draining), draining (503), busy (429), started
-  (202). The single endpoint answers ``Admission.status`` with ``Admission.body``; a batch item
-  carries the same status and the same fields, so the two answers cannot disagree.
+  (202); busy is either ``--max-concurrency`` runs in flight or a full spool (then ``reason``
+  names the limit). The single endpoint answers ``Admission.status`` with ``Admission.body``; a
+  batch item carries the same status and the same fields, so the two answers cannot disagree.
 - ``admit`` never awaits: the idempotency check and the registration of the new run happen in
   one step of the event loop, so duplicates (concurrent requests, or the same id twice in one
   batch) cannot both start a run, and a batch fills the pod's capacity item by item.
@@ -78,11 +79,14 @@ def admit(registry: RunRegistry, pod: str, body: Any) -> Admission:
     except Draining:
         return Admission(Result.DRAINING, 503, {"error": "draining"})
     except Busy as busy:
-        return Admission(
-            Result.BUSY,
-            429,
-            {"error": "busy", "inFlight": busy.in_flight, "capacity": busy.capacity},
-        )
+        answer: JsonObject = {
+            "error": "busy",
+            "inFlight": busy.in_flight,
+            "capacity": busy.capacity,
+        }
+        if busy.reason is not None:
+            answer["reason"] = busy.reason
+        return Admission(Result.BUSY, 429, answer)
     return Admission(
         Result.ACCEPTED,
         202,

@@ -58,7 +58,7 @@ def _handler_session(settings: Settings) -> aiohttp.ClientSession | None:
 
 async def serve(settings: Settings) -> int:
     """Runs the sidecar until SIGTERM/SIGINT; returns the process exit status."""
-    spool = Spool(settings.spool.directory)
+    spool = Spool(settings.spool)
     try:
         spool.prepare()
         leftovers = spool.load()
@@ -86,6 +86,7 @@ async def serve(settings: Settings) -> int:
             runner.create(settings.handler, handler_session),
             settle=callbacks.accept,
             undelivered=callbacks.undelivered,
+            reserve=spool.reserve,
             pod=settings.pod_name,
         )
         for report in leftovers:
@@ -127,6 +128,8 @@ async def serve(settings: Settings) -> int:
                 "mode": "http" if settings.handler.url else "command",
                 "capacity": settings.runs.max_concurrency,
                 "spooled": len(leftovers),
+                "spoolMaxFiles": settings.spool.max_files,
+                "spoolMaxBytes": settings.spool.max_bytes,
             },
         )
 

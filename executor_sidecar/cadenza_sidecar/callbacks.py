@@ -7,7 +7,8 @@ dispatched with a ``callbackBatchUrl``: then it goes with the other reports for 
 Invariants:
 - ``accept`` spools the report (fsynced) before the first delivery attempt; the spool file is
   removed only when the receiver acknowledged it (2xx) or refused it for good (403, 404, 409,
-  410). So every result is either acknowledged, refused, or still in the spool.
+  410). So every result is either acknowledged, refused, or still in the spool; or, when the
+  spool could not be written (full disk), still in this process's memory, being delivered.
 - Everything else (5xx, 429, other statuses, connection errors, timeouts) is retried with capped
   exponential backoff and jitter, honouring ``Retry-After``, forever while the process lives
   (the rules are in ``delivery``).
@@ -51,6 +52,8 @@ class CallbackSender:
         self._lanes: dict[str, BatchLane] = {}
         # Every report not yet settled, whichever way it travels.
         self._reports: dict[ExecutionId, Report] = {}
+        # Those of them the spool could not take: lost if this process ends before they settle.
+        self._unspooled: set[ExecutionId] = set()
 
     @property
     def pending(self) -> int:
@@ -60,20 +63,30 @@ class CallbackSender:
         """The report of a delivery still in progress, if any."""
         return self._reports.get(execution_id)
 
-    async def accept(self, report: Report) -> None:
-        """Makes the report durable, then starts delivering it.
+    async def accept(self, report: Report) -> Report:
+        """Makes the report durable, then starts delivering it; returns it as spooled and sent
+        (trimmed to its run's room in the spool, if it had to be).
 
-        If the spool cannot be written (full or read-only disk) the callback is still sent; the
-        result is then only as durable as this process, which is logged as an error.
+        If the spool cannot be written (full disk, I/O error) the callback is still sent, from
+        memory, with the same retries; the result is then only as durable as this process, which
+        is logged as an error (and again if the process ends before the callback settled).
         """
+        report = self._spool.fit(report)
         try:
             await self._spool.save(report)
-        except OSError:
-            logger.exception(
-                "could not spool a result; delivering it without durability",
-                extra={"executionId": report.execution_id, "spool": str(self._spool.directory)},
+        except OSError as exc:
+            self._unspooled.add(report.execution_id)
+            logger.error(
+                "could not spool a result; delivering it from memory, so it is lost if the"
+                " sidecar stops before the callback is acknowledged",
+                extra={
+                    "executionId": report.execution_id,
+                    "spool": str(self._spool.directory),
+                    "reason": repr(exc),
+                },
             )
         self._start(report)
+        return report
 
     def resume(self, reports: list[Report]) -> None:
         """Re-sends results a previous process left in the spool."""
@@ -114,6 +127,7 @@ class CallbackSender:
         def forget(_: asyncio.Task[None]) -> None:
             self._singles.pop(execution_id, None)
             self._reports.pop(execution_id, None)
+            self._unspooled.discard(execution_id)
 
         task.add_done_callback(forget)
 
@@ -129,6 +143,7 @@ class CallbackSender:
         finally:
             for report in reports:
                 self._reports.pop(report.execution_id, None)
+                self._unspooled.discard(report.execution_id)
 
     async def _deliver(self, report: Report) -> None:
         context = {"executionId": report.execution_id, "status": report.status.value}
@@ -197,5 +212,10 @@ class CallbackSender:
                 "callbacks still pending; their results stay in the spool for the next start",
                 extra={"count": left, "spool": str(self._spool.directory)},
             )
+            if lost := sorted(self._unspooled & self._reports.keys()):
+                logger.error(
+                    "results that could not be spooled are lost with this process",
+                    extra={"count": len(lost), "executionIds": lost[:10]},
+                )
             return left
         return 0

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from cadenza_sidecar import app, logs, settings
+from cadenza_sidecar import app, flags, logs, settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = settings.load(argv)
     except settings.SettingsError as exc:
-        settings.build_parser().error(str(exc))
+        flags.build_parser().error(str(exc))
     logs.configure(config.log_level)
     return asyncio.run(app.serve(config))

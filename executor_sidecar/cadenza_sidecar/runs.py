@@ -5,7 +5,8 @@ Invariants:
   after it finished, and for as long as its callback is undelivered (across restarts too, via
   the spool): a known id is answered with the existing run, never started again. The check and
   the insert happen with no ``await`` between them, so concurrent duplicates cannot race.
-- A run counts against ``max_concurrency`` from admission until its result has been settled.
+- A run counts against ``max_concurrency`` from admission until its result has been settled,
+  and takes its room in the spool (``reserve``) at admission too, so its result always fits.
 - A run reads as finished only after its report was handed to ``settle`` (which spools it), so
   anyone who saw a final state may kill -9 the sidecar without losing the result.
 - A run ends exactly once, in the first of: the handler returns, the timeout fires (TIMED_OUT),
@@ -33,20 +34,25 @@ from cadenza_sidecar.protocol import (
 )
 from cadenza_sidecar.runner import Handler
 from cadenza_sidecar.settings import RunSettings
+from cadenza_sidecar.spool_quota import Full
 
 logger = logging.getLogger(__name__)
 
-Settle = Callable[[Report], Awaitable[None]]
+Settle = Callable[[Report], Awaitable[Report]]
+"""Hands a finished run's report on (spools and sends it); returns the report as kept."""
 Undelivered = Callable[[ExecutionId], Report | None]
+Reserve = Callable[[ExecutionRequest, str], None]
+"""Takes spool room for a run about to start on the pod named; raises ``Full``."""
 
 
 class Busy(Exception):
-    """The pod already runs ``capacity`` executions."""
+    """The pod already runs ``capacity`` executions, or (``reason`` says) its spool is full."""
 
-    def __init__(self, in_flight: int, capacity: int) -> None:
-        super().__init__(f"busy: {in_flight}/{capacity} runs in flight")
+    def __init__(self, in_flight: int, capacity: int, reason: str | None = None) -> None:
+        super().__init__(reason or f"busy: {in_flight}/{capacity} runs in flight")
         self.in_flight = in_flight
         self.capacity = capacity
+        self.reason = reason
 
 
 class Draining(Exception):
@@ -89,11 +95,13 @@ class RunRegistry:
         *,
         settle: Settle,
         undelivered: Undelivered,
+        reserve: Reserve,
         pod: str,
     ) -> None:
         self._settings = settings
         self._handler = handler
         self._settle = settle
+        self._reserve = reserve
         self._undelivered = undelivered
         self._pod = pod
         self._running: dict[ExecutionId, Run] = {}
@@ -134,6 +142,10 @@ class RunRegistry:
             raise Draining()
         if len(self._running) >= self._settings.max_concurrency:
             raise Busy(len(self._running), self._settings.max_concurrency)
+        try:
+            self._reserve(request, self._pod)
+        except Full as full:
+            raise Busy(len(self._running), self._settings.max_concurrency, str(full)) from None
         run = Run(request=request, pod=self._pod)
         self._running[request.execution_id] = run
         run.task = asyncio.create_task(self._execute(run), name=f"run:{request.execution_id}")
@@ -197,7 +209,7 @@ class RunRegistry:
             callback_batch_url=request.callback_batch_url,
         )
         try:
-            await self._settle(report)
+            report = await self._settle(report)
         except Exception:
             logger.exception(
                 "could not settle a result", extra={"executionId": report.execution_id}

@@ -11,29 +11,29 @@ Invariants:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shlex
 import socket
 import types
-import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-ENV_PREFIX = "CADENZA_SIDECAR_"
-DEFAULT_SPOOL_DIR = Path("/var/run/cadenza/spool")
-DEFAULT_MAX_BATCH_ITEMS = 1000
-DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
-DEFAULT_CALLBACK_BATCH_MAX_ITEMS = 200
-LOG_LEVELS = ("debug", "info", "warning", "error")
+from cadenza_sidecar import flags
+from cadenza_sidecar.flags import (
+    DEFAULT_CALLBACK_BATCH_MAX_ITEMS,
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_BATCH_ITEMS,
+    DEFAULT_SPOOL_DIR,
+    DEFAULT_SPOOL_MAX_BYTES,
+    DEFAULT_SPOOL_MAX_FILES,
+    ENV_PREFIX,
+)
+from cadenza_sidecar.flags import SettingsError as SettingsError
 
-T = TypeVar("T")
-
-
-class SettingsError(Exception):
-    """A flag or environment variable has an unusable value; the message names it and the fix."""
+# One result's spool record beyond its output fields: keys, timestamps, status, pod, ids, URLs and
+# token of a typical dispatch. Only the floor of --spool-max-bytes uses it; reservations measure.
+RECORD_OVERHEAD_BYTES = 2048
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,19 @@ class SpoolSettings:
     directory: Path = DEFAULT_SPOOL_DIR
     """``--spool-dir``: where finished results wait, fsynced, until their callback is settled."""
 
+    max_files: int = DEFAULT_SPOOL_MAX_FILES
+    """``--spool-max-files``: most results the spool holds, counting one reserved per run in
+    flight; at the limit a new dispatch is answered 429 busy."""
+
+    max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    """``--spool-max-bytes``: most bytes of spool records, counting each run in flight at its
+    reservation; at the limit a new dispatch is answered 429 busy."""
+
+    output_reserve_bytes: int = 2 * 4096 + 1024
+    """Bytes reserved per run for its ``result`` and ``error`` as JSON: room for both output
+    streams at ``--max-output-bytes`` plus their prefixes and markers. A result that still does
+    not fit (escaped control characters grow sixfold) is truncated to fit, saying so."""
+
 
 @dataclass(frozen=True)
 class DrainSettings:
@@ -192,164 +205,7 @@ class Settings:
     """Self-registration with the scheduler; None: the operator finds this sidecar's pod."""
 
 
-def _number(raw: str, kind: Callable[[str], T], rule: str, valid: Callable[[T], bool]) -> T:
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ValueError(f"must be {rule}") from None
-    if not valid(value):
-        raise ValueError(f"must be {rule}")
-    return value
-
-
-def _positive_int(raw: str) -> int:
-    return _number(raw, int, "an integer >= 1", lambda v: v >= 1)
-
-
-def _port(raw: str) -> int:
-    return _number(raw, int, "a port number between 0 and 65535", lambda v: 0 <= v <= 65535)
-
-
-def _positive_float(raw: str) -> float:
-    return _number(raw, float, "a finite number > 0", lambda v: 0 < v < math.inf)
-
-
-def _non_negative_float(raw: str) -> float:
-    return _number(raw, float, "a finite number >= 0", lambda v: 0 <= v < math.inf)
-
-
-def _http_url(raw: str) -> str:
-    parts = urllib.parse.urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an absolute http(s) URL such as http://127.0.0.1:8080/run")
-    return raw
-
-
-def _log_level(raw: str) -> str:
-    if raw.lower() not in LOG_LEVELS:
-        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
-    return raw.lower()
-
-
-def _for_argparse(convert: Callable[[str], T]) -> Callable[[str], T]:
-    """Turns a converter's ValueError into argparse's error message (which names the flag)."""
-
-    def wrapper(raw: str) -> T:
-        try:
-            return convert(raw)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{raw!r} {exc}") from None
-
-    wrapper.__name__ = convert.__name__.lstrip("_")
-    return wrapper
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line; every flag defaults to None so the environment can fill it in."""
-    parser = argparse.ArgumentParser(
-        prog="cadenza-sidecar",
-        description="Runs Cadenza executions next to an application container. Every flag "
-        "--some-name can also be set as CADENZA_SIDECAR_SOME_NAME.",
-    )
-    add = parser.add_argument
-    seconds, count = _for_argparse(_non_negative_float), _for_argparse(_positive_int)
-    positive_seconds = _for_argparse(_positive_float)
-    add("--listen", metavar="HOST", help="address to bind (default 0.0.0.0)")
-    add("--port", metavar="N", type=_for_argparse(_port), help="port to bind (default 9090)")
-    add("--pod-name", metavar="NAME", help="reported pod name (default $POD_NAME, else hostname)")
-    add(
-        "--token-file",
-        metavar="PATH",
-        type=Path,
-        help=f"file holding the dispatch token (default ${ENV_PREFIX}TOKEN; none: no auth)",
-    )
-    add("--handler-url", metavar="URL", type=_for_argparse(_http_url), help="POST each run here")
-    add(
-        "--command",
-        nargs=argparse.REMAINDER,
-        metavar="CMD",
-        help="run this argv per run; must come last, everything after it is the command",
-    )
-    add("--max-concurrency", metavar="N", type=count, help="runs in flight per pod (default 4)")
-    add(
-        "--max-batch-items",
-        metavar="N",
-        type=count,
-        help=f"dispatch bodies per batch (default {DEFAULT_MAX_BATCH_ITEMS})",
-    )
-    add(
-        "--max-batch-bytes",
-        metavar="N",
-        type=count,
-        help=f"largest batch body (default {DEFAULT_MAX_BATCH_BYTES})",
-    )
-    add(
-        "--spool-dir", metavar="PATH", type=Path, help=f"result spool (default {DEFAULT_SPOOL_DIR})"
-    )
-    add("--grace-seconds", metavar="S", type=seconds, help="drain: time for runs (default 30)")
-    add("--flush-seconds", metavar="S", type=seconds, help="drain: time for callbacks (default 5)")
-    add("--kill-grace-seconds", metavar="S", type=seconds, help="SIGTERM to SIGKILL (default 2)")
-    add("--max-output-bytes", metavar="N", type=count, help="cap per output (default 4096)")
-    add("--callback-timeout-seconds", metavar="S", type=positive_seconds, help="(default 10)")
-    add("--callback-backoff-initial-seconds", metavar="S", type=positive_seconds, help="(0.5)")
-    add("--callback-backoff-max-seconds", metavar="S", type=positive_seconds, help="(30)")
-    add(
-        "--callback-batch-max-items",
-        metavar="N",
-        type=count,
-        help=f"reports per batched callback ({DEFAULT_CALLBACK_BATCH_MAX_ITEMS})",
-    )
-    add("--finished-retention-seconds", metavar="S", type=positive_seconds, help="(3600)")
-    add("--finished-retention-count", metavar="N", type=count, help="(10000)")
-    add("--log-level", type=_for_argparse(_log_level), help="debug|info|warning|error (info)")
-    add(
-        "--scheduler-url",
-        metavar="URL",
-        type=_for_argparse(_http_url),
-        help="register with this Cadenza REST API as an executor outside the cluster",
-    )
-    add("--executor-name", metavar="NAME", help="the Executor to join (with --scheduler-url)")
-    add("--instance-id", metavar="ID", help="this instance's id (default: the pod name)")
-    add(
-        "--advertise-url",
-        metavar="URL",
-        type=_for_argparse(_http_url),
-        help="where the scheduler reaches this sidecar (default http://<listen>:<port>)",
-    )
-    add("--task", metavar="NAME[=CRON]", action="append", help="a Task served (repeatable)")
-    add(
-        "--api-token-file",
-        metavar="PATH",
-        type=Path,
-        help=f"bearer token for the REST API (default ${ENV_PREFIX}API_TOKEN)",
-    )
-    add("--heartbeat-seconds", metavar="N", type=count, help="heartbeat interval (default 10)")
-    add("--namespace", metavar="NS", help="the Executor's namespace (default: the API's)")
-    return parser  # fmt: skip
-
-
-class _Resolver:
-    """Picks each value from the parsed flags, else the environment, else the default."""
-
-    def __init__(self, args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-        self._args = args
-        self._environ = environ
-
-    def get(self, name: str, convert: Callable[[str], T], default: T) -> T:
-        flag_value: T | None = getattr(self._args, name)
-        if flag_value is not None:
-            return flag_value
-        env_name = ENV_PREFIX + name.upper()
-        raw = self._environ.get(env_name, "")
-        if not raw:
-            return default
-        try:
-            return convert(raw)
-        except ValueError as exc:
-            raise SettingsError(f"{env_name}={raw!r} {exc}") from None
-
-
-def _token(resolve: _Resolver, environ: Mapping[str, str]) -> str | None:
+def _token(resolve: flags.Resolver, environ: Mapping[str, str]) -> str | None:
     token_file = resolve.get("token_file", Path, None)
     if token_file is None:
         return environ.get(ENV_PREFIX + "TOKEN") or None
@@ -363,9 +219,9 @@ def _token(resolve: _Resolver, environ: Mapping[str, str]) -> str | None:
 
 
 def _handler(
-    args: argparse.Namespace, resolve: _Resolver, environ: Mapping[str, str]
+    args: argparse.Namespace, resolve: flags.Resolver, environ: Mapping[str, str]
 ) -> HandlerSettings:
-    url = resolve.get("handler_url", _http_url, None)
+    url = resolve.get("handler_url", flags.http_url, None)
     command: tuple[str, ...] | None = None
     if args.command is not None:
         if not args.command:
@@ -383,9 +239,26 @@ def _handler(
         url=url,
         command=command,
         child_env=types.MappingProxyType(child_env),
-        kill_grace_seconds=resolve.get("kill_grace_seconds", _non_negative_float, 2.0),
-        max_output_bytes=resolve.get("max_output_bytes", _positive_int, 4096),
+        kill_grace_seconds=resolve.get("kill_grace_seconds", flags.non_negative_float, 2.0),
+        max_output_bytes=resolve.get("max_output_bytes", flags.positive_int, 4096),
     )
+
+
+def _spool(resolve: flags.Resolver, max_output_bytes: int) -> SpoolSettings:
+    reserve = 2 * max_output_bytes + 1024
+    spool = SpoolSettings(
+        directory=resolve.get("spool_dir", Path, DEFAULT_SPOOL_DIR),
+        max_files=resolve.get("spool_max_files", flags.positive_int, DEFAULT_SPOOL_MAX_FILES),
+        max_bytes=resolve.get("spool_max_bytes", flags.positive_int, DEFAULT_SPOOL_MAX_BYTES),
+        output_reserve_bytes=reserve,
+    )
+    floor = reserve + RECORD_OVERHEAD_BYTES
+    if spool.max_bytes < floor:
+        raise SettingsError(
+            f"--spool-max-bytes {spool.max_bytes} (or {ENV_PREFIX}SPOOL_MAX_BYTES) cannot hold one"
+            f" result of --max-output-bytes {max_output_bytes}: give at least {floor}"
+        )
+    return spool
 
 
 def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -395,57 +268,68 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     malformed flags.
     """
     env = os.environ if environ is None else environ
-    args = build_parser().parse_args(argv)
-    resolve = _Resolver(args, env)
+    args = flags.build_parser().parse_args(argv)
+    resolve = flags.Resolver(args, env)
     pod_name = args.pod_name or env.get("POD_NAME") or env.get(ENV_PREFIX + "POD_NAME")
+    handler = _handler(args, resolve, env)
     return Settings(
         pod_name=pod_name or socket.gethostname(),
         server=ServerSettings(
             listen=resolve.get("listen", str, "0.0.0.0"),
-            port=resolve.get("port", _port, 9090),
-            max_batch_items=resolve.get("max_batch_items", _positive_int, DEFAULT_MAX_BATCH_ITEMS),
-            max_batch_bytes=resolve.get("max_batch_bytes", _positive_int, DEFAULT_MAX_BATCH_BYTES),
+            port=resolve.get("port", flags.port, 9090),
+            max_batch_items=resolve.get(
+                "max_batch_items", flags.positive_int, DEFAULT_MAX_BATCH_ITEMS
+            ),
+            max_batch_bytes=resolve.get(
+                "max_batch_bytes", flags.positive_int, DEFAULT_MAX_BATCH_BYTES
+            ),
         ),
         auth=AuthSettings(token=_token(resolve, env)),
-        handler=_handler(args, resolve, env),
+        handler=handler,
         runs=RunSettings(
-            max_concurrency=resolve.get("max_concurrency", _positive_int, 4),
+            max_concurrency=resolve.get("max_concurrency", flags.positive_int, 4),
             finished_retention_seconds=resolve.get(
-                "finished_retention_seconds", _positive_float, 3600.0
+                "finished_retention_seconds", flags.positive_float, 3600.0
             ),
-            finished_retention_count=resolve.get("finished_retention_count", _positive_int, 10_000),
+            finished_retention_count=resolve.get(
+                "finished_retention_count", flags.positive_int, 10_000
+            ),
         ),
         callbacks=CallbackSettings(
-            request_timeout_seconds=resolve.get("callback_timeout_seconds", _positive_float, 10.0),
+            request_timeout_seconds=resolve.get(
+                "callback_timeout_seconds", flags.positive_float, 10.0
+            ),
             backoff_initial_seconds=resolve.get(
-                "callback_backoff_initial_seconds", _positive_float, 0.5
+                "callback_backoff_initial_seconds", flags.positive_float, 0.5
             ),
-            backoff_max_seconds=resolve.get("callback_backoff_max_seconds", _positive_float, 30.0),
+            backoff_max_seconds=resolve.get(
+                "callback_backoff_max_seconds", flags.positive_float, 30.0
+            ),
             batch_max_items=resolve.get(
-                "callback_batch_max_items", _positive_int, DEFAULT_CALLBACK_BATCH_MAX_ITEMS
+                "callback_batch_max_items", flags.positive_int, DEFAULT_CALLBACK_BATCH_MAX_ITEMS
             ),
         ),
-        spool=SpoolSettings(directory=resolve.get("spool_dir", Path, DEFAULT_SPOOL_DIR)),
+        spool=_spool(resolve, handler.max_output_bytes),
         drain=DrainSettings(
-            grace_seconds=resolve.get("grace_seconds", _non_negative_float, 30.0),
-            flush_seconds=resolve.get("flush_seconds", _non_negative_float, 5.0),
+            grace_seconds=resolve.get("grace_seconds", flags.non_negative_float, 30.0),
+            flush_seconds=resolve.get("flush_seconds", flags.non_negative_float, 5.0),
         ),
-        log_level=resolve.get("log_level", _log_level, "info"),
+        log_level=resolve.get("log_level", flags.log_level, "info"),
         registration=_registration(args, resolve, env, pod_name or socket.gethostname()),
     )
 
 
 def _registration(
-    args: argparse.Namespace, resolve: _Resolver, environ: Mapping[str, str], pod_name: str
+    args: argparse.Namespace, resolve: flags.Resolver, environ: Mapping[str, str], pod_name: str
 ) -> RegistrationSettings | None:
-    scheduler = resolve.get("scheduler_url", _http_url, None)
+    scheduler = resolve.get("scheduler_url", flags.http_url, None)
     if scheduler is None:
         return None
     name = resolve.get("executor_name", str, None)
     if not name:
         raise SettingsError("--scheduler-url needs --executor-name: the Executor to join")
-    listen, port = resolve.get("listen", str, "0.0.0.0"), resolve.get("port", _port, 9090)
-    advertise = resolve.get("advertise_url", _http_url, None)
+    listen, port = resolve.get("listen", str, "0.0.0.0"), resolve.get("port", flags.port, 9090)
+    advertise = resolve.get("advertise_url", flags.http_url, None)
     if advertise is None:
         if listen in ("0.0.0.0", "::", ""):
             raise SettingsError(
@@ -466,13 +350,13 @@ def _registration(
         advertise_url=advertise.rstrip("/"),
         tasks=tasks,
         api_token=_secret_file(resolve, environ, "api_token_file", "API_TOKEN"),
-        heartbeat_seconds=resolve.get("heartbeat_seconds", _positive_int, 10),
+        heartbeat_seconds=resolve.get("heartbeat_seconds", flags.positive_int, 10),
         namespace=resolve.get("namespace", str, None),
     )
 
 
 def _secret_file(
-    resolve: _Resolver, environ: Mapping[str, str], flag: str, env_name: str
+    resolve: flags.Resolver, environ: Mapping[str, str], flag: str, env_name: str
 ) -> str | None:
     path = resolve.get(flag, Path, None)
     if path is None:

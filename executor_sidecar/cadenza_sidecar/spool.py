@@ -14,6 +14,10 @@ Invariants:
 - A file is either absent or complete: readers never see a half-written record.
 - Removal is best-effort durable: if it is lost in a crash the result is re-sent, which the
   receiver must tolerate anyway (delivery is at least once).
+- A failed write (full disk, I/O error) leaves no ``*.tmp`` behind: the temp file is removed
+  before the error reaches the caller.
+- The spool is bounded (``spool_quota``): a run reserves its room when admitted, so the result of
+  an admitted run always finds room; ``fit`` trims it to its reservation before it is saved.
 """
 
 from __future__ import annotations
@@ -23,16 +27,20 @@ import contextlib
 import hashlib
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
-from cadenza_sidecar import protocol
-from cadenza_sidecar.protocol import ExecutionId, Report, RunState
+from cadenza_sidecar import protocol, spool_quota
+from cadenza_sidecar.protocol import ExecutionId, ExecutionRequest, Report, RunState
+from cadenza_sidecar.settings import SpoolSettings
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _SUFFIX = ".json"
+# Stand-ins of the longest values a finished run's record takes where the request does not say:
+# the two timestamps (always this long) and the exit code (the room "null" leaves it).
+_TIMESTAMP_STAND_IN = "2024-05-01T12:00:00.000Z"
+_EXIT_CODE_ROOM = len("-2147483648") - len("null")
 
 
 def file_name(execution_id: ExecutionId) -> str:
@@ -50,6 +58,11 @@ def _record(report: Report) -> dict[str, Any]:
     if report.callback_batch_url is not None:
         record["callbackBatchUrl"] = report.callback_batch_url
     return record
+
+
+def encode(report: Report) -> bytes:
+    """The spool file's content for ``report``."""
+    return protocol.dumps(_record(report)).encode("utf-8")
 
 
 def _report(record: dict[str, Any]) -> Report:
@@ -77,10 +90,13 @@ def _optional_string(value: Any) -> str | None:
 
 
 class Spool:
-    """One directory of pending results; blocking file work runs in a worker thread."""
+    """One directory of pending results and its quota; blocking file work runs in a worker
+    thread, the quota is kept on the event loop."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, settings: SpoolSettings) -> None:
+        self.directory = settings.directory
+        self.quota = spool_quota.Quota(settings.max_files, settings.max_bytes)
+        self._output_reserve_bytes = settings.output_reserve_bytes
 
     def prepare(self) -> None:
         """Creates the directory and removes temp files a crash left behind."""
@@ -88,13 +104,48 @@ class Spool:
         for leftover in self.directory.glob("*.tmp"):
             leftover.unlink(missing_ok=True)
 
+    def reserve(self, request: ExecutionRequest, pod: str) -> None:
+        """Takes room for the result of a run about to start; raises ``spool_quota.Full``."""
+        stand_in = Report(
+            execution_id=request.execution_id,
+            status=RunState.TIMED_OUT,  # as long as any final state's name
+            attempt=request.attempt,
+            pod=pod,
+            started_at=_TIMESTAMP_STAND_IN,
+            finished_at=_TIMESTAMP_STAND_IN,
+            result=None,
+            error=None,
+            exit_code=None,
+            callback_url=request.callback_url,
+            callback_token=request.callback_token,
+            callback_batch_url=request.callback_batch_url,
+        )
+        size = len(encode(stand_in)) + _EXIT_CODE_ROOM + self._output_reserve_bytes
+        self.quota.reserve(request.execution_id, size)
+
+    def fit(self, report: Report) -> Report:
+        """``report`` as it will be saved: trimmed to the room its run reserved, if it had any."""
+        room = self.quota.size_of(report.execution_id)
+        if room is None:
+            return report
+        fitted = spool_quota.fit(report, room, lambda candidate: len(encode(candidate)))
+        if fitted is not report:
+            logger.warning(
+                "result truncated to fit the room its run reserved in the spool",
+                extra={"executionId": report.execution_id, "reservedBytes": room},
+            )
+        return fitted
+
     def load(self) -> list[Report]:
         """Every pending result, oldest first."""
         paths = sorted(self.directory.glob("*" + _SUFFIX), key=lambda p: p.stat().st_mtime)
         reports = []
         for path in paths:
             try:
-                reports.append(_report(protocol.loads(path.read_bytes())))
+                data = path.read_bytes()
+                report = _report(protocol.loads(data))
+                reports.append(report)
+                self.quota.hold(report.execution_id, len(data))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 quarantined = path.with_suffix(".corrupt")
                 logger.error(
@@ -106,35 +157,50 @@ class Spool:
         return reports
 
     async def save(self, report: Report) -> None:
-        await asyncio.to_thread(self._save, report)
+        """Writes ``report`` (already ``fit``) durably. On OSError no temp file is left behind,
+        and the run keeps its reserved room until ``remove``: its result then waits in memory."""
+        data = encode(report)
+        await asyncio.to_thread(self._save, report.execution_id, data)
+        self.quota.hold(report.execution_id, len(data))
 
     async def remove(self, execution_id: ExecutionId) -> None:
-        await asyncio.to_thread(self._remove, execution_id)
+        await self.remove_many([execution_id])
 
     async def remove_many(self, execution_ids: list[ExecutionId]) -> None:
-        """Removes several files with one directory fsync (a settled batch of callbacks)."""
-        await asyncio.to_thread(self._remove_many, execution_ids)
+        """Removes several files with one directory fsync (a settled batch of callbacks) and gives
+        their room back, even if the removal fails: the callbacks are settled either way."""
+        try:
+            await asyncio.to_thread(self._remove_many, execution_ids)
+        finally:
+            self.quota.release(execution_ids)
 
     def pending(self) -> list[str]:
         return sorted(p.name for p in self.directory.glob("*" + _SUFFIX))
 
-    def _save(self, report: Report) -> None:
-        final = self.directory / file_name(report.execution_id)
+    def _save(self, execution_id: ExecutionId, data: bytes) -> None:
+        final = self.directory / file_name(execution_id)
         temp = final.with_name(final.name + ".tmp")
-        data = protocol.dumps(_record(report)).encode("utf-8")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, final)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, final)
+        except BaseException:
+            # ENOSPC, EIO, EFBIG...: a half-written temp file would only take more of the disk.
+            try:
+                temp.unlink(missing_ok=True)
+            except OSError as exc:
+                logger.error(
+                    "could not remove a temp file after a failed write",
+                    extra={"path": str(temp), "reason": repr(exc)},
+                )
+            raise
         self._sync_directory()
-
-    def _remove(self, execution_id: ExecutionId) -> None:
-        self._remove_many([execution_id])
 
     def _remove_many(self, execution_ids: list[ExecutionId]) -> None:
         for execution_id in execution_ids:
