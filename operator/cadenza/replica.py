@@ -217,8 +217,10 @@ async def serve_http(replica: Replica) -> web.AppRunner:
     app.add_routes(probes.routes(replica.status))
     replicas = probes.replica_routes(replica.engine, replica.settings.leadership.lock_name)
     app.add_routes(rest.guarded(api, [*replicas, replica.metrics.route()]))
-    app.add_routes(callbacks.routes(replica.engine, replica.callback_applied))
-    app.add_routes(callback_batches.routes(replica.engine, replica.callback_applied))
+    grace = replica.settings.api.callback_grace_seconds
+    applied = replica.callback_applied
+    app.add_routes(callbacks.routes(replica.engine, applied, grace_seconds=grace))
+    app.add_routes(callback_batches.routes(replica.engine, applied, grace_seconds=grace))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, replica.settings.http.host, replica.settings.http.port)

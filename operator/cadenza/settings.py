@@ -165,6 +165,11 @@ class ApiSettings:
     """Largest request body the API reads; a bigger one answers 413
     (``CADENZA_API_MAX_BODY_BYTES``). The API server's own object limit is about 1.5 MiB."""
 
+    callback_grace_seconds: float = 300.0
+    """How long a run's callback tokens keep working once the run is over
+    (``CADENZA_CALLBACK_GRACE_SECONDS``): within it a repeated report is acknowledged, after it
+    every callback with such a token is refused 410 Gone and changes nothing."""
+
     open_metrics: bool = False
     """Serve ``/metrics`` and ``/api/v1/replicas`` without a token (``CADENZA_API_OPEN_METRICS``).
     Off by default: a caller needs ``get`` on those non-resource URLs, as RBAC grants it for
@@ -279,6 +284,9 @@ def _api_settings(read: _Reader, namespaces: str) -> ApiSettings:
         ),
         max_body_bytes=read(
             "CADENZA_API_MAX_BODY_BYTES", int, 1_048_576, minimum=1024, maximum=16_777_216
+        ),
+        callback_grace_seconds=read(
+            "CADENZA_CALLBACK_GRACE_SECONDS", float, 300.0, minimum=0, maximum=604_800
         ),
         open_metrics=read("CADENZA_API_OPEN_METRICS", boolean, False),
     )

@@ -9,15 +9,16 @@ item is authenticated by its own token.
 
 The answer is ``200 {"results": [{"status": s, "body": b, "executionId": ...}, ...]}``, one per
 item in order, ``s`` and ``b`` being what the single route answers for that report (200 applied
-or already applied, 400 naming the field, 403, 404, 409). The batch as a whole is answered 400
-naming ``body`` or ``callbacks`` when it is not such a list or holds more than ``MAX_ITEMS``,
-413 above ``MAX_BYTES``, and 5xx when the database fails (the sidecar then retries it all).
+or already applied, 400 naming the field, 403, 404, 409, 410 for a run over for longer than the
+grace). The batch as a whole is answered 400 naming ``body`` or ``callbacks`` when it is not
+such a list or holds more than ``MAX_ITEMS``, 413 above ``MAX_BYTES``, and 5xx when the
+database fails (the sidecar then retries it all).
 
 Invariants:
 - Each item is checked and applied by the single route's own code (``callbacks.run_id``,
   ``callbacks.report_from``, ``callbacks.apply_in``), so the two routes cannot disagree.
 - All items are applied in ONE transaction, run again as a whole after a deadlock. An item is
-  refused (403, 404, 409) before it writes anything, so a refusal spoils no other item and
+  refused (403, 404, 409, 410) before it writes anything, so a refusal spoils no other item and
   needs no savepoint. (A savepoint would not survive a deadlock anyway: InnoDB rolls back the
   whole transaction, and rolling back to the savepoint then fails with another error than the
   deadlock, which the retry would not recognise.)
@@ -59,7 +60,9 @@ class _Item:
     report: Report
 
 
-def routes(engine: Engine, on_applied: Applied) -> list[web.RouteDef]:
+def routes(
+    engine: Engine, on_applied: Applied, *, grace_seconds: float = callbacks.DEFAULT_GRACE_SECONDS
+) -> list[web.RouteDef]:
     async def batch(request: web.Request) -> web.Response:
         try:
             raw_items = parse_batch(await _read(request))
@@ -75,7 +78,7 @@ def routes(engine: Engine, on_applied: Applied) -> list[web.RouteDef]:
                 answers.append({**_echo(raw), "status": exc.status, "body": _error(exc)})
         if items:
             applied = await asyncio.to_thread(
-                deadlocks.retry_deadlocks, lambda: apply_all(engine, items)
+                deadlocks.retry_deadlocks, lambda: apply_all(engine, items, grace_seconds)
             )
             for item, answer in zip(items, applied, strict=True):
                 answers[item.index] = {**_echo(raw_items[item.index]), **answer}
@@ -123,14 +126,18 @@ def parse_item(index: int, raw: Any) -> _Item:
     return _Item(index, run, token.strip(), callbacks.report_from(raw))
 
 
-def apply_all(engine: Engine, items: list[_Item]) -> list[dict[str, Any]]:
+def apply_all(
+    engine: Engine, items: list[_Item], grace_seconds: float = callbacks.DEFAULT_GRACE_SECONDS
+) -> list[dict[str, Any]]:
     """Applies every item in one transaction; ``{"status", "body"}`` per item, in order."""
     answers: list[dict[str, Any]] = [{} for _ in items]
     # sorted() is stable: the items of one run keep their input order.
     order = sorted(range(len(items)), key=lambda position: items[position].run)
     with engine.begin() as conn:
         applied = callbacks.apply_many(
-            conn, [(items[p].run, items[p].token, items[p].report) for p in order]
+            conn,
+            [(items[p].run, items[p].token, items[p].report) for p in order],
+            grace_seconds,
         )
     for position, answer in zip(order, applied, strict=True):
         if isinstance(answer, CallbackError):

@@ -4,11 +4,16 @@ Authentication is the per-attempt token the leader gave with the dispatch (only 
 stored). The result is applied as a guarded state transition: a duplicate or late callback never
 moves a finished run backwards, and answers 200 so the sidecar stops re-sending it.
 
+Invariant: a run's tokens stop working ``grace_seconds`` (``CADENZA_CALLBACK_GRACE_SECONDS``)
+after the run is over, by the database's clock (see :mod:`cadenza.store.reports`): a callback
+with one is refused 410 and changes nothing. A wrong token still gets 403, whatever the run's age.
+
 Answers (the sidecar treats 403/404/409/410 as final and retries anything else):
 - 200 applied, or already applied (idempotent);
 - 400 malformed body, naming the field; 401 no bearer token;
 - 403 the token is not this attempt's; 404 no such run;
-- 409 the attempt is not the run's current one (a late report of an attempt already retried).
+- 409 the attempt is not the run's current one (a late report of an attempt already retried);
+- 410 the run has been over for longer than the grace: its tokens no longer work.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ from cadenza.core import runs as rules
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RESULTS, RunStatus
 from cadenza.scheduling.plans import retry_policy
+from cadenza.settings import ApiSettings
 from cadenza.store import deadlocks, reports, schema
 from cadenza.store import runs as store_runs
 
 Applied = Callable[[ExecutionId], None]
+DEFAULT_GRACE_SECONDS = ApiSettings.callback_grace_seconds
 _rng = random.Random()
 
 
@@ -51,14 +58,17 @@ class Report:
     outcome: store_runs.Outcome
 
 
-def routes(engine: Engine, on_applied: Applied) -> list[web.RouteDef]:
+def routes(
+    engine: Engine, on_applied: Applied, *, grace_seconds: float = DEFAULT_GRACE_SECONDS
+) -> list[web.RouteDef]:
     async def callback(request: web.Request) -> web.Response:
         try:
             run = run_id(request.match_info["id"])
             token = _bearer(request)
             report = _report(await request.read())
             answer = await asyncio.to_thread(
-                deadlocks.retry_deadlocks, lambda: apply(engine, run, token, report)
+                deadlocks.retry_deadlocks,
+                lambda: apply(engine, run, token, report, grace_seconds),
             )
         except CallbackError as exc:
             body: dict[str, Any] = {"error": exc.message}
@@ -71,16 +81,28 @@ def routes(engine: Engine, on_applied: Applied) -> list[web.RouteDef]:
     return [web.post("/api/v1/callbacks/{id}", callback)]
 
 
-def apply(engine: Engine, run: ExecutionId, token: str, report: Report) -> dict[str, Any]:
+def apply(
+    engine: Engine,
+    run: ExecutionId,
+    token: str,
+    report: Report,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+) -> dict[str, Any]:
     """Check the token and apply the report in a transaction of its own; the answer's body (or a
     CallbackError)."""
     with engine.begin() as conn:
-        return apply_in(conn, run, token, report)
+        return apply_in(conn, run, token, report, grace_seconds)
 
 
-def apply_in(conn: Connection, run: ExecutionId, token: str, report: Report) -> dict[str, Any]:
+def apply_in(
+    conn: Connection,
+    run: ExecutionId,
+    token: str,
+    report: Report,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+) -> dict[str, Any]:
     """``apply`` inside the caller's transaction."""
-    answer = apply_many(conn, [(run, token, report)])[0]
+    answer = apply_many(conn, [(run, token, report)], grace_seconds)[0]
     if isinstance(answer, CallbackError):
         raise answer
     return answer
@@ -89,13 +111,15 @@ def apply_in(conn: Connection, run: ExecutionId, token: str, report: Report) -> 
 Item = tuple[ExecutionId, str, Report]
 
 
-def apply_many(conn: Connection, items: list[Item]) -> list[dict[str, Any] | CallbackError]:
+def apply_many(
+    conn: Connection, items: list[Item], grace_seconds: float = DEFAULT_GRACE_SECONDS
+) -> list[dict[str, Any] | CallbackError]:
     """Check and apply many reports inside the caller's transaction, in order (a duplicate
     after the report it repeats changes nothing); an answer's body or a CallbackError each.
 
     The runs are locked in one read (in id order, so two batches never wait on each other in a
     cycle) and written with a few statements whatever their number. A refused report (403,
-    404, 409) writes nothing.
+    404, 409, 410) writes nothing.
     """
     locked = reports.lock_many_for_reports(conn, [run for run, _, _ in items])
     policies = _retry_policies(conn, locked, items)
@@ -105,7 +129,7 @@ def apply_many(conn: Connection, items: list[Item]) -> list[dict[str, Any] | Cal
     for run, token, report in items:
         current = locked.get(run)
         try:
-            _check(run, current, token, report)
+            _check(run, current, token, report, grace_seconds)
         except CallbackError as exc:
             answers.append(exc)
             continue
@@ -132,13 +156,25 @@ def apply_many(conn: Connection, items: list[Item]) -> list[dict[str, Any] | Cal
     return answers
 
 
-def _check(run: ExecutionId, current: reports.Locked | None, token: str, report: Report) -> None:
+def _check(
+    run: ExecutionId,
+    current: reports.Locked | None,
+    token: str,
+    report: Report,
+    grace_seconds: float,
+) -> None:
     if current is None:
         raise CallbackError(404, f"no run {run}")
     expected = current.token_hashes.get(report.attempt)
     offered = hashlib.sha256(token.encode()).hexdigest()
     if expected is None or not hmac.compare_digest(expected, offered):
         raise CallbackError(403, "the token is not this run's callback token")
+    if current.over_for is not None and current.over_for > grace_seconds:
+        raise CallbackError(
+            410,
+            f"run {run} ended more than {grace_seconds:g} s ago"
+            " (CADENZA_CALLBACK_GRACE_SECONDS): its callback tokens no longer work",
+        )
     if report.attempt != current.attempt:
         raise CallbackError(
             409, f"attempt {report.attempt} is stale: the run is at attempt {current.attempt}"

@@ -1,9 +1,10 @@
 """The leader's HTTP client for executor sidecars: ``POST``/``DELETE /v1/executions`` and probes.
 
-Every answer of the sidecar maps to one :class:`Outcome`; nothing here raises for a pod that
-misbehaves, so the dispatcher decides with a plain ``match`` what to do next. ``send_batch``
-(protocol version 2, ``POST /v1/executions:batch``) gives one result per request, each the
-result ``send`` would have given, and falls back to ``send`` for a sidecar without batches.
+Every answer of the sidecar maps to one :class:`Outcome` (:mod:`cadenza.dispatch.answers` says
+what each means); nothing here raises for a pod that misbehaves, so the dispatcher decides with
+a plain ``match`` what to do next. ``send_batch`` (protocol version 2, ``POST
+/v1/executions:batch``) gives one result per request, each the result ``send`` would have
+given, and falls back to ``send`` for a sidecar without batches.
 
 Invariants:
 - One ``aiohttp.ClientSession`` per client, created lazily inside the running loop and shared by
@@ -11,6 +12,9 @@ Invariants:
   (15 s) is shorter than the sidecar's (aiohttp's 75 s), so we never send on a connection the
   pod is closing.
 - Requests never follow redirects and every one has a deadline (connect and total).
+- Every answer is read up to its kind's cap (``*_ANSWER_MAX_BYTES``) and never further: a pod
+  answering more (an endless body, a huge Content-Length) costs us at most the cap, and that
+  answer is that pod's error (:func:`answers.too_large_result`); its connection is closed.
 - A batch answer that cannot be matched to its requests one for one counts, for every request in
   it, as a lost answer (``UNREACHABLE`` with ``may_have_started``): the pod may have started any.
 - WARNING: an ``UNREACHABLE`` result with ``may_have_started`` set (the request was sent but the
@@ -22,7 +26,6 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
-import enum
 import io
 import json
 import logging
@@ -33,38 +36,57 @@ from typing import Any
 
 import aiohttp
 
+from cadenza.dispatch import answers
+from cadenza.dispatch.answers import (
+    DispatchResult,
+    Outcome,
+    ProbeResult,
+    answer_result,
+    batch_results,
+    classify,
+    json_object,
+    probe_result,
+)
+
+__all__ = [
+    "DispatchClient",
+    "DispatchRequest",
+    "DispatchResult",
+    "Outcome",
+    "ProbeResult",
+    "answer_result",
+    "batch_results",
+    "classify",
+    "describe",
+    "probe_result",
+    "rfc3339",
+]
+
 log = logging.getLogger(__name__)
 
 EXECUTIONS_PATH = "/v1/executions"
 BATCH_PATH = "/v1/executions:batch"
 # The sidecar refuses the batch as such (no batch route, or too large a batch): send one by one.
 _ONE_BY_ONE_STATUSES = frozenset({400, 404, 405, 413})
-_ERROR_BODY_CHARS = 300
+
+RUN_ANSWER_MAX_BYTES = 2 * 1024 * 1024
+"""Largest answer to a dispatch, a cancel or a view: one run's view, whose result the operator
+takes up to 1 MiB (the callback route's body limit), or an error."""
+BATCH_ANSWER_MAX_BYTES = 32 * 1024 * 1024
+"""Largest answer to a batch dispatch: up to 200 runs (the dispatcher's batch), each answered as
+``send`` would be, as the callback batch route takes 200 results in at most 32 MiB."""
+PROBE_ANSWER_MAX_BYTES = 64 * 1024
+"""Largest health answer: the sidecar's is a few dozen bytes; an outside executor's health URL
+gets room for a small page."""
+_CHUNK = 65536
 
 
-class Outcome(enum.StrEnum):
-    ACCEPTED = "accepted"
-    """202: the pod started the run."""
-    DUPLICATE = "duplicate"
-    """200: the pod already has this execution key; as good as accepted."""
-    BUSY = "busy"
-    """429: the pod runs ``--max-concurrency`` runs."""
-    DRAINING = "draining"
-    """503: the pod is shutting down."""
-    REJECTED = "rejected"
-    """400/401/403/413 (or another unexpected answer): this pod will not take the request."""
-    UNREACHABLE = "unreachable"
-    """No usable answer: connection refused/reset, timeout, DNS, a 5xx other than 503."""
+class AnswerTooLarge(Exception):
+    """The answer's body is larger than the cap its kind allows."""
 
-
-# What a batch item's "result" means; an item without a known one is judged by its status.
-_BATCH_OUTCOMES = {
-    "accepted": Outcome.ACCEPTED,
-    "known": Outcome.DUPLICATE,
-    "busy": Outcome.BUSY,
-    "draining": Outcome.DRAINING,
-    "refused": Outcome.REJECTED,
-}
+    def __init__(self, status: int, limit: int) -> None:
+        super().__init__(answers.too_large_error(status, limit))
+        self.status, self.limit = status, limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,59 +133,10 @@ class DispatchRequest:
         return body
 
 
-@dataclasses.dataclass(frozen=True)
-class DispatchResult:
-    outcome: Outcome
-    status: int | None
-    body: dict[str, Any] | None
-    error: str | None
-    pod: str | None
-    """The pod name the sidecar reported, when it answered with one."""
-    may_have_started: bool = False
-    """The request left us but its answer did not arrive: the run may be running there."""
-
-    @property
-    def started(self) -> bool:
-        """The pod has the run (new or duplicate)."""
-        return self.outcome in (Outcome.ACCEPTED, Outcome.DUPLICATE)
-
-    @property
-    def try_another_pod(self) -> bool:
-        """Another pod may take the run; False for a request every pod would refuse (400, 413)
-        and for runs the pod already has."""
-        if self.outcome in (Outcome.BUSY, Outcome.DRAINING, Outcome.UNREACHABLE):
-            return True
-        return self.outcome is Outcome.REJECTED and self.status not in (400, 413)
-
-
-@dataclasses.dataclass(frozen=True)
-class ProbeResult:
-    ok: bool
-    in_flight: int | None
-    capacity: int | None
-    draining: bool
-    error: str | None
-
-
 def rfc3339(moment: datetime) -> str:
     """``2024-05-01T12:00:00.123Z``: UTC, milliseconds, as the sidecar writes its own times."""
     utc = moment.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-def classify(status: int) -> Outcome:
-    """The outcome of a dispatch answered with HTTP ``status``."""
-    if status == 202:
-        return Outcome.ACCEPTED
-    if status == 200:
-        return Outcome.DUPLICATE
-    if status == 429:
-        return Outcome.BUSY
-    if status == 503:
-        return Outcome.DRAINING
-    if status >= 500:
-        return Outcome.UNREACHABLE
-    return Outcome.REJECTED
 
 
 class DispatchClient:
@@ -201,10 +174,14 @@ class DispatchClient:
         """POST the run to the sidecar at ``base_url`` (``http://10.0.0.7:9090``)."""
         data = json.dumps(request.to_json(), allow_nan=False, separators=(",", ":")).encode()
         try:
-            status, raw = await self._post(base_url.rstrip("/") + EXECUTIONS_PATH, token, data)
+            status, raw = await self._post(
+                base_url.rstrip("/") + EXECUTIONS_PATH, token, data, RUN_ANSWER_MAX_BYTES
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
             return self._unreachable(exc)
-        return answer_result(classify(status), status, _json_object(raw), raw)
+        except AnswerTooLarge as exc:
+            return answers.too_large_result(exc.status, exc.limit)
+        return answer_result(classify(status), status, json_object(raw), raw)
 
     async def send_batch(
         self, base_url: str, token: str | None, requests: Sequence[DispatchRequest]
@@ -224,16 +201,25 @@ class DispatchClient:
             allow_nan=False,
             separators=(",", ":"),
         ).encode()
+        url = base_url.rstrip("/") + BATCH_PATH
         try:
-            status, raw = await self._post(base_url.rstrip("/") + BATCH_PATH, token, data)
+            status, raw = await self._post(url, token, data, BATCH_ANSWER_MAX_BYTES)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return [self._unreachable(exc)] * len(requests)
+        except AnswerTooLarge as exc:
+            # The status alone decides a fallback: the body was never needed for it.
+            if exc.status not in _ONE_BY_ONE_STATUSES:
+                return [answers.too_large_result(exc.status, exc.limit)] * len(requests)
+            status, raw = exc.status, b""
         if status in _ONE_BY_ONE_STATUSES:
             return [await self.send(base_url, token, request) for request in requests]
-        return batch_results(status, _json_object(raw), raw, len(requests))
+        return batch_results(status, json_object(raw), raw, len(requests))
 
-    async def _post(self, url: str, token: str | None, data: bytes) -> tuple[int, bytes]:
-        """POST a JSON body; the answer's status and body. Raises what aiohttp raises."""
+    async def _post(
+        self, url: str, token: str | None, data: bytes, limit: int
+    ) -> tuple[int, bytes]:
+        """POST a JSON body; the answer's status and body (at most ``limit`` bytes). Raises
+        what aiohttp raises, and AnswerTooLarge."""
         async with self._http().post(
             url,
             data=io.BytesIO(data),  # aiohttp warns about raw bodies above 1 MiB
@@ -241,7 +227,7 @@ class DispatchClient:
             timeout=self._timeout(self._total_timeout),
             allow_redirects=False,
         ) as resp:
-            return resp.status, await resp.read()
+            return resp.status, await read_capped(resp, limit)
 
     def _unreachable(self, exc: BaseException) -> DispatchResult:
         return DispatchResult(
@@ -259,17 +245,20 @@ class DispatchClient:
                 timeout=self._timeout(self._cancel_timeout),
                 allow_redirects=False,
             ) as resp:
-                raw = await resp.read()
                 status = resp.status
+                raw = await read_capped(resp, RUN_ANSWER_MAX_BYTES)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("cancel of %s at %s failed: %s", execution_key, base_url,
                         describe(exc, self._cancel_timeout))  # fmt: skip
+            return False
+        except AnswerTooLarge as exc:
+            log.warning("cancel of %s at %s: %s", execution_key, base_url, exc)
             return False
         if status in (200, 202):
             return True
         if status != 404:
             log.warning("cancel of %s at %s answered HTTP %s: %s", execution_key, base_url,
-                        status, _message(_json_object(raw), raw))  # fmt: skip
+                        status, answers.message(json_object(raw), raw))  # fmt: skip
         return False
 
     async def view(
@@ -285,13 +274,13 @@ class DispatchClient:
                 timeout=self._timeout(self._total_timeout),
                 allow_redirects=False,
             ) as resp:
-                raw = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError):
+                raw = await read_capped(resp, RUN_ANSWER_MAX_BYTES)
+        except (aiohttp.ClientError, TimeoutError, AnswerTooLarge):
             return None
         if status == 404:
             return {}
-        body = _json_object(raw)
+        body = json_object(raw)
         return body if status == 200 and body is not None else None
 
     async def probe(self, base_url: str, path: str, timeout: float) -> ProbeResult:  # noqa: ASYNC109
@@ -306,11 +295,13 @@ class DispatchClient:
                 timeout=self._timeout(timeout),
                 allow_redirects=False,
             ) as resp:
-                raw = await resp.read()
                 status = resp.status
+                raw = await read_capped(resp, PROBE_ANSWER_MAX_BYTES)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return ProbeResult(False, None, None, False, describe(exc, timeout))
-        return probe_result(status, _json_object(raw), raw)
+        except AnswerTooLarge as exc:
+            return ProbeResult(False, None, None, False, str(exc))
+        return probe_result(status, json_object(raw), raw)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -318,70 +309,22 @@ class DispatchClient:
             self._session = None
 
 
-def answer_result(
-    outcome: Outcome, status: int, body: dict[str, Any] | None, raw: bytes
-) -> DispatchResult:
-    """The result of a dispatch answered ``status`` with ``body`` (``raw`` for the message)."""
-    error = None
-    if outcome not in (Outcome.ACCEPTED, Outcome.DUPLICATE):
-        error = f"HTTP {status}: {_message(body, raw)}"
-    pod = body.get("pod") if body else None
-    return DispatchResult(
-        outcome, status, body, error, pod if isinstance(pod, str) else None,
-        may_have_started=outcome is Outcome.UNREACHABLE,
-    )  # fmt: skip
-
-
-def batch_results(
-    status: int, body: dict[str, Any] | None, raw: bytes, count: int
-) -> list[DispatchResult]:
-    """The results of a batch of ``count`` requests answered ``status`` with ``body``.
-
-    Not 200: the answer is about the batch as a whole (401, 429, 503, 5xx) and is every
-    request's result. 200 without exactly ``count`` results: every request's
-    answer is lost, and any of them may have started.
-    """
-    if status != 200:
-        return [answer_result(classify(status), status, body, raw)] * count
-    items = body.get("results") if body else None
-    if not isinstance(items, list) or len(items) != count:
-        lost = DispatchResult(
-            Outcome.UNREACHABLE, status, body, "HTTP 200 whose results do not match the batch",
-            None, may_have_started=True,
-        )  # fmt: skip
-        return [lost] * count
-    return [batch_item_result(item) for item in items]
-
-
-def batch_item_result(item: Any) -> DispatchResult:
-    """One entry of a batch answer as the result ``send`` would have given for its request:
-    accepted and known started the run, busy and draining send it elsewhere, refused is the 400
-    every pod would give. A known run's view is the body, as for a duplicate ``send``."""
-    if not isinstance(item, dict):
-        return answer_result(Outcome.UNREACHABLE, 200, None, b"a batch result is not an object")
-    status = item.get("status")
-    status = status if isinstance(status, int) and not isinstance(status, bool) else 200
-    kind = item.get("result")
-    outcome = _BATCH_OUTCOMES.get(kind) if isinstance(kind, str) else None
-    if outcome is None:
-        outcome = classify(status) if status != 200 else Outcome.UNREACHABLE
-    run = item.get("run")
-    if outcome is Outcome.DUPLICATE and isinstance(run, dict):
-        body = run
-    else:
-        body = {k: v for k, v in item.items() if k not in ("result", "status")}
-    return answer_result(outcome, status, body, b"")
-
-
-def probe_result(status: int, body: dict[str, Any] | None, raw: bytes) -> ProbeResult:
-    """What a health answer means; only ``200 {"status": "ok"}`` is healthy."""
-    in_flight = _count(body, "inFlight")
-    capacity = _count(body, "capacity")
-    if status == 200 and body is not None and body.get("status") == "ok":
-        return ProbeResult(True, in_flight, capacity, False, None)
-    if status == 503 and body is not None and body.get("draining") is True:
-        return ProbeResult(False, in_flight, capacity, True, "draining (HTTP 503)")
-    return ProbeResult(False, in_flight, capacity, False, f"HTTP {status}: {_message(body, raw)}")
+async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The answer's body if it has at most ``limit`` bytes; otherwise the connection is closed
+    (the rest is never read) and AnswerTooLarge raised. Holds at most ``limit`` bytes plus one
+    chunk, whatever the pod sends."""
+    if resp.content_length is not None and resp.content_length > limit:
+        resp.close()
+        raise AnswerTooLarge(resp.status, limit)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await resp.content.read(min(_CHUNK, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            resp.close()
+            raise AnswerTooLarge(resp.status, limit)
+    return b"".join(chunks)
 
 
 def describe(exc: BaseException, timeout: float) -> str:
@@ -408,23 +351,3 @@ def _run_url(base_url: str, execution_key: str) -> str:
 
 def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _json_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _message(body: dict[str, Any] | None, raw: bytes) -> str:
-    if body is not None and isinstance(body.get("error"), str):
-        return str(body["error"])
-    text = raw.decode("utf-8", errors="replace").strip()
-    return text[:_ERROR_BODY_CHARS] or "(empty body)"
-
-
-def _count(body: dict[str, Any] | None, key: str) -> int | None:
-    value = body.get(key) if body else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -6,6 +6,10 @@ rules (:func:`cadenza.core.runs.after_report`); this module only reads and write
 Invariant: :func:`end_many_checked` writes without guards of its own, so call it only for
 reports checked against rows that :func:`lock_many_for_reports` locked in the same
 transaction; every change it writes is noted in the change log the leader reads.
+
+How long a run has been over is measured on the database's clock, from the ``updated_at`` its
+row took with its final state (every write that ends a run sets it), never from ``finished_at``,
+which may be the pod's own clock (a report's ``finishedAt``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.runs import Outcome
-from cadenza.core.transitions import RunStatus
+from cadenza.core.transitions import RunStatus, is_terminal
 from cadenza.store import schema
 
 _NOW = func.utc_timestamp(3)
@@ -37,6 +41,9 @@ class Locked:
     attempt: int
     token_hashes: dict[int, str | None]
     """The callback token hash of each attempt the run has had."""
+    over_for: float | None = None
+    """Seconds since the run took its final state, by the database's clock; None while it is
+    not over."""
 
 
 def lock_many_for_reports(
@@ -51,6 +58,8 @@ def lock_many_for_reports(
             _runs.c.attempt,
             _attempts.c.attempt,
             _attempts.c.callback_token_hash,
+            _runs.c.updated_at,
+            func.utc_timestamp(3, type_=_runs.c.updated_at.type),
         )
         .select_from(_runs.outerjoin(_attempts, _attempts.c.execution_id == _runs.c.id))
         .where(_runs.c.id.in_(sorted(set(runs))))
@@ -58,11 +67,13 @@ def lock_many_for_reports(
         .with_for_update()
     )
     found: dict[ExecutionId, Locked] = {}
-    for run, task, status, current, attempt, token_hash in rows:
+    for run, task, status, current, attempt, token_hash, changed, now in rows:
         key = ExecutionId(int(run))
         entry = found.get(key)
         if entry is None:
-            entry = found[key] = Locked(TaskUid(task), RunStatus(status), int(current), {})
+            state = RunStatus(status)
+            over_for = (now - changed).total_seconds() if is_terminal(state) else None
+            entry = found[key] = Locked(TaskUid(task), state, int(current), {}, over_for)
         if attempt is not None:
             entry.token_hashes[int(attempt)] = token_hash
     return found
