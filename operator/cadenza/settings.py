@@ -378,6 +378,8 @@ class _Reader:
                 f"{name}={raw!r} is not a valid {getattr(kind, '__name__', 'value')}"
             ) from None
         if isinstance(value, int | float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise SettingsError(f"{name}={raw!r} is not a finite number")
             if minimum is not None and value < minimum:
                 raise SettingsError(f"{name}={raw!r} is below the minimum {minimum}")
             if maximum is not None and value > maximum:
