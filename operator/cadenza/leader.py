@@ -115,6 +115,7 @@ class Leader:
             metrics=ctx.metrics,
             on_schedule=book.schedule,
             on_misfire=book.misfired,
+            on_gone=book.gone,
         )
         executor_status = ExecutorStatusWriter(ctx.kube, ctx.lease_valid)
         try:

@@ -3,6 +3,10 @@
 One registry per replica (not the library's global one), so tests can run several replicas in a
 process without colliding. Label sets are bounded: task labels are ``namespace/name`` of Tasks
 that exist, outcomes and reasons are small enums.
+
+WARNING: a series labelled by Task lives only while its Task exists and this replica leads: the
+leader removes it when the Task is deleted and when it stops leading (a follower cannot tell
+which Tasks went). Whoever adds such a label removes its series in the same places.
 """
 
 from __future__ import annotations
@@ -60,6 +64,13 @@ class Metrics:
             "cadenza_task_status_writes_total",
             "Task status patches, by task",
             ["task"],
+            registry=r,
+        )
+        self.tasks_tracked = Gauge(
+            "cadenza_leader_tasks_tracked",
+            "Tasks the leader keeps state for, by part: plans (the scheduler), status (the status"
+            " book), balance (load-balancer state); all 0 on a replica that does not lead",
+            ["part"],
             registry=r,
         )
         self.pods_healthy = Gauge(

@@ -287,6 +287,9 @@ class Ledger:
     def queued(self, task: TaskUid) -> int:
         return 0
 
+    def task_gone(self, task: TaskUid) -> None:
+        pass
+
 
 @pytest.fixture
 def told() -> dict[str, list[tuple[TaskPlan, datetime | None]]]:
@@ -306,7 +309,7 @@ def scheduler(
         hub=hub, store=store, lifecycle=Ledger(),  # type: ignore[arg-type]
         plans=plans, metrics=Metrics(),
         on_schedule=lambda plan, tick: told.setdefault(plan.name, []).append((plan, tick)),
-        on_misfire=lambda plan, fired, dropped: None, clock=clock,
+        on_misfire=lambda plan, fired, dropped: None, on_gone=lambda plan: None, clock=clock,
     )  # fmt: skip
     monkeypatch.setattr(scheduler, "_hand_over", lambda item: None)
     yield scheduler, store, clock, tasks

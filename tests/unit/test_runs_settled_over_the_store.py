@@ -97,6 +97,7 @@ async def test_a_run_no_pod_took_counts_as_a_failed_attempt() -> None:
         store=store,
         epoch=store.epoch,
         pool=None,  # type: ignore[arg-type]  # give_up asks no pod
+        plans={},
         client=None,  # type: ignore[arg-type]
         callback_base_url="http://127.0.0.1:1",
         metrics=None,  # type: ignore[arg-type]

@@ -43,6 +43,7 @@ class Runs:
     )
     skipped: list[ExecutionId] = field(default_factory=list)
     active: dict[TaskUid, int] = field(default_factory=dict)
+    gone: list[TaskUid] = field(default_factory=list)
 
     def in_flight(self, task: TaskUid) -> int:
         return self.active.get(task, 0)
@@ -65,6 +66,9 @@ class Runs:
 
     def skip(self, task: TaskUid, run: ExecutionId) -> None:
         self.skipped.append(run)
+
+    def task_gone(self, task: TaskUid) -> None:
+        self.gone.append(task)
 
 
 def task(name: str, schedule: str = "* * * * * *", **spec: Any) -> TaskView:
@@ -125,6 +129,7 @@ def scene(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:
         metrics=Metrics(),
         on_schedule=lambda plan, tick: None,
         on_misfire=lambda plan, fired, dropped: None,
+        on_gone=lambda plan: None,
         clock=clock,
     )
     # Hand-over happens at the tick on the real loop; here it happens at once.

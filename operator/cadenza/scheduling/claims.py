@@ -32,5 +32,8 @@ class Claimed:
 
 ScheduleHook = Callable[[TaskPlan, datetime | None], None]
 """Told each Task's next fire time (None: not scheduled), for its status."""
+GoneHook = Callable[[TaskPlan], None]
+"""Told that a Task was deleted (or replaced by a new one of the same name): whatever is kept
+about it goes."""
 MisfireHook = Callable[[TaskPlan, int, int], None]
 """Told how many missed ticks a takeover fired and dropped, per Task."""

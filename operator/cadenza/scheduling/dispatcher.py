@@ -14,6 +14,9 @@ Invariants:
 - Runs due together for the same pod travel in one batch request (``POST
   /v1/executions:batch``); the pod answers each on its own, with the same idempotency per run.
   A run alone is sent at once: no timer holds it back.
+- Balancer state is kept per Task only while the Task has a plan (:meth:`Dispatcher.forget`
+  drops it when the Task goes; a dispatch in flight then does not bring it back), and an outbox
+  only while a request to its pod is in flight: pods and Tasks that went leave nothing behind.
 """
 
 from __future__ import annotations
@@ -93,7 +96,18 @@ class _Outbox:
         self._client = client
         self._base_url = base_url
         self._token = token
-        self.send: Coalescer[DispatchRequest, DispatchResult] = Coalescer(self._post, MAX_BATCH)
+        self._coalescer: Coalescer[DispatchRequest, DispatchResult] = Coalescer(
+            self._post, MAX_BATCH
+        )
+        self.sending = 0
+        """Requests handed over and not answered yet: an idle outbox (0) batches nothing."""
+
+    async def send(self, request: DispatchRequest) -> DispatchResult:
+        self.sending += 1
+        try:
+            return await self._coalescer(request)
+        finally:
+            self.sending -= 1
 
     async def _post(self, requests: list[DispatchRequest]) -> list[DispatchResult]:
         if len(requests) == 1:
@@ -108,6 +122,7 @@ class Dispatcher:
         store: RunStore,
         epoch: Epoch,
         pool: ExecutorPool,
+        plans: Mapping[TaskUid, TaskPlan],
         client: DispatchClient,
         callback_base_url: str,
         metrics: Metrics,
@@ -116,6 +131,7 @@ class Dispatcher:
         clock: Callable[[], datetime],
     ) -> None:
         self._store = store
+        self._plans = plans
         self._epoch = epoch
         self._pool = pool
         self._client = client
@@ -124,8 +140,24 @@ class Dispatcher:
         self._lease_valid = lease_valid
         self._rng = rng
         self._now = clock
-        self._balance: dict[tuple[TaskUid, str], dict[str, Any]] = {}
+        self._balance: dict[TaskUid, tuple[strategies.Strategy, dict[str, Any]]] = {}
+        """Each Task's balancer state, for the strategy it was kept for."""
         self._outboxes: dict[tuple[str, str | None], _Outbox] = {}
+
+    def forget(self, task: TaskUid) -> None:
+        """The Task went: its balancer state goes (the store keeps its row until the mirror
+        deletes the Task's)."""
+        if self._balance.pop(task, None) is not None:
+            self._count()
+
+    def close(self) -> None:
+        """The leader stops: nothing is kept."""
+        self._balance.clear()
+        self._outboxes.clear()
+        self._count()
+
+    def _count(self) -> None:
+        self._metrics.tasks_tracked.labels(part="balance").set(len(self._balance))
 
     async def attempt(self, run: Run, plan: TaskPlan, attempt: int) -> Dispatched:
         """Offer ``attempt`` of ``run`` to the Task's pods until one takes it."""
@@ -192,18 +224,31 @@ class Dispatcher:
         )
         if picked is None:
             return None
-        self._balance[(plan.uid, plan.strategy.value)] = dict(picked.state)
+        self._keep(plan, dict(picked.state))
         return pods[picked.pod]
 
     async def _balance_state(self, plan: TaskPlan) -> dict[str, Any]:
-        key = (plan.uid, plan.strategy.value)
-        if key not in self._balance:
+        state = self._kept(plan)
+        if state is None:
             loaded = await self._store.balance_state(plan.uid, plan.strategy.value)
             # Two dispatches may load at once (a new leader re-sending runs it took over while
             # the first ticks fire): the one that resumes second must see the first one's pick,
             # or both would pick the same pod.
-            self._balance.setdefault(key, loaded)
-        return self._balance[key]
+            state = self._kept(plan)
+            if state is None:
+                state = loaded
+                self._keep(plan, loaded)
+        return state
+
+    def _kept(self, plan: TaskPlan) -> dict[str, Any] | None:
+        """The Task's balancer state for its plan's strategy, if kept."""
+        strategy, state = self._balance.get(plan.uid, (None, None))
+        return state if strategy is plan.strategy else None
+
+    def _keep(self, plan: TaskPlan, state: dict[str, Any]) -> None:
+        if plan.uid in self._plans:  # not for a Task that went while this dispatch waited
+            self._balance[plan.uid] = (plan.strategy, state)
+            self._count()
 
     async def _send(
         self, run: Run, plan: TaskPlan, attempt: int, pod: PodCandidate
@@ -213,12 +258,11 @@ class Dispatcher:
             return Dispatched(Sent.NOT_SENT)
         token = secrets.token_urlsafe(32)
         deadline = self._now() + timedelta(seconds=plan.timeout_seconds)
-        key = (plan.uid, plan.strategy.value)
         begin = Begin(
             run.id,
             attempt,
             Dispatch(pod.executor, pod.pod, pod.ip, token_hash(token), deadline),
-            Balance(plan.uid, plan.strategy.value, self._balance.get(key, {})),
+            Balance(plan.uid, plan.strategy.value, self._kept(plan) or {}),
         )
         if not await self._store.begin_dispatch(begin):
             return Dispatched(Sent.NOT_OURS)
@@ -237,7 +281,7 @@ class Dispatcher:
         )
         run.attempt, run.status, run.deadline_at = attempt, RunStatus.DISPATCHED, deadline
         run.used_pods.add(pod.pod)
-        result = await self._outbox(pod).send(self._request(run, plan, attempt, token))
+        result = await self._sent(pod, self._request(run, plan, attempt, token))
         self._metrics.dispatches.labels(outcome=result.outcome.value).inc()
         after = rules.after_answer(_answer(result))
         if after is rules.AfterAnswer.RUNNING:
@@ -259,12 +303,19 @@ class Dispatcher:
             result.error or result.outcome.value, final=after is rules.AfterAnswer.END_ATTEMPT
         )
 
-    def _outbox(self, pod: PodCandidate) -> _Outbox:
+    async def _sent(self, pod: PodCandidate, request: DispatchRequest) -> DispatchResult:
+        """The pod's answer to ``request``, sent through its outbox."""
         key = (pod.base_url, pod.token)
         box = self._outboxes.get(key)
         if box is None:
             box = self._outboxes[key] = _Outbox(self._client, pod.base_url, pod.token)
-        return box
+        try:
+            return await box.send(request)
+        finally:
+            # Idle, it batches nothing: kept, the outboxes of every pod (and token) ever used
+            # would pile up.
+            if box.sending == 0 and self._outboxes.get(key) is box:
+                del self._outboxes[key]
 
     def _request(self, run: Run, plan: TaskPlan, attempt: int, token: str) -> DispatchRequest:
         return DispatchRequest(

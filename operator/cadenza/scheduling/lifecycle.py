@@ -83,6 +83,7 @@ class Lifecycle:
             store=store,
             epoch=epoch,
             pool=pool,
+            plans=plans,
             client=client,
             callback_base_url=callback_base_url,
             metrics=metrics,
@@ -107,6 +108,12 @@ class Lifecycle:
 
     def queued(self, task: TaskUid) -> int:
         return self._runs.queued(task)
+
+    def task_gone(self, task: TaskUid) -> None:
+        """The Task was deleted (its plan is gone): its balancer state goes, its queued runs are
+        cancelled now (its runs in flight end by their callbacks or deadlines)."""
+        self._dispatcher.forget(task)
+        self._queue_changed(task)
 
     def wake(self, run: ExecutionId | None = None) -> None:
         """A run changed elsewhere (a callback reached this replica): look at it now."""
@@ -180,6 +187,7 @@ class Lifecycle:
                 self._metrics.queued.set(queued)
         finally:
             self._act.cancel_all()
+            self._dispatcher.close()
 
     def _sleep_seconds(self) -> float:
         upcoming = self._timers.next_at()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import heapq
 import logging
 import math
 import time
@@ -35,7 +34,15 @@ from cadenza.core.transitions import RunStatus
 from cadenza.core.triggers import trigger_key
 from cadenza.kube.hub import Changes, Hub, names
 from cadenza.metrics import Metrics
-from cadenza.scheduling.claims import Claim, Claimed, MisfireHook, Origin, ScheduleHook
+from cadenza.scheduling.claims import (
+    Claim,
+    Claimed,
+    GoneHook,
+    MisfireHook,
+    Origin,
+    ScheduleHook,
+)
+from cadenza.scheduling.firetimes import FireTimes
 from cadenza.scheduling.lifecycle import Lifecycle
 from cadenza.scheduling.plans import TaskPlan, plan_of
 from cadenza.store.port import NewRun, RunStore
@@ -70,6 +77,7 @@ class Scheduler:
         metrics: Metrics,
         on_schedule: ScheduleHook,
         on_misfire: MisfireHook,
+        on_gone: GoneHook,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._hub = hub
@@ -79,9 +87,9 @@ class Scheduler:
         self._metrics = metrics
         self._on_schedule = on_schedule
         self._on_misfire = on_misfire
+        self._on_gone = on_gone
         self._now = clock
-        self._next: dict[TaskUid, datetime] = {}
-        self._heap: list[tuple[datetime, TaskUid]] = []
+        self._fire_times = FireTimes()
         self._deferred: dict[TaskUid, list[Claim]] = {}
         """Claims of Tasks the mirror has not written yet, by Task."""
         self._mirrored: set[TaskUid] = set()
@@ -133,6 +141,7 @@ class Scheduler:
                 await self._claim(self._refresh(changed))
         finally:
             self._hub.unsubscribe(changes)
+            self._metrics.tasks_tracked.labels(part="plans").set(0)
 
     async def fire_due(self) -> None:
         """Claim every tick due within the lookahead (and claims waiting for the mirror)."""
@@ -185,17 +194,25 @@ class Scheduler:
                 triggers.append(Claim(plan, None, Origin.MANUAL, trigger_key(plan.trigger)))
             else:
                 log.warning("task %s: trigger ignored, invalid spec: %s", plan.key, plan.problem)
+        self._metrics.tasks_tracked.labels(part="plans").set(len(self.plans))
         return triggers
 
     def _forget(self, uid: TaskUid) -> None:
+        """The Task went: everything the leader keeps for it goes too (its claims waiting for
+        the mirror, its balancer state, its status bookkeeping); its open runs end as cancelled."""
         plan = self.plans.pop(uid, None)
-        self._next.pop(uid, None)
-        if plan is not None and self._by_name.get((plan.namespace, plan.name)) == uid:
+        self._fire_times.discard(uid)
+        self._deferred.pop(uid, None)
+        self._lifecycle.task_gone(uid)
+        if plan is None:
+            return
+        if self._by_name.get((plan.namespace, plan.name)) == uid:
             del self._by_name[(plan.namespace, plan.name)]
+        self._on_gone(plan)
 
     def _reschedule(self, plan: TaskPlan, after: datetime) -> None:
         if plan.schedule is None or plan.suspend:
-            self._next.pop(plan.uid, None)
+            self._fire_times.discard(plan.uid)
             self._on_schedule(plan, None)
             return
         try:
@@ -210,21 +227,20 @@ class Scheduler:
             )
             if plan.uid in self.plans:
                 self.plans[plan.uid] = plan
-            self._next.pop(plan.uid, None)
+            self._fire_times.discard(plan.uid)
             self._on_schedule(plan, None)
             return
-        self._next[plan.uid] = tick
-        heapq.heappush(self._heap, (tick, plan.uid))
+        self._fire_times.set(plan.uid, tick)
         self._on_schedule(plan, tick)
 
     def _due(self) -> list[Claim]:
         horizon = self._now() + timedelta(seconds=LOOKAHEAD_SECONDS)
         due = self._undeferred()
-        while self._heap and self._heap[0][0] <= horizon:
-            tick, uid = heapq.heappop(self._heap)
+        while (found := self._fire_times.pop_due(horizon)) is not None:
+            tick, uid = found
             plan = self.plans.get(uid)
-            if plan is None or plan.schedule is None or self._next.get(uid) != tick:
-                continue  # a stale entry: the Task changed or went away since it was pushed
+            if plan is None or plan.schedule is None:
+                continue
             due.append(Claim(plan, tick, Origin.SCHEDULE))
             # The following tick, pushed and reported; a Task whose schedule cannot compute it
             # is taken off the schedule there, alone.
@@ -255,8 +271,8 @@ class Scheduler:
         if self._mirrored & self._deferred.keys():
             return 0.0  # written while their claim was in flight
         until_tick = MAX_IDLE_SECONDS
-        if self._heap:
-            until_tick = (self._heap[0][0] - self._now()).total_seconds() - LOOKAHEAD_SECONDS
+        if (earliest := self._fire_times.earliest()) is not None:
+            until_tick = (earliest - self._now()).total_seconds() - LOOKAHEAD_SECONDS
         if self._retry_deferred_at is not None:
             until_retry = (self._retry_deferred_at - self._now()).total_seconds()
             until_tick = min(until_tick, until_retry)

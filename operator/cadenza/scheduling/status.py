@@ -13,6 +13,9 @@ Invariants:
 - Events are posted for what a person must notice — failures, recoveries, skipped ticks,
   misfires, a condition turning bad — never for every success, and at most once per flush.
 - Nothing is written while the lease is in doubt.
+- An entry lives while its Task does: the scheduler says when a Task went (``gone``), a write
+  that finds no Task (404) drops it as well, and its ``task`` series of the status writes counter
+  goes with it. A book that stops (the replica steps down) removes the series of all its Tasks.
 """
 
 from __future__ import annotations
@@ -180,8 +183,14 @@ class TaskStatusBook:
         )
         self._touch(entry)
 
+    def gone(self, plan: TaskPlan) -> None:
+        self.forget(plan.uid)
+
     def forget(self, uid: TaskUid) -> None:
-        self._entries.pop(uid, None)
+        """The Task went: drop its entry and its series (a write in flight counts no more)."""
+        entry = self._entries.pop(uid, None)
+        if entry is not None:
+            self._metrics.status_writes.remove(_series(entry))
 
     def _touch(self, entry: _Entry) -> None:
         entry.dirty = True
@@ -190,10 +199,23 @@ class TaskStatusBook:
     # -- the flusher --------------------------------------------------------------------------
 
     async def run(self, lease_valid: Callable[[], bool]) -> None:
+        tracked = self._metrics.tasks_tracked.labels(part="status")
+        try:
+            await self._flush_forever(lease_valid, tracked.set)
+        finally:
+            # A follower cannot tell which Tasks go: their series may not outlive the lead.
+            for entry in self._entries.values():
+                self._metrics.status_writes.remove(_series(entry))
+            tracked.set(0)
+
+    async def _flush_forever(
+        self, lease_valid: Callable[[], bool], tracked: Callable[[float], None]
+    ) -> None:
         budget = self._max_per_second
         last = self._clock()
         while True:
             await asyncio.sleep(FLUSH_TICK_SECONDS)
+            tracked(len(self._entries))
             now = self._clock()
             budget = min(self._max_per_second, budget + (now - last) * self._max_per_second)
             last = now
@@ -221,10 +243,11 @@ class TaskStatusBook:
             # Read on the event loop, which owns the indexes the seeds come from.
             seed = None if entry.seeded else self._seeds(entry.namespace, entry.name)
             try:
-                await asyncio.to_thread(self._flush, entry, seed)
+                patched = await asyncio.to_thread(self._flush, entry, seed)
             except objects.ApiError as exc:
                 if exc.status == 404:
-                    self._entries.pop(entry.uid, None)
+                    if self._entries.get(entry.uid) is entry:
+                        self.forget(entry.uid)
                     return
                 entry.dirty = True
                 log.warning(
@@ -235,8 +258,14 @@ class TaskStatusBook:
                 log.warning(
                     "status of task %s/%s not written: %r", entry.namespace, entry.name, exc
                 )
+                return
+            # Counted on the event loop, and only for a Task still kept: a Task that went while
+            # its write was in flight must not leave its series behind.
+            if patched and self._entries.get(entry.uid) is entry:
+                self._metrics.status_writes.labels(task=_series(entry)).inc()
 
-    def _flush(self, entry: _Entry, seed: StatusSeed | None = None) -> None:
+    def _flush(self, entry: _Entry, seed: StatusSeed | None = None) -> bool:
+        """Write the entry's status if it changed (True when it did) and post its events."""
         # One snapshot for all the summary's queries: read committed would let a run finish
         # between them (a "Running" last execution beside a streak its success just reset).
         with (
@@ -247,11 +276,12 @@ class TaskStatusBook:
         if not entry.seeded:
             self._seed(entry, seed)
         status = self._status(entry, facts)
-        if status != entry.written:
+        patched = status != entry.written
+        if patched:
             self._objects.patch_status("tasks", entry.namespace, entry.name, status)
             entry.written = status
-            self._metrics.status_writes.labels(task=f"{entry.namespace}/{entry.name}").inc()
         self._post_events(entry, facts)
+        return patched
 
     def _seed(self, entry: _Entry, seed: StatusSeed | None) -> None:
         if seed is None:
@@ -344,6 +374,11 @@ class TaskStatusBook:
         for kind, reason, message in entry.pending_events:
             self._events.post(entry.namespace, entry.name, entry.uid, kind, reason, message)
         entry.pending_events.clear()
+
+
+def _series(entry: _Entry) -> str:
+    """The entry's ``task`` label of the status writes counter."""
+    return f"{entry.namespace}/{entry.name}"
 
 
 def _execution(run: executions.Execution) -> dict[str, Any]:
