@@ -363,3 +363,22 @@ def test_the_token_and_attempt_guard_the_function_too(engine: Engine) -> None:
         404,
     )
     assert rows(engine, run) == before
+
+
+def test_an_oversized_error_and_result_are_stored_cut_never_refused(engine: Engine) -> None:
+    """A pod's 100 KiB error would not fit the ``TEXT`` column and its 2 MiB result is more than
+    history keeps: the write used to fail (500, the sidecar re-sending it forever). Both are
+    stored cut, saying so, and the run ends as the pod said."""
+    run = prepared_run(engine, RunStatus.RUNNING)
+    huge = "é" * 50_000 + "the end"  # 100 KiB of UTF-8
+    big = {"rows": ["x" * 1000] * 2100}
+    answer = callbacks.apply(
+        engine, run, TOKEN, outcome(RunStatus.FAILED, error=huge, result=big, exit_code=2**40)
+    )
+    assert answer == {"applied": True, "status": "failed"}
+    row, _ = rows(engine, run)
+    assert row["status"] == "failed" and row["exit_code"] is None
+    assert len(row["error"].encode()) <= 16_384 and row["error"].startswith("é" * 100)
+    assert "100007 bytes in all, cut to fit" in row["error"]
+    assert row["result"]["truncated"] is True and row["result"]["bytes"] > 2_000_000
+    assert row["result"]["preview"].startswith('{"rows":["xxx')

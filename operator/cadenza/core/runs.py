@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cadenza.core import retry as retry_
+from cadenza.core import texts
 from cadenza.core.transitions import ACTIVE, RESULTS, RunStatus, apply_callback
 
 OPEN = frozenset({RunStatus.CLAIMED, RunStatus.QUEUED, RunStatus.DISPATCHED, RunStatus.RUNNING})
@@ -64,6 +65,12 @@ class Outcome:
     exit_code: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # What a pod sent is fitted here, once, to what the history can hold (:mod:`texts`).
+        object.__setattr__(self, "error", texts.fit_text(self.error))
+        object.__setattr__(self, "result", texts.fit_result(self.result))
+        object.__setattr__(self, "exit_code", texts.fit_exit_code(self.exit_code))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, func, literal_column, update
 from sqlalchemy.engine import Connection
 
+from cadenza.core import texts
 from cadenza.store import fencing, schema
 
 _NOW = func.utc_timestamp(3)
@@ -37,7 +38,7 @@ def update_instance_health(
             healthy=healthy,
             in_flight=in_flight,
             last_probe_at=last_probe_at,
-            last_error=last_error,
+            last_error=texts.fit_text(last_error),  # a pod's words: fitted to the column
             updated_at=_NOW,
             epoch=_EPOCH,
         )
