@@ -28,12 +28,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
-from cadenza.core import misfire, modes
+from cadenza.core import modes
 from cadenza.core.ids import TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.core.triggers import trigger_key
 from cadenza.kube.hub import Changes, Hub, names
 from cadenza.metrics import Metrics
+from cadenza.scheduling import misfires
 from cadenza.scheduling.claims import (
     Claim,
     Claimed,
@@ -51,8 +52,6 @@ log = logging.getLogger(__name__)
 
 LOOKAHEAD_SECONDS = 0.25
 MAX_IDLE_SECONDS = 5.0
-MISFIRE_WINDOW_SECONDS = 3600
-"""Without ``startingDeadlineSeconds``, missed ticks older than this are not considered."""
 MAX_CATCH_UP = 100
 """Ticks one Task may fire at once after the loop fell behind (a long pause of the process)."""
 REFRESH_SECONDS = 0.2
@@ -281,30 +280,22 @@ class Scheduler:
     # -- misfires -----------------------------------------------------------------------------
 
     async def _misfires(self) -> None:
-        """Ticks missed while no leader ran, per each Task's misfire policy."""
+        """Ticks missed while no leader ran, per each Task's misfire policy: computed in a
+        worker thread, bounded per Task (:mod:`cadenza.scheduling.misfires`)."""
         scheduled = [p for p in self.plans.values() if p.schedule and not p.suspend]
         last = await self._store.last_ticks([p.uid for p in scheduled])
-        now = self._now()
+        found = await asyncio.to_thread(misfires.missed_ticks, scheduled, last, self._now())
         claims: list[Claim] = []
-        for plan in scheduled:
-            if plan.uid not in last or plan.schedule is None:
-                continue
-            window = plan.starting_deadline_seconds or MISFIRE_WINDOW_SECONDS
-            start = max(last[plan.uid], now - timedelta(seconds=window))
-            missed = plan.schedule.fire_times(start, now, 100_000)
-            if not missed:
-                continue
-            fire = misfire.plan_misfires(
-                missed, now, plan.misfire, plan.starting_deadline_seconds, plan.max_misfire_runs
-            )
+        for missed in found:
+            plan, fire = missed.plan, missed.catch_up.fire
             claims.extend(Claim(plan, tick, Origin.MISFIRE) for tick in fire)
             self._metrics.misfires.labels(action="fired").inc(len(fire))
-            self._metrics.misfires.labels(action="dropped").inc(len(missed) - len(fire))
-            self._on_misfire(plan, len(fire), len(missed) - len(fire))
+            self._metrics.misfires.labels(action="dropped").inc(missed.dropped)
+            self._on_misfire(plan, len(fire), missed.dropped)
             log.info(
-                "task %s missed %d ticks while no leader ran; firing %d (%s)",
+                "task %s %s while no leader ran; firing %d (%s)",
                 plan.key,
-                len(missed),
+                missed.describe(),
                 len(fire),
                 plan.misfire.value,
             )
