@@ -219,8 +219,10 @@ async def serve_http(replica: Replica) -> web.AppRunner:
     app.add_routes(rest.guarded(api, [*replicas, replica.metrics.route()]))
     grace = replica.settings.api.callback_grace_seconds
     applied = replica.callback_applied
-    app.add_routes(callbacks.routes(replica.engine, applied, grace_seconds=grace))
-    app.add_routes(callback_batches.routes(replica.engine, applied, grace_seconds=grace))
+    # Callbacks may hold half the pool at most: a storm of them must not starve the leader.
+    gate = asyncio.Semaphore(max(1, replica.settings.database.pool_size // 2))
+    app.add_routes(callbacks.routes(replica.engine, applied, grace_seconds=grace, gate=gate))
+    app.add_routes(callback_batches.routes(replica.engine, applied, grace_seconds=grace, gate=gate))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, replica.settings.http.host, replica.settings.http.port)

@@ -8,8 +8,10 @@ the leader does at dispatch, then calls back with that token.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
@@ -30,8 +34,8 @@ from cadenza.store import engine as engines
 from cadenza.store import migrations, schema
 from cadenza.store import runs as store_runs
 from tests.scheduling.test_load_balancing_e2e import EVERY_SECOND, private_addresses, wait_healthy
+from tests.support import db, wait_for
 from tests.support import scenario as scenario_module
-from tests.support import wait_for
 from tests.support.scenario import Scenario, executor, scenario, task
 
 TOKEN = "the-callback-token"
@@ -382,3 +386,71 @@ def test_an_oversized_error_and_result_are_stored_cut_never_refused(engine: Engi
     assert "100007 bytes in all, cut to fit" in row["error"]
     assert row["result"]["truncated"] is True and row["result"]["bytes"] > 2_000_000
     assert row["result"]["preview"].startswith('{"rows":["xxx')
+
+
+def _hold_rows(database: str, runs: list[ExecutionId]) -> Any:
+    """A transaction of the test's own holding the runs' rows locked, as a slow writer would."""
+    holder = db.connect(database, autocommit=False)
+    with holder.cursor() as cur:
+        marks = ",".join(["%s"] * len(runs))
+        cur.execute(f"SELECT id FROM task_executions WHERE id IN ({marks}) FOR UPDATE", runs)
+    return holder
+
+
+def test_a_forged_token_is_refused_without_waiting_for_the_runs_lock(
+    engine: Engine, database: str
+) -> None:
+    run = prepared_run(engine, RunStatus.RUNNING)
+    holder = _hold_rows(database, [run])
+    try:
+        answers: list[Any] = []
+
+        def forge() -> None:
+            try:
+                callbacks.apply(engine, run, "not-the-token", outcome(RunStatus.SUCCEEDED))
+            except callbacks.CallbackError as exc:
+                answers.append(exc.status)
+
+        caller = threading.Thread(target=forge)
+        caller.start()
+        caller.join(10)  # the lock is held for as long as the test wants: no waiting for it
+        assert not caller.is_alive(), "a forged callback waited for the run's lock"
+        assert answers == [403]
+    finally:
+        holder.rollback()
+        holder.close()
+    assert rows(engine, run)[0]["status"] == "running"
+
+
+async def test_callbacks_take_at_most_their_gate_of_the_pool(engine: Engine, database: str) -> None:
+    """Eight callbacks wait on locked rows: only the gate's two hold a pooled connection (and a
+    thread); the others wait without either, and all are applied once the rows are free."""
+    runs = [prepared_run(engine, RunStatus.RUNNING) for _ in range(8)]
+    roomy = engines.create_engine(database, pool_size=10)  # the pool alone would let all in
+    app = web.Application()
+    gate = asyncio.Semaphore(2)
+    app.add_routes(callbacks.routes(roomy, lambda run: None, gate=gate))
+    holder = _hold_rows(database, runs)
+    async with TestServer(app) as server, ClientSession() as session:
+
+        async def call(run: ExecutionId) -> int:
+            async with session.post(
+                server.make_url(f"/api/v1/callbacks/{run}"),
+                json=report(),
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            ) as resp:
+                return resp.status
+
+        calls = [asyncio.create_task(call(run)) for run in runs]
+        for _ in range(100):  # until both of the gate's places are taken
+            if gate.locked():
+                break
+            await asyncio.sleep(0.05)
+        assert gate.locked()
+        await asyncio.sleep(0.5)  # room for any call the gate failed to hold back
+        assert roomy.pool.checkedout() <= 2  # type: ignore[attr-defined]
+        await asyncio.to_thread(holder.rollback)
+        holder.close()
+        assert await asyncio.gather(*calls) == [200] * 8
+    roomy.dispose()
+    assert all(rows(engine, run)[0]["status"] == "succeeded" for run in runs)

@@ -61,8 +61,15 @@ class _Item:
 
 
 def routes(
-    engine: Engine, on_applied: Applied, *, grace_seconds: float = callbacks.DEFAULT_GRACE_SECONDS
+    engine: Engine,
+    on_applied: Applied,
+    *,
+    grace_seconds: float = callbacks.DEFAULT_GRACE_SECONDS,
+    gate: asyncio.Semaphore | None = None,
 ) -> list[web.RouteDef]:
+    """The route; ``gate`` as for the single route (share one)."""
+    gate = gate or asyncio.Semaphore(callbacks.DEFAULT_CONCURRENCY)
+
     async def batch(request: web.Request) -> web.Response:
         try:
             raw_items = parse_batch(await _read(request))
@@ -77,9 +84,10 @@ def routes(
             except CallbackError as exc:
                 answers.append({**_echo(raw), "status": exc.status, "body": _error(exc)})
         if items:
-            applied = await asyncio.to_thread(
-                deadlocks.retry_deadlocks, lambda: apply_all(engine, items, grace_seconds)
-            )
+            async with gate:
+                applied = await asyncio.to_thread(
+                    deadlocks.retry_deadlocks, lambda: apply_all(engine, items, grace_seconds)
+                )
             for item, answer in zip(items, applied, strict=True):
                 answers[item.index] = {**_echo(raw_items[item.index]), **answer}
                 if answer["status"] == 200:

@@ -43,6 +43,8 @@ from cadenza.store import runs as store_runs
 
 Applied = Callable[[ExecutionId], None]
 DEFAULT_GRACE_SECONDS = ApiSettings.callback_grace_seconds
+DEFAULT_CONCURRENCY = 4
+"""Callback transactions at once, when the caller does not share a gate of its own."""
 _rng = random.Random()
 
 
@@ -59,17 +61,26 @@ class Report:
 
 
 def routes(
-    engine: Engine, on_applied: Applied, *, grace_seconds: float = DEFAULT_GRACE_SECONDS
+    engine: Engine,
+    on_applied: Applied,
+    *,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    gate: asyncio.Semaphore | None = None,
 ) -> list[web.RouteDef]:
+    """The route; ``gate`` bounds how many callbacks use a thread and a pooled connection at
+    once (shared with the batch route), so a storm of them leaves the rest to the leader."""
+    gate = gate or asyncio.Semaphore(DEFAULT_CONCURRENCY)
+
     async def callback(request: web.Request) -> web.Response:
         try:
             run = run_id(request.match_info["id"])
             token = _bearer(request)
             report = _report(await request.read())
-            answer = await asyncio.to_thread(
-                deadlocks.retry_deadlocks,
-                lambda: apply(engine, run, token, report, grace_seconds),
-            )
+            async with gate:
+                answer = await asyncio.to_thread(
+                    deadlocks.retry_deadlocks,
+                    lambda: apply(engine, run, token, report, grace_seconds),
+                )
         except CallbackError as exc:
             body: dict[str, Any] = {"error": exc.message}
             if exc.field:
@@ -117,18 +128,28 @@ def apply_many(
     """Check and apply many reports inside the caller's transaction, in order (a duplicate
     after the report it repeats changes nothing); an answer's body or a CallbackError each.
 
-    The runs are locked in one read (in id order, so two batches never wait on each other in a
-    cycle) and written with a few statements whatever their number. A refused report (403,
-    404, 409, 410) writes nothing.
+    A report whose token is not its attempt's is refused (403) before any lock is taken, so a
+    caller without a token cannot make real callbacks wait. The other runs are locked in one
+    read (in id order, so two batches never wait on each other in a cycle) and written with a
+    few statements whatever their number. A refused report (403, 404, 409, 410) writes nothing.
     """
-    locked = reports.lock_many_for_reports(conn, [run for run, _, _ in items])
+    known = reports.token_hashes(conn, [run for run, _, _ in items])
+    forged = {
+        i
+        for i, (run, token, report) in enumerate(items)
+        if run in known and not _token_fits(known[run].get(report.attempt), token)
+    }
+    trusted = [run for i, (run, _, _) in enumerate(items) if i not in forged]
+    locked = reports.lock_many_for_reports(conn, trusted) if trusted else {}
     policies = _retry_policies(conn, locked, items)
     now = datetime.now(UTC)
     answers: list[dict[str, Any] | CallbackError] = []
     ends: list[tuple[ExecutionId, int, rules.Outcome, datetime | None]] = []
-    for run, token, report in items:
+    for i, (run, token, report) in enumerate(items):
         current = locked.get(run)
         try:
+            if i in forged:
+                raise CallbackError(403, _FORGED)
             _check(run, current, token, report, grace_seconds)
         except CallbackError as exc:
             answers.append(exc)
@@ -156,6 +177,14 @@ def apply_many(
     return answers
 
 
+_FORGED = "the token is not this run's callback token"
+
+
+def _token_fits(expected: str | None, token: str) -> bool:
+    offered = hashlib.sha256(token.encode()).hexdigest()
+    return expected is not None and hmac.compare_digest(expected, offered)
+
+
 def _check(
     run: ExecutionId,
     current: reports.Locked | None,
@@ -165,10 +194,8 @@ def _check(
 ) -> None:
     if current is None:
         raise CallbackError(404, f"no run {run}")
-    expected = current.token_hashes.get(report.attempt)
-    offered = hashlib.sha256(token.encode()).hexdigest()
-    if expected is None or not hmac.compare_digest(expected, offered):
-        raise CallbackError(403, "the token is not this run's callback token")
+    if not _token_fits(current.token_hashes.get(report.attempt), token):
+        raise CallbackError(403, _FORGED)
     if current.over_for is not None and current.over_for > grace_seconds:
         raise CallbackError(
             410,

@@ -46,6 +46,23 @@ class Locked:
     not over."""
 
 
+def token_hashes(
+    conn: Connection, runs: Sequence[ExecutionId]
+) -> dict[ExecutionId, dict[int, str | None]]:
+    """The callback token hash of each attempt of the runs, read without locking anything (an
+    attempt's hash never changes once written): callbacks are checked against it before they
+    may wait for a run's lock."""
+    rows = conn.execute(
+        select(
+            _attempts.c.execution_id, _attempts.c.attempt, _attempts.c.callback_token_hash
+        ).where(_attempts.c.execution_id.in_(sorted(set(runs))))
+    )
+    found: dict[ExecutionId, dict[int, str | None]] = {}
+    for run, attempt, token_hash in rows:
+        found.setdefault(ExecutionId(int(run)), {})[int(attempt)] = token_hash
+    return found
+
+
 def lock_many_for_reports(
     conn: Connection, runs: Sequence[ExecutionId]
 ) -> dict[ExecutionId, Locked]:
