@@ -80,9 +80,9 @@ class Api:
         if self._token is None or not request.path.startswith("/v1/"):
             return await handler(request)
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            credentials.strip().encode(), self._token
-        ):
+        # Header bytes that are not UTF-8 arrive as lone surrogates: such a token is just wrong.
+        offered = credentials.strip().encode("utf-8", "surrogatepass")
+        if scheme.lower() == "bearer" and hmac.compare_digest(offered, self._token):
             return await handler(request)
         logger.warning(
             "unauthorized request",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -26,7 +27,7 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
-from cadenza.api import callbacks
+from cadenza.api import callback_batches, callbacks
 from cadenza.core.ids import ExecutionId
 from cadenza.core.transitions import RunStatus
 from cadenza.devenv.controlplane import ControlPlane
@@ -454,3 +455,49 @@ async def test_callbacks_take_at_most_their_gate_of_the_pool(engine: Engine, dat
         assert await asyncio.gather(*calls) == [200] * 8
     roomy.dispose()
     assert all(rows(engine, run)[0]["status"] == "succeeded" for run in runs)
+
+
+def _raw_post(host: str, port: int, path: str, headers: bytes, body: bytes) -> int:
+    """A request written byte by byte, headers no client library would send."""
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(
+            b"POST %s HTTP/1.1\r\nHost: test\r\n%sContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (path.encode(), headers, len(body), body)
+        )
+        status_line = conn.makefile("rb").readline()
+    return int(status_line.split()[1])
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Authorization: Bearer \xff\xfe\x80token\r\n",
+        b"Authorization: Bearer \xc3\xa9t\xc3\xa9\r\n",
+        b"Authorization: \xff\r\n",
+        b"Authorization: Bearer " + b"a" * 7000 + b"\r\n",
+        b"",
+    ],
+    ids=["invalid-utf8", "non-ascii", "no-scheme", "long", "missing"],
+)
+async def test_odd_authorization_headers_are_refused_never_500(
+    engine: Engine, header: bytes
+) -> None:
+    run = prepared_run(engine, RunStatus.RUNNING)
+    app = web.Application()
+    app.add_routes(callbacks.routes(engine, lambda run: None))
+    app.add_routes(callback_batches.routes(engine, lambda run: None))
+    body = json.dumps(report()).encode()
+    item = {**report(), "callbackUrl": f"http://x/api/v1/callbacks/{run}", "token": "x\ud800y"}
+    batch = json.dumps({"callbacks": [item]}).encode()
+    async with TestServer(app) as server:
+        where = (server.host, server.port)
+        single = await asyncio.to_thread(
+            _raw_post, *where, f"/api/v1/callbacks/{run}", header, body
+        )
+        batched = await asyncio.to_thread(
+            _raw_post, *where, callback_batches.BATCH_PATH, header, batch
+        )
+    assert single in (401, 403), single
+    assert batched == 200  # each item answers for itself (403: its token is not the run's)
+    assert rows(engine, run)[0]["status"] == "running"

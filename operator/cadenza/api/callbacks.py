@@ -181,7 +181,8 @@ _FORGED = "the token is not this run's callback token"
 
 
 def _token_fits(expected: str | None, token: str) -> bool:
-    offered = hashlib.sha256(token.encode()).hexdigest()
+    # A header or a JSON string may carry lone surrogates: such a token is simply wrong.
+    offered = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
     return expected is not None and hmac.compare_digest(expected, offered)
 
 
