@@ -174,8 +174,12 @@ def _reject_constant(name: str) -> Any:
 
 
 def loads(text: str | bytes) -> Any:
-    """Strict JSON parsing: refuses NaN and Infinity, which Python's json would accept."""
-    return json.loads(text, parse_constant=_reject_constant)
+    """Strict JSON parsing: refuses NaN and Infinity, which Python's json would accept, and
+    nesting too deep to decode (a ValueError, like any other text that is not JSON)."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("the JSON nests too deeply to decode") from None
 
 
 def decode_body(raw: bytes) -> Any:

@@ -234,3 +234,15 @@ async def test_oversized_view_and_cancel_answers_are_the_pods_error(
     assert cancelled is False, "a cancel whose answer is too large to read is not confirmed"
     assert peak[0] < dispatch.RUN_ANSWER_MAX_BYTES + SLACK
     assert len(await pod.hung_up(2)) == 2
+
+
+async def test_answers_nested_too_deep_to_decode_are_read_as_no_json(
+    pod: HostilePod, client: DispatchClient
+) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    pod.plans["POST run"] = Plan(202, body="small", text=deep)
+    pod.plans["GET health"] = Plan(200, body="small", text=deep)
+    result = await client.send(pod.url, None, run())
+    assert result.status == 202 and result.body is None
+    probe = await client.probe(pod.url, "/healthz", 2.0)
+    assert probe.in_flight is None

@@ -501,3 +501,37 @@ async def test_odd_authorization_headers_are_refused_never_500(
     assert single in (401, 403), single
     assert batched == 200  # each item answers for itself (403: its token is not the run's)
     assert rows(engine, run)[0]["status"] == "running"
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_bodies_of_any_shape_or_depth_are_400_or_stored_never_500(engine: Engine) -> None:
+    """JSON nested past the decoder's recursion limit or holding NaN is a 400; a result nested
+    32 deep (valid JSON, but more than MariaDB's JSON columns take) is stored as a note."""
+    run = prepared_run(engine, RunStatus.RUNNING)
+    app = web.Application()
+    app.add_routes(callbacks.routes(engine, lambda run: None))
+    app.add_routes(callback_batches.routes(engine, lambda run: None))
+    auth = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+    single, batch = f"/api/v1/callbacks/{run}", callback_batches.BATCH_PATH
+    deep = b"[" * 200_000 + b"]" * 200_000
+    with_nan = json.dumps(report(result=float("nan"))).encode()
+    async with TestServer(app) as server:
+        where = (server.host, server.port)
+
+        async def post(path: str, body: bytes) -> int:
+            return await asyncio.to_thread(_raw_post, *where, path, auth, body)
+
+        assert await post(single, deep) == 400
+        assert await post(batch, deep) == 400
+        assert await post(single, with_nan) == 400
+        assert rows(engine, run)[0]["status"] == "running"
+        assert await post(single, json.dumps(report(result=_nested(32))).encode()) == 200
+    stored = rows(engine, run)[0]
+    assert stored["status"] == "succeeded"
+    assert stored["result"]["reason"] == "nests deeper than 31 levels"

@@ -41,3 +41,21 @@ async def test_odd_authorization_headers_are_401(
     get = await asyncio.to_thread(raw_request, *where, "GET", run, header, b"")
     assert (post, get) == (401, 401)
     assert body["executionId"] not in [e["executionId"] for e in shared_demo_app.ledger()]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 200_000 + b"]" * 200_000,
+        b'{"executionId": NaN}',
+        b"\xff\xfe not json",
+        b'{"executionId": "' + b"x" * 100 + b'", "payload": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+    ids=["deep", "nan", "not-utf8", "deep-payload"],
+)
+async def test_bodies_of_any_shape_or_depth_are_400(shared_sidecar, body: bytes) -> None:
+    where = (shared_sidecar.host, shared_sidecar.port)
+    auth = b"Authorization: Bearer " + shared_sidecar.token.encode() + b"\r\n"
+    for path in ("/v1/executions", "/v1/executions:batch"):
+        status = await asyncio.to_thread(raw_request, *where, "POST", path, auth, body)
+        assert status == 400, (path, status)

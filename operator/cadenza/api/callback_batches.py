@@ -31,7 +31,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import json
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -99,10 +98,7 @@ def routes(
 
 def parse_batch(raw: bytes) -> list[Any]:
     """The items of a ``{"callbacks": [...]}`` body, not yet checked one by one."""
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise CallbackError(400, "the body is not JSON", "body") from None
+    body = callbacks.parse_json(raw)
     if not isinstance(body, dict):
         raise CallbackError(400, 'the body must be a JSON object {"callbacks": [...]}', "body")
     items = body.get("callbacks")

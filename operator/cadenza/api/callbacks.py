@@ -243,13 +243,23 @@ def _bearer(request: web.Request) -> str:
 
 
 def _report(raw: bytes) -> Report:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise CallbackError(400, "the body is not JSON", "body") from None
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise CallbackError(400, "the body must be a JSON object", "body")
     return report_from(body)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A callback body decoded; 400 naming ``body`` for anything that is not plain JSON (also
+    NaN and Infinity, which no JSON column takes, and nesting too deep to decode)."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise CallbackError(400, "the body is not JSON (or nests too deeply)", "body") from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def report_from(body: dict[str, Any]) -> Report:

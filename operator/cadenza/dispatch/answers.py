@@ -180,7 +180,7 @@ def json_object(raw: bytes) -> dict[str, Any] | None:
     """The body as a JSON object; None when it is empty, not JSON, or not an object."""
     try:
         value = json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
