@@ -64,11 +64,15 @@ def refused(exc: InvalidRequest) -> Admission:
     return Admission(Result.REFUSED, 400, {"error": exc.message, "field": exc.field})
 
 
-def admit(registry: RunRegistry, pod: str, body: Any) -> Admission:
+def admit(
+    registry: RunRegistry, pod: str, body: Any, callbacks_allowed: tuple[str, ...] = ()
+) -> Admission:
     """Validates one decoded dispatch body and, unless the run is known or the pod cannot take
-    it, starts the run."""
+    it, starts the run. With ``callbacks_allowed``, a callback URL outside them is a 400."""
     try:
         execution = protocol.execution_request_from(body)
+        if callbacks_allowed:
+            _check_callbacks(execution, callbacks_allowed)
     except InvalidRequest as exc:
         return refused(exc)
     known = registry.view(execution.execution_id)
@@ -92,3 +96,15 @@ def admit(registry: RunRegistry, pod: str, body: Any) -> Admission:
         202,
         {"executionId": run.request.execution_id, "state": "running", "pod": pod},
     )
+
+
+def _check_callbacks(execution: protocol.ExecutionRequest, allowed: tuple[str, ...]) -> None:
+    for field, url in (
+        ("callbackUrl", execution.callback_url),
+        ("callbackBatchUrl", execution.callback_batch_url),
+    ):
+        if url is not None and not url.startswith(allowed):
+            raise InvalidRequest(
+                field,
+                f"{field} is not among the callback URLs this sidecar allows (--callback-allow)",
+            )

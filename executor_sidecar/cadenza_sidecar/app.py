@@ -72,8 +72,16 @@ async def serve(settings: Settings) -> int:
     if settings.registration is not None:
         # Until registered: the token of an earlier registration, else one nobody knows.
         token = registration.stored_token(spool.directory) or token or secrets.token_urlsafe(32)
-    if token is None:
-        logger.warning("no dispatch token configured: /v1/* accepts unauthenticated requests")
+    if not settings.callbacks.allowed_urls:
+        logger.warning(
+            "no --callback-allow: a dispatch may name any callback URL, and the run's result"
+            " is POSTed there"
+        )
+    if token is None:  # only with --insecure-no-auth: settings refuse it otherwise
+        logger.warning(
+            "no dispatch token configured (--insecure-no-auth): /v1/* accepts unauthenticated"
+            " requests, so any caller that reaches this port can run handlers"
+        )
 
     async with contextlib.AsyncExitStack() as stack:
         callback_session = await stack.enter_async_context(aiohttp.ClientSession())
@@ -101,6 +109,7 @@ async def serve(settings: Settings) -> int:
             cancel_wait_seconds=settings.handler.kill_grace_seconds + 5,
             max_batch_items=settings.server.max_batch_items,
             max_batch_bytes=settings.server.max_batch_bytes,
+            callbacks_allowed=settings.callbacks.allowed_urls,
         )
         web_runner = web.AppRunner(api.application(), handle_signals=False, access_log=None)
         await web_runner.setup()

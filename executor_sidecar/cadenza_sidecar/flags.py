@@ -69,6 +69,28 @@ def http_url(raw: str) -> str:
     return raw
 
 
+def boolean(raw: str) -> bool:
+    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``), for variables."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def url_prefixes(raw: str) -> tuple[str, ...]:
+    """Comma-separated absolute http(s) URLs (``http://cadenza.cadenza-system.svc:8080/``)."""
+    prefixes = tuple(p.strip() for p in raw.split(",") if p.strip())
+    for prefix in prefixes:
+        parts = urllib.parse.urlsplit(prefix)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be absolute http(s) URLs, separated by commas: {prefix!r}")
+    if not prefixes:
+        raise ValueError("must name at least one URL")
+    return prefixes
+
+
 def log_level(raw: str) -> str:
     if raw.lower() not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
@@ -105,7 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-file",
         metavar="PATH",
         type=Path,
-        help=f"file holding the dispatch token (default ${ENV_PREFIX}TOKEN; none: no auth)",
+        help=f"file holding the dispatch token (default ${ENV_PREFIX}TOKEN); required unless"
+        " --scheduler-url or --insecure-no-auth",
+    )
+    add(
+        "--insecure-no-auth",
+        action="store_const",
+        const=True,
+        help="development only: start without a dispatch token, so ANY caller that reaches the"
+        " port can run handlers",
     )
     add("--handler-url", metavar="URL", type=for_argparse(http_url), help="POST each run here")
     add(
@@ -154,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         type=count,
         help=f"reports per batched callback ({DEFAULT_CALLBACK_BATCH_MAX_ITEMS})",
+    )
+    add(
+        "--callback-allow",
+        metavar="URL[,URL]",
+        type=for_argparse(url_prefixes),
+        help="callback URLs accepted in dispatches, by prefix (default: any, with a warning)",
     )
     add("--finished-retention-seconds", metavar="S", type=positive_seconds, help="(3600)")
     add("--finished-retention-count", metavar="N", type=count, help="(10000)")

@@ -49,8 +49,10 @@ class Api:
         cancel_wait_seconds: float,
         max_batch_items: int,
         max_batch_bytes: int,
+        callbacks_allowed: tuple[str, ...] = (),
     ) -> None:
         self._registry = registry
+        self._callbacks_allowed = callbacks_allowed
         self._callbacks = callbacks
         self._pod = pod
         self._token = token.encode() if token is not None else None
@@ -114,7 +116,7 @@ class Api:
         except InvalidRequest as exc:
             decided = admission.refused(exc)
         else:
-            decided = admission.admit(self._registry, self._pod, body)
+            decided = admission.admit(self._registry, self._pod, body, self._callbacks_allowed)
         return _json(decided.body, status=decided.status)
 
     async def start_executions(self, request: web.Request) -> web.Response:
@@ -133,7 +135,8 @@ class Api:
         except InvalidRequest as exc:
             return _json({"error": exc.message, "field": exc.field}, status=400)
         # No await from here to the answer: the batch is admitted in one step, in order.
-        decisions = [admission.admit(self._registry, self._pod, item) for item in items]
+        allowed = self._callbacks_allowed
+        decisions = [admission.admit(self._registry, self._pod, item, allowed) for item in items]
         results: list[protocol.JsonValue] = [
             _batch_item(index, item, decided)
             for index, (item, decided) in enumerate(zip(items, decisions, strict=True))

@@ -4,6 +4,8 @@ Invariants:
 - Precedence is flag, then environment variable, then default. Every flag ``--some-name`` has an
   environment twin ``CADENZA_SIDECAR_SOME_NAME``; the pod name also honours the downward-API
   convention ``POD_NAME``, and ``CADENZA_SIDECAR_TOKEN`` carries the dispatch token itself.
+- Without a dispatch token the sidecar refuses to start, unless it registers with a scheduler
+  (which answers the token) or ``--insecure-no-auth`` says so: open dispatch is never a default.
 - This is the only module that reads ``os.environ``; everything else receives settings explicitly.
 - Exactly one handler mode is configured: ``--handler-url`` or ``--command``.
 """
@@ -58,9 +60,14 @@ class AuthSettings:
     token: str | None = None
     """Dispatch token expected as ``Authorization: Bearer <token>`` on ``/v1/*``.
 
-    Read from ``--token-file`` (surrounding whitespace stripped) or ``CADENZA_SIDECAR_TOKEN``.
-    ``None`` disables the check, which the sidecar logs as a warning at start.
+    Read from ``--token-file`` (``CADENZA_SIDECAR_TOKEN_FILE``; surrounding whitespace stripped)
+    or ``CADENZA_SIDECAR_TOKEN``. ``None`` only with ``insecure_no_auth`` (the check is off, which
+    the sidecar logs as a warning at start) or with registration (the scheduler answers one).
     """
+
+    insecure_no_auth: bool = False
+    """``--insecure-no-auth`` (``CADENZA_SIDECAR_INSECURE_NO_AUTH=true``): allow starting without
+    a token. For development only: any caller that reaches the port can run handlers."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,11 @@ class CallbackSettings:
 
     batch_max_items: int = DEFAULT_CALLBACK_BATCH_MAX_ITEMS
     """Most reports posted together to one ``callbackBatchUrl``; more wait for the next batch."""
+
+    allowed_urls: tuple[str, ...] = ()
+    """``--callback-allow``: the only callback URLs (by prefix) a dispatch may name, so results
+    go to the operator and nowhere else; a dispatch naming another is refused 400. Empty: any
+    (logged as a warning at start)."""
 
 
 @dataclass(frozen=True)
@@ -272,7 +284,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     resolve = flags.Resolver(args, env)
     pod_name = args.pod_name or env.get("POD_NAME") or env.get(ENV_PREFIX + "POD_NAME")
     handler = _handler(args, resolve, env)
-    return Settings(
+    loaded = Settings(
         pod_name=pod_name or socket.gethostname(),
         server=ServerSettings(
             listen=resolve.get("listen", str, "0.0.0.0"),
@@ -284,7 +296,10 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 "max_batch_bytes", flags.positive_int, DEFAULT_MAX_BATCH_BYTES
             ),
         ),
-        auth=AuthSettings(token=_token(resolve, env)),
+        auth=AuthSettings(
+            token=_token(resolve, env),
+            insecure_no_auth=resolve.get("insecure_no_auth", flags.boolean, False),
+        ),
         handler=handler,
         runs=RunSettings(
             max_concurrency=resolve.get("max_concurrency", flags.positive_int, 4),
@@ -308,6 +323,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             batch_max_items=resolve.get(
                 "callback_batch_max_items", flags.positive_int, DEFAULT_CALLBACK_BATCH_MAX_ITEMS
             ),
+            allowed_urls=resolve.get("callback_allow", flags.url_prefixes, ()),
         ),
         spool=_spool(resolve, handler.max_output_bytes),
         drain=DrainSettings(
@@ -317,6 +333,14 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         log_level=resolve.get("log_level", flags.log_level, "info"),
         registration=_registration(args, resolve, env, pod_name or socket.gethostname()),
     )
+    auth = loaded.auth
+    if auth.token is None and not auth.insecure_no_auth and loaded.registration is None:
+        raise SettingsError(
+            f"no dispatch token: give --token-file PATH (or {ENV_PREFIX}TOKEN_FILE, or the token"
+            f" in {ENV_PREFIX}TOKEN), or --insecure-no-auth to let any caller run handlers"
+            " (development only)"
+        )
+    return loaded
 
 
 def _registration(

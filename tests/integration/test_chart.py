@@ -36,7 +36,7 @@ import yaml
 from cryptography import x509
 
 from cadenza.devenv.controlplane import ControlPlane, kubeconfig_yaml
-from cadenza.kube import admission, reviews
+from cadenza.kube import admission, reviews, token_secrets
 from cadenza.kube import executors as kube_executors
 from cadenza.kube import tasks as kube_tasks
 from cadenza.kube.handlers import build_registry
@@ -385,16 +385,14 @@ def apply(cp: ControlPlane, namespace: str, *manifests: Manifest) -> None:
 
 
 def sample_objects() -> list[Manifest]:
-    """What the operator reads in a watched namespace: a Task, its Executor, a pod, a token."""
+    """What the operator reads in a watched namespace: a Task, its Executor, a pod (the
+    Executor's dispatch-token Secret the operator makes itself)."""
     return [
         {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Executor",
             "metadata": {"name": "pool"},
-            "spec": {
-                "selector": {"matchLabels": {"cadenza.dev/executor": "pool"}},
-                "tokenSecretRef": {"name": "pool-token", "key": "token"},
-            },
+            "spec": {"selector": {"matchLabels": {"cadenza.dev/executor": "pool"}}},
         },
         {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -407,12 +405,6 @@ def sample_objects() -> list[Manifest]:
             "kind": "Pod",
             "metadata": {"name": "pool-0", "labels": {"cadenza.dev/executor": "pool"}},
             "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]},
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "pool-token"},
-            "stringData": {"token": "s3cret"},
         },
     ]
 
@@ -604,7 +596,12 @@ class OperatorCalls:
         self.core.list_namespaced_pod(ns)
         watch_opens(self.core.list_namespaced_pod, ns)
         self.core.read_namespaced_pod("pool-0", ns)
-        self.core.read_namespaced_secret("pool-token", ns)  # the Executor's dispatch token
+        # The Executor's dispatch-token Secret (cadenza.kube.token_secrets, the code the pool and
+        # the registration run): made when missing, then read.
+        pool = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "executors", "pool")
+        made = token_secrets.TokenSecrets(self.api).ensure(ns, "pool", pool["metadata"]["uid"])
+        again = token_secrets.TokenSecrets(self.api).ensure(ns, "pool", pool["metadata"]["uid"])
+        assert made == again and made["token"]
 
         # The leader's status writes, on both kinds.
         for plural, name, status in (
@@ -648,8 +645,8 @@ class OperatorCalls:
                 "spec": {"endpoints": [{"instanceId": "x-1", "baseUrl": "http://127.0.0.9:9"}]},
             },
         )
-        api_executors.create_token_secret(outside, "outside-dispatch-token", "token", "t0ken")
-        assert api_executors.token_secret(ns, "outside-dispatch-token", "token") == "t0ken"
+        uid = outside["metadata"]["uid"]
+        assert api_executors.token_secrets.ensure(ns, "outside", uid)["token"]
         outside["spec"]["heartbeatSeconds"] = 5
         api_executors.replace(ns, "outside", outside)
         assert [e["metadata"]["name"] for e in api_executors.list(ns)] == ["outside", "pool"]

@@ -100,6 +100,7 @@ def sidecars(tmp_path: Path) -> Iterator[Callable[..., SidecarPod]]:
     started: list[SidecarPod] = []
 
     def start(ip: str, **options: Any) -> SidecarPod:
+        options.setdefault("token", f"dispatch-token-of-{ip}")  # every sidecar needs one
         pod = SidecarPod(
             name=f"worker-{ip.rsplit('.', 1)[1]}", namespace="tests", ip=ip,
             workdir=tmp_path, labels={}, **options,
@@ -158,7 +159,7 @@ async def test_an_accepted_run_really_runs_and_reports_back(
     pod = await asyncio.to_thread(sidecars, "127.0.0.20")
     request = run(receiver, payload={"rows": [1, 2, 3]})
 
-    result = await client.send(pod.sidecar_url, None, request)
+    result = await client.send(pod.sidecar_url, pod.token, request)
 
     assert (result.outcome, result.status, result.pod) == (Outcome.ACCEPTED, 202, pod.name)
     assert result.started and not result.try_another_pod and result.error is None
@@ -176,15 +177,15 @@ async def test_a_duplicate_key_is_answered_from_the_pod_and_runs_once(
     pod = await asyncio.to_thread(sidecars, "127.0.0.20")
     request = run(receiver, "sleep", {"seconds": 0.5})
 
-    first = await client.send(pod.sidecar_url, None, request)
-    again = await client.send(pod.sidecar_url, None, request)
+    first = await client.send(pod.sidecar_url, pod.token, request)
+    again = await client.send(pod.sidecar_url, pod.token, request)
 
     assert first.outcome is Outcome.ACCEPTED
     assert (again.outcome, again.status, again.started) == (Outcome.DUPLICATE, 200, True)
     assert again.body is not None and again.body["state"] == "running"
     assert (await receiver.callback(request.execution_key))["status"] == "succeeded"
     # A new leader asking "do you have this run?" after it finished: still the same run.
-    after = await client.send(pod.sidecar_url, None, request)
+    after = await client.send(pod.sidecar_url, pod.token, request)
     assert after.outcome is Outcome.DUPLICATE
     assert after.body is not None and after.body["state"] == "succeeded"
     assert [e["executionId"] for e in ledger(pod)] == [request.execution_key]
@@ -195,20 +196,20 @@ async def test_a_full_pod_answers_busy_and_a_cancel_frees_it(
 ) -> None:
     pod = await asyncio.to_thread(sidecars, "127.0.0.21", max_concurrency=1)
     slow = run(receiver, "sleep", {"seconds": 60})
-    assert (await client.send(pod.sidecar_url, None, slow)).outcome is Outcome.ACCEPTED
+    assert (await client.send(pod.sidecar_url, pod.token, slow)).outcome is Outcome.ACCEPTED
 
-    busy = await client.send(pod.sidecar_url, None, run(receiver))
+    busy = await client.send(pod.sidecar_url, pod.token, run(receiver))
 
     assert (busy.outcome, busy.status, busy.try_another_pod) == (Outcome.BUSY, 429, True)
     assert busy.body is not None and (busy.body["inFlight"], busy.body["capacity"]) == (1, 1)
     health = await client.probe(pod.sidecar_url, "/healthz", 1)
     assert (health.ok, health.in_flight, health.capacity) == (True, 1, 1)
 
-    assert await client.cancel(pod.sidecar_url, None, slow.execution_key) is True
+    assert await client.cancel(pod.sidecar_url, pod.token, slow.execution_key) is True
     callback = await receiver.callback(slow.execution_key)
     assert callback["status"] == "cancelled"
-    assert await client.cancel(pod.sidecar_url, None, "never-dispatched") is False
-    freed = await client.send(pod.sidecar_url, None, run(receiver))
+    assert await client.cancel(pod.sidecar_url, pod.token, "never-dispatched") is False
+    freed = await client.send(pod.sidecar_url, pod.token, run(receiver))
     assert freed.outcome is Outcome.ACCEPTED
 
 
@@ -217,7 +218,7 @@ async def test_a_draining_pod_refuses_new_runs_but_knows_its_own(
 ) -> None:
     pod = await asyncio.to_thread(sidecars, "127.0.0.22")
     slow = run(receiver, "sleep", {"seconds": 60})
-    assert (await client.send(pod.sidecar_url, None, slow)).outcome is Outcome.ACCEPTED
+    assert (await client.send(pod.sidecar_url, pod.token, slow)).outcome is Outcome.ACCEPTED
 
     pod.processes[0].send_signal(signal.SIGTERM)  # the sidecar only, as the kubelet does
 
@@ -227,13 +228,13 @@ async def test_a_draining_pod_refuses_new_runs_but_knows_its_own(
     await async_wait_for(draining, 10, "the sidecar to drain")
     probe = await client.probe(pod.sidecar_url, "/healthz", 1)
     assert (probe.ok, probe.draining, probe.in_flight) == (False, True, 1)
-    refused = await client.send(pod.sidecar_url, None, run(receiver))
+    refused = await client.send(pod.sidecar_url, pod.token, run(receiver))
     assert (refused.outcome, refused.status, refused.try_another_pod) == (
         Outcome.DRAINING,
         503,
         True,
     )
-    assert (await client.send(pod.sidecar_url, None, slow)).outcome is Outcome.DUPLICATE
+    assert (await client.send(pod.sidecar_url, pod.token, slow)).outcome is Outcome.DUPLICATE
 
 
 async def test_nothing_listening_is_unreachable_and_certainly_not_started(
@@ -257,7 +258,7 @@ async def test_a_pod_that_stops_answering_may_have_started_the_run(
     pod = await asyncio.to_thread(sidecars, "127.0.0.23")
     os.kill(pod.processes[0].pid, signal.SIGSTOP)
 
-    result = await client.send(pod.sidecar_url, None, run(receiver))
+    result = await client.send(pod.sidecar_url, pod.token, run(receiver))
 
     assert (result.outcome, result.status) == (Outcome.UNREACHABLE, None)
     assert result.may_have_started and result.try_another_pod
@@ -291,7 +292,7 @@ async def test_a_malformed_request_is_rejected_by_every_pod_alike(
     pod = await asyncio.to_thread(sidecars, "127.0.0.25")
 
     for fields, named in (({"task": "no-namespace"}, "task"), ({"attempt": 0}, "attempt")):
-        result = await client.send(pod.sidecar_url, None, run(receiver, **fields))
+        result = await client.send(pod.sidecar_url, pod.token, run(receiver, **fields))
         assert (result.outcome, result.status) == (Outcome.REJECTED, 400)
         assert not result.try_another_pod, "every pod would refuse the same body"
         assert result.body is not None and result.body["field"] == named
@@ -307,13 +308,13 @@ async def test_a_batch_gets_each_run_the_result_send_would_give(
 ) -> None:
     pod = await asyncio.to_thread(sidecars, "127.0.0.40", max_concurrency=2)
     running = run(receiver, "sleep", {"seconds": 60})
-    assert (await client.send(pod.sidecar_url, None, running)).outcome is Outcome.ACCEPTED
+    assert (await client.send(pod.sidecar_url, pod.token, running)).outcome is Outcome.ACCEPTED
     new = run(receiver, payload={"n": 1}, callback_batch_url=receiver.batch_url,
               callback_token="token-of-new")  # fmt: skip
     malformed = run(receiver, task="no-namespace")
     extra = run(receiver)
 
-    results = await client.send_batch(pod.sidecar_url, None, [running, new, malformed, extra])
+    results = await client.send_batch(pod.sidecar_url, pod.token, [running, new, malformed, extra])
 
     known, accepted, refused, busy = results
     assert (known.outcome, known.status, known.started) == (Outcome.DUPLICATE, 200, True)
@@ -336,7 +337,7 @@ async def test_a_batch_gets_each_run_the_result_send_would_give(
     assert ("Bearer token-of-new", callback) in receiver.calls
     ran = [e["executionId"] for e in ledger(pod)]
     assert sorted(ran) == sorted([running.execution_key, new.execution_key])
-    assert await client.send_batch(pod.sidecar_url, None, []) == []
+    assert await client.send_batch(pod.sidecar_url, pod.token, []) == []
 
 
 async def test_a_batch_to_a_wrong_token_or_nobody_fails_every_run_alike(
@@ -407,7 +408,7 @@ async def test_an_older_sidecar_is_sent_the_runs_one_by_one(
     pod = await asyncio.to_thread(sidecars, "127.0.0.42", max_concurrency=1)
     first, second = run(receiver, "sleep", {"seconds": 60}), run(receiver)
 
-    results = await client.send_batch(front(pod.sidecar_url), None, [first, second, first])
+    results = await client.send_batch(front(pod.sidecar_url), pod.token, [first, second, first])
 
     assert [(r.outcome, r.status) for r in results] == [
         (Outcome.ACCEPTED, 202),

@@ -33,7 +33,8 @@ from cadenza.dispatch.client import DispatchClient, DispatchRequest, Outcome
 from cadenza.executors.members import ExecutorSnapshot, PodSnapshot
 from cadenza.executors.pool import ExecutorPool
 from cadenza.executors.status import ExecutorStatusWriter
-from cadenza.executors.tokens import TokenSource
+from cadenza.executors.tokens import TokenSource, read_token
+from cadenza.kube import token_secrets
 from cadenza.kube.client import api_client
 from cadenza.kube.views import ExecutorView, PodView
 from cadenza.settings import KubeSettings
@@ -44,7 +45,6 @@ from tests.support import async_wait_for, wait_for
 pytestmark = [pytest.mark.controlplane, pytest.mark.mariadb]
 
 LOCK = "cadenza.test.executors"
-TOKEN = "dispatch-token-of-the-workers"
 IPS = ("127.0.0.27", "127.0.0.28", "127.0.0.29")
 BYSTANDER_IP = "127.0.0.30"  # nothing listens: probing it would only fail
 HEALTH_CHECK = {
@@ -55,16 +55,19 @@ HEALTH_CHECK = {
 }
 
 
-def executor_manifest(namespace: str, name: str, secret: str) -> dict[str, Any]:
+def executor_manifest(namespace: str, name: str, secret: str | None = None) -> dict[str, Any]:
+    """An Executor of the workers; ``secret``: the (deprecated) ``tokenSecretRef`` it names."""
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": "workers"}},
+        "healthCheck": HEALTH_CHECK,
+    }
+    if secret is not None:
+        spec["tokenSecretRef"] = {"name": secret}
     return {
         "apiVersion": "cadenza.dev/v1alpha1",
         "kind": "Executor",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "selector": {"matchLabels": {"app": "workers"}},
-            "healthCheck": HEALTH_CHECK,
-            "tokenSecretRef": {"name": secret},
-        },
+        "spec": spec,
     }
 
 
@@ -113,6 +116,8 @@ class Harness:
     pool: ExecutorPool
     writer: ExecutorStatusWriter
     client: DispatchClient
+    token: str
+    """The workers' dispatch token, from the Secret the operator made for them."""
     records: list[list[ExecutorSnapshot]] = field(default_factory=list)
     """One snapshot per pool version, in order: every state the pool went through."""
 
@@ -209,26 +214,29 @@ async def harness(
         epoch = fencing.current_epoch(conn, LOCK)
     assert epoch is not None
 
-    await asyncio.to_thread(
-        plane.kubectl, "create", "secret", "generic", "workers-token", "-n", namespace,
-        f"--from-literal=token={TOKEN}",
-    )  # fmt: skip
-    manifest = executor_manifest(namespace, "workers", "workers-token")
+    manifest = executor_manifest(namespace, "workers")
     await asyncio.to_thread(plane.kubectl, "apply", "-f", "-", input=json.dumps(manifest))
+    api = api_client(KubeSettings(kubeconfig=str(plane.kubeconfig)))
+    # The pods mount the workers' Secret, which the operator's code makes (as the pool would).
+    applied = await asyncio.to_thread(
+        plane.kubectl, "get", "executor", "workers", "-n", namespace, "-o", "json"
+    )
+    uid = json.loads(applied.stdout)["metadata"]["uid"]
+    await asyncio.to_thread(read_token, token_secrets.TokenSecrets(api), namespace, "workers", uid)
     pods = [
-        SidecarPod(f"worker-{i}", namespace, ip, tmp_path, {"app": "workers"}, token=TOKEN)
+        SidecarPod(f"worker-{i}", namespace, ip, tmp_path, {"app": "workers"}, executor="workers")
         for i, ip in enumerate(IPS)
     ]
     bystander = pod_manifest("bystander", namespace, {"app": "other"})
     await asyncio.to_thread(plane.kubectl, "apply", "-f", "-", input=json.dumps(bystander))
     await asyncio.to_thread(set_pod_status, plane, namespace, "bystander", BYSTANDER_IP)
     for pod in pods:
+        await asyncio.to_thread(pod.mount_token, plane)
         await asyncio.to_thread(pod.start_processes)
         # start_processes waits for the sidecar only; runs sent before the app listens fail.
         await asyncio.to_thread(wait_for, lambda p=pod: app_answers(p), 30, "the demo app")
         await asyncio.to_thread(pod.create, plane)
 
-    api = api_client(KubeSettings(kubeconfig=str(plane.kubeconfig)))
     cluster = ClusterView(api, namespace)
     await asyncio.to_thread(mirror_rows, cluster, engine, epoch)
     client = DispatchClient()
@@ -236,7 +244,9 @@ async def harness(
         cluster.source, client, TokenSource(api), engine=engine, lock_name=LOCK, epoch=epoch
     )
     writer = ExecutorStatusWriter(api, lease_valid=lambda: True, min_interval=2.0)
-    harness = Harness(plane, namespace, api, engine, pods, pool, writer, client)
+    token = pods[0].token
+    assert token is not None
+    harness = Harness(plane, namespace, api, engine, pods, pool, writer, client, token)
 
     async def record() -> None:
         seen = -1
@@ -274,7 +284,7 @@ async def test_healthy_pods_become_candidates_and_everyone_sees_it(harness: Harn
 
     await eventually(all_candidates, "three candidates")
     (first, *_) = h.pool.candidates(h.namespace, ["workers"])
-    assert (first.ip, first.base_url, first.token) == (IPS[0], f"http://{IPS[0]}:9090", TOKEN)
+    assert (first.ip, first.base_url, first.token) == (IPS[0], f"http://{IPS[0]}:9090", h.token)
     assert (first.capacity, first.in_flight, first.full) == (4, 0, False)
     assert all(p.name != "bystander" for s in h.pool.snapshot() for p in s.pods)
 
@@ -450,14 +460,18 @@ async def test_a_pod_that_turns_unready_is_dropped_without_waiting_for_probes(
     assert h.candidates() == []
 
 
-async def test_an_executor_whose_token_secret_is_missing_offers_no_pod(harness: Harness) -> None:
+async def test_an_executor_naming_a_secret_it_does_not_own_gets_no_token_from_it(
+    harness: Harness,
+) -> None:
+    """``tokenSecretRef`` at the workers' Secret: the pods the guarded Executor selects are the
+    workers' (they hold the workers' token), but the operator never reads that Secret for it."""
     h = harness
-    manifest = executor_manifest(h.namespace, "guarded", "guarded-token")
+    manifest = executor_manifest(h.namespace, "guarded", "workers-dispatch-token")
     await h.kubectl("apply", "-f", "-", input=json.dumps(manifest))
 
     async def guarded_probed() -> bool:
         shots = [s for s in h.pool.snapshot() if s.name == "guarded"]
-        return bool(shots and shots[0].token_error and all(p.healthy for p in shots[0].pods))
+        return bool(shots and shots[0].spec_error and all(p.healthy for p in shots[0].pods))
 
     await eventually(guarded_probed, "the guarded executor's pods probed healthy")
     assert h.candidates("guarded") == []
@@ -468,17 +482,56 @@ async def test_an_executor_whose_token_secret_is_missing_offers_no_pod(harness: 
         return condition if condition else None
 
     condition = await eventually(status_explains, "the guarded executor's Available condition")
-    assert (condition["status"], condition["reason"]) == ("False", "NoHealthyPods")
-    assert f"Secret {h.namespace}/guarded-token" in condition["message"]
-    assert "does not exist" in condition["message"]
+    assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
+    assert "spec.tokenSecretRef" in condition["message"]
+    assert "'guarded-dispatch-token'" in condition["message"]
 
-    await h.kubectl(
-        "create", "secret", "generic", "guarded-token", "-n", h.namespace,
-        f"--from-literal=token={TOKEN}",
-    )  # fmt: skip
+    # Dropping the ref, the Executor gets a token of its own: never the workers'.
+    manifest["spec"].pop("tokenSecretRef")
+    await h.kubectl("replace", "-f", "-", input=json.dumps(manifest))
 
     async def guarded_serves() -> bool:
         return len(h.candidates("guarded")) == 3
 
     await eventually(guarded_serves, "the guarded executor's pods to become candidates")
-    assert {c.token for c in h.pool.candidates(h.namespace, ["guarded"])} == {TOKEN}
+    (own,) = {c.token for c in h.pool.candidates(h.namespace, ["guarded"])}
+    assert own is not None and own != h.token
+
+
+async def test_a_secret_of_the_right_name_the_executor_does_not_own_is_never_read(
+    harness: Harness,
+) -> None:
+    """Somebody made ``guarded-dispatch-token`` before the Executor existed: its token is not
+    used, Available says why, and once it is deleted the operator makes the Executor's own."""
+    h = harness
+    await h.kubectl(
+        "create", "secret", "generic", "guarded-dispatch-token", "-n", h.namespace,
+        f"--from-literal=token={h.token}",
+    )  # fmt: skip
+    await h.kubectl("apply", "-f", "-", input=json.dumps(executor_manifest(h.namespace, "guarded")))
+
+    async def refused() -> dict[str, Any] | None:
+        condition = available(await h.status("guarded"))
+        return condition if condition and "not owned" in condition["message"] else None
+
+    condition = await eventually(refused, "Available=False naming the foreign Secret")
+    assert (condition["status"], condition["reason"]) == ("False", "NoHealthyPods")
+    assert f"Secret {h.namespace}/guarded-dispatch-token" in condition["message"]
+    assert h.candidates("guarded") == []
+
+    await h.kubectl("delete", "secret", "guarded-dispatch-token", "-n", h.namespace)
+
+    async def guarded_serves() -> bool:
+        return len(h.candidates("guarded")) == 3
+
+    await eventually(guarded_serves, "the guarded executor's own Secret and candidates")
+    (own,) = {c.token for c in h.pool.candidates(h.namespace, ["guarded"])}
+    assert own is not None and own != h.token
+    made = json.loads(
+        (await asyncio.to_thread(
+            h.plane.kubectl, "get", "secret", "guarded-dispatch-token", "-n", h.namespace,
+            "-o", "json",
+        )).stdout
+    )  # fmt: skip
+    (owner,) = made["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"]) == ("Executor", "guarded")

@@ -52,11 +52,14 @@ def scene(
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def http(method: str, url: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+def http(
+    method: str, url: str, body: Any = None, token: str | None = None
+) -> tuple[int, dict[str, Any]]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as resp:
             return resp.status, dict(json.load(resp))
@@ -223,7 +226,7 @@ def test_a_result_reaches_a_replica_started_after_the_run_finished(
 
         def holds_result() -> bool:
             pending = int(healthz(pod).get("pendingCallbacks", 0))
-            return pending >= 1 and http("GET", view)[1]["state"] == "succeeded"
+            return pending >= 1 and http("GET", view, token=pod.token)[1]["state"] == "succeeded"
 
         wait_for(holds_result, 15, "the sidecar to hold the run's undelivered result")
         # Finished on the pod, unknown to the database: nobody was there to hear it.
@@ -255,6 +258,7 @@ def test_a_result_reaches_a_replica_started_after_the_run_finished(
 
 def test_the_same_dispatch_sent_twice_runs_once(scene: Scenario) -> None:
     (pod,) = scene.add_pods("pool", 1)
+    scene.apply(executor("pool"))  # its dispatch-token Secret: the pod starts with that token
     callback = scene.replicas.members[0].url
     body = {
         "executionId": "dup-1",
@@ -272,18 +276,19 @@ def test_the_same_dispatch_sent_twice_runs_once(scene: Scenario) -> None:
     }
     url = f"{pod.sidecar_url}/v1/executions"
 
-    first = http("POST", url, body)
-    again = http("POST", url, {**body, "payload": {"seconds": 0}, "attempt": 2})
+    first = http("POST", url, body, token=pod.token)
+    again = http("POST", url, {**body, "payload": {"seconds": 0}, "attempt": 2}, token=pod.token)
     assert first[0] == 202 and first[1]["executionId"] == "dup-1", first
     assert again[0] == 200 and again[1]["executionId"] == "dup-1", again
     assert again[1]["attempt"] == 1, again  # the first body counts, whatever the second says
 
     done = wait_for(
-        lambda: (v := http("GET", f"{url}/dup-1")[1])["state"] == "succeeded" and v, 10,
+        lambda: (v := http("GET", f"{url}/dup-1", token=pod.token)[1])["state"] == "succeeded"
+        and v, 10,
         "the run to finish",
     )  # fmt: skip
     assert done["result"] == {"slept": 1}
-    late = http("POST", url, body)
+    late = http("POST", url, body, token=pod.token)
     assert late[0] == 200 and late[1]["state"] == "succeeded", late
 
     assert [e["executionId"] for e in scene.ledger()] == ["dup-1"]

@@ -151,7 +151,10 @@ def test_a_run_past_its_timeout_ends_timed_out_and_is_cancelled_at_the_pod(
     assert seconds(run["finished_at"], run["dispatched_at"]) < 5
     assert run["attempt"] == 1 and len(scene.attempts(run["id"])) == 1
     key = f"{run['id']}-1"
-    with urllib.request.urlopen(f"{pod.sidecar_url}/v1/executions/{key}", timeout=5) as resp:
+    asked = urllib.request.Request(
+        f"{pod.sidecar_url}/v1/executions/{key}", headers={"Authorization": f"Bearer {pod.token}"}
+    )
+    with urllib.request.urlopen(asked, timeout=5) as resp:
         view = json.load(resp)
     assert view["state"] == "timed_out", view
     # Cancelled, not left sleeping: the pod has nothing in flight any more.

@@ -60,7 +60,9 @@ async def test_token_from_the_environment(receiver, demo_app, start_sidecar):
 
 
 async def test_without_a_token_configured_anyone_may_dispatch(receiver, demo_app, start_sidecar):
-    sidecar = start_sidecar(handler_url=demo_app.handler_url, token=None)
+    sidecar = start_sidecar(
+        handler_url=demo_app.handler_url, token=None, extra_args=("--insecure-no-auth",)
+    )
     body = receiver.dispatch_body("echo")
 
     assert (await sidecar.post(body, token=None)).status == 202

@@ -16,10 +16,12 @@ import pytest
 from cadenza_sidecar import settings
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "cadenza-sidecar"
+TOKEN = {"CADENZA_SIDECAR_TOKEN": "t0ken"}
+"""A dispatch token in the environment: every sidecar needs one (or --insecure-no-auth)."""
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CADENZA_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CADENZA_")} | TOKEN
     return subprocess.run(
         [sys.executable, "-m", "cadenza_sidecar", *args],
         env={**base, **(env or {})},
@@ -88,8 +90,62 @@ def test_bad_configuration_exits_2_with_a_message(args, env, message):
     assert "Traceback" not in result.stderr
 
 
+def run_without_token(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CADENZA_")}
+    return subprocess.run(
+        [sys.executable, "-m", "cadenza_sidecar", *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=10,  # a sidecar that starts anyway fails the test here
+    )
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"CADENZA_SIDECAR_TOKEN": ""}, {"CADENZA_SIDECAR_INSECURE_NO_AUTH": "false"}],
+    ids=["nothing", "empty-variable", "flag-off"],
+)
+def test_without_a_dispatch_token_the_sidecar_refuses_to_start(tmp_path, env):
+    result = run_without_token(
+        "--listen", "127.0.0.1", "--port", "0", "--spool-dir", str(tmp_path),
+        "--handler-url", "http://127.0.0.1:1/run", env=env,
+    )  # fmt: skip
+
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if "dispatch token" in line]
+    for named in ("--token-file", "CADENZA_SIDECAR_TOKEN_FILE", "CADENZA_SIDECAR_TOKEN",
+                  "--insecure-no-auth"):  # fmt: skip
+        assert named in line, line
+    assert not (tmp_path / "dispatch-token").exists()
+
+
+def test_the_insecure_flag_takes_true_or_false_only():
+    result = run_without_token(
+        "--command", "true", env={"CADENZA_SIDECAR_INSECURE_NO_AUTH": "maybe"}
+    )
+
+    assert result.returncode == 2
+    assert "CADENZA_SIDECAR_INSECURE_NO_AUTH='maybe' must be true or false" in result.stderr
+
+
+def test_the_insecure_flag_from_the_environment_starts_and_warns(tmp_path, spawn, unused_address):
+    host, port = unused_address.split(":")
+    process = spawn(
+        [sys.executable, "-m", "cadenza_sidecar", "--listen", host, "--port", port,
+         "--spool-dir", str(tmp_path), "--handler-url", "http://127.0.0.1:1/run"],
+        env={"CADENZA_SIDECAR_INSECURE_NO_AUTH": "true"},
+    )  # fmt: skip
+
+    process.wait_ready_blocking(f"http://{host}:{port}/healthz")
+
+    warnings = [json.loads(line) for line in process.log().splitlines()]
+    warned = [w for w in warnings if w["level"] == "warning" and "any caller" in w["message"]]
+    assert warned, process.log()
+
+
 def test_everything_after_command_is_its_argv():
-    loaded = settings.load(["--port", "1234", "--command", "job", "--port", "-x"], environ={})
+    loaded = settings.load(["--port", "1234", "--command", "job", "--port", "-x"], environ=TOKEN)
 
     assert loaded.handler.command == ("job", "--port", "-x")
     assert loaded.server.port == 1234
@@ -126,11 +182,11 @@ def test_registration_settings_from_flags_and_environment(tmp_path):
     assert reg.instance_id == "p-1" and reg.advertise_url == "http://10.0.0.5:9191"
     assert reg.tasks == (("test_task", "*/10 * * * * *"), ("other_task", None))
     assert reg.api_token == "secret" and reg.heartbeat_seconds == 5
-    assert settings.load(["--command", "true"], environ={}).registration is None
+    assert settings.load(["--command", "true"], environ=TOKEN).registration is None
 
 
 def test_batch_limits_have_documented_defaults_and_environment_twins():
-    defaults = settings.load(["--command", "job"], environ={})
+    defaults = settings.load(["--command", "job"], environ=TOKEN)
     assert (defaults.server.max_batch_items, defaults.server.max_batch_bytes) == (1000, 8 << 20)
     assert defaults.callbacks.batch_max_items == 200
 
@@ -138,6 +194,7 @@ def test_batch_limits_have_documented_defaults_and_environment_twins():
         "CADENZA_SIDECAR_MAX_BATCH_ITEMS": "10",
         "CADENZA_SIDECAR_MAX_BATCH_BYTES": "4096",
         "CADENZA_SIDECAR_CALLBACK_BATCH_MAX_ITEMS": "7",
+        **TOKEN,
     }
     loaded = settings.load(["--max-batch-items", "20", "--command", "job"], environ=environ)
     assert (loaded.server.max_batch_items, loaded.server.max_batch_bytes) == (20, 4096)
@@ -193,6 +250,7 @@ def test_console_script_starts_from_the_environment(tmp_path, spawn, unused_addr
             "CADENZA_SIDECAR_HANDLER_URL": "http://127.0.0.1:1/run",
             "CADENZA_SIDECAR_SPOOL_DIR": str(tmp_path / "spool"),
             "POD_NAME": "console-pod",
+            **TOKEN,
         },
     )
     url = f"http://{host}:{port}/healthz"

@@ -3,6 +3,11 @@ sidecars, and helpers to read what happened (history rows, the pods' ledgers, Ta
 
 Each scenario gets its own namespace, database and loopback addresses; everything it started is
 stopped when the test ends.
+
+Dispatch authentication is on, as in production: a pod mounts its Executor's dispatch-token
+Secret, which the operator makes once it sees the Executor. A pod added before its Executor
+exists stays Pending (as the kubelet holds it for its Secret volume) and starts when
+:meth:`Scenario.apply` applies the Executor.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import pymysql
 from sqlalchemy.engine import make_url
 
 from cadenza.devenv.controlplane import ControlPlane
-from cadenza.devenv.pods import APP_PORT, SIDECAR_PORT, SidecarPod
+from cadenza.devenv.pods import APP_PORT, SIDECAR_PORT, SidecarPod, dispatch_token
 from tests.support.operators import Replicas
 
 # 127.0.1.x and 127.0.2.x for scenario pods: other suites use 127.0.0.x. Several test sessions
@@ -60,30 +65,59 @@ class Scenario:
     workdir: Path
     replicas: Replicas
     pods: dict[str, SidecarPod] = field(default_factory=dict)
+    pending: list[SidecarPod] = field(default_factory=list)
+    """Pods whose Executor's dispatch-token Secret did not exist yet when they were added."""
 
     # -- objects ------------------------------------------------------------------------------
 
     def apply(self, *objects: dict[str, Any]) -> None:
+        """Apply the objects; Executors first, then their pending pods start (once the operator
+        made their Secrets), then the rest: pods are up before the Tasks that need them."""
+        executors = [o for o in objects if o.get("kind") == "Executor"]
+        others = [o for o in objects if o.get("kind") != "Executor"]
+        if executors:
+            self._kubectl_apply(executors)
+            names = {e["metadata"]["name"] for e in executors}
+            for pod in [p for p in self.pending if p.executor in names]:
+                self._start(pod)
+        if others:
+            self._kubectl_apply(others)
+
+    def _kubectl_apply(self, objects: list[dict[str, Any]]) -> None:
         self.plane.kubectl(
             "apply", "-n", self.namespace, "-f", "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}),
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
         )  # fmt: skip
 
     def add_pods(self, executor: str, count: int, prefix: str | None = None,
                  max_concurrency: int = 4) -> list[SidecarPod]:  # fmt: skip
-        """``count`` pods labelled for ``executor``, each a real sidecar + demo app."""
+        """``count`` pods labelled for ``executor``, each a real sidecar + demo app with the
+        Executor's dispatch token; Pending until the operator has made its Secret."""
         made = []
         for _ in range(count):
             name = f"{prefix or executor}-{len(self.pods)}"
             pod = SidecarPod(
                 name=name, namespace=self.namespace, ip=_free_address(), workdir=self.workdir,
                 labels={"cadenza.dev/executor": executor}, max_concurrency=max_concurrency,
+                executor=executor,
             )  # fmt: skip
-            pod.start_processes()
-            pod.create(self.plane)
             self.pods[name] = pod
             made.append(pod)
+            if dispatch_token(self.plane, self.namespace, executor) is None:
+                pod.create(self.plane, running=False)
+                self.pending.append(pod)
+            else:
+                self._start(pod, created=False)
         return made
+
+    def _start(self, pod: SidecarPod, created: bool = True) -> None:
+        pod.mount_token(self.plane)
+        pod.start_processes()
+        if created:
+            pod.set_running(self.plane)
+            self.pending.remove(pod)
+        else:
+            pod.create(self.plane)
 
     def task_status(self, name: str) -> dict[str, Any]:
         out = self.plane.kubectl("get", "task", name, "-n", self.namespace, "-o", "json").stdout

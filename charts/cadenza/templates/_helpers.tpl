@@ -76,8 +76,8 @@ app.kubernetes.io/part-of: cadenza
 
 {{/*
 Rules the operator needs in every namespace it watches (DESIGN §4, §8): read the resources and
-pods into kopf's indexes, write the status subresources, post Events, read the dispatch-token
-Secrets that Executors reference, and create/update/patch/delete Tasks for the REST API (each
+pods into kopf's indexes, write the status subresources, post Events, make and read each
+Executor's own dispatch-token Secret, and create/update/patch/delete Tasks for the REST API (each
 only after SubjectAccessReview allowed the caller the same verb on the same Task). No other
 delete, no wildcard, no write to pods or to the Executors' specs.
 */}}
@@ -103,7 +103,8 @@ delete, no wildcard, no write to pods or to the Executors' specs.
   verbs: [create, patch]
 - apiGroups: [""]
   resources: [secrets]
-  # create: the dispatch-token Secret of an Executor created by a registration
+  # get, create: each Executor's own dispatch-token Secret, made by the operator (owned by the
+  # Executor, so the garbage collector deletes it) and read; nothing lists, updates or deletes.
   verbs: [get, create]
 {{- end }}
 

@@ -20,6 +20,7 @@ tells the pod itself, so the run is stopped there too.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ from cadenza.api.errors import Problem
 from cadenza.api.executor_models import CancelOut
 from cadenza.core.ids import ExecutionId
 from cadenza.dispatch.client import DispatchClient
+from cadenza.executors import tokens
 from cadenza.executors.spec import parse_spec
 from cadenza.kube.reviews import Access
 from cadenza.scheduling.dispatcher import execution_key
@@ -83,15 +85,13 @@ async def _tell_pod(ctx: ApiContext, row: Mapping[str, Any], key: str) -> bool:
         base_url = spec.base_url(ip)
     if base_url is None:
         return False
-    token = None
-    if spec.token_ref is not None:
-        ref = spec.token_ref
-        try:
-            token = await ctx.kube(
-                lambda: ctx.executors.token_secret(ns, ref.name, ref.key), f"Secret {ns}/{ref.name}"
-            )
-        except Problem:
-            return False
+    meta = found.get("metadata") or {}
+    try:
+        token = await asyncio.to_thread(
+            tokens.read_token, ctx.executors.token_secrets, ns, str(executor), str(meta.get("uid"))
+        )
+    except tokens.TokenUnavailable:
+        return False
     client = DispatchClient()
     try:
         return await client.cancel(base_url, token, key)

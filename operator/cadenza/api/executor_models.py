@@ -58,9 +58,7 @@ class RegisterOut(BaseModel):
     executor: str
     instanceId: str
     created: bool = Field(description="The Executor was created by this registration.")
-    token: str | None = Field(
-        None, description="The dispatch token runs arrive with; null: the Executor sends none."
-    )
+    token: str = Field(description="The dispatch token runs arrive with (always set).")
     heartbeatSeconds: int | None
     tasks: list[str] = Field(description="The Tasks (Kubernetes names) this Executor serves.")
     createdTasks: list[str]

@@ -19,8 +19,8 @@ heartbeat costs one row write and no API-server write.
 
 from __future__ import annotations
 
+import asyncio
 import functools
-import secrets
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -39,7 +39,7 @@ from cadenza.api.executor_models import (
 )
 from cadenza.api.models import TaskBody
 from cadenza.core.fields import FieldError
-from cadenza.executors import endpoints
+from cadenza.executors import endpoints, tokens
 from cadenza.kube.reviews import Access
 from cadenza.store import heartbeats
 
@@ -206,35 +206,16 @@ class _Handlers:
                     raise
         raise Problem(409, f"Task {ns}/{task} kept changing; register again")
 
-    async def _token(self, executor: Mapping[str, Any]) -> str | None:
-        """The Executor's dispatch token; its own Secret is created when missing."""
-        ctx = self.ctx
-        ref = (executor.get("spec") or {}).get("tokenSecretRef")
-        if not isinstance(ref, Mapping):
-            return None
+    async def _token(self, executor: Mapping[str, Any]) -> str:
+        """The Executor's dispatch token, from the Secret the operator makes and owns for it."""
         meta = executor["metadata"]
-        ns, secret = meta["namespace"], str(ref.get("name"))
-        key = str(ref.get("key") or registration.TOKEN_KEY)
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         try:
-            return await ctx.kube(
-                lambda: ctx.executors.token_secret(ns, secret, key), f"Secret {ns}/{secret}"
+            return await asyncio.to_thread(
+                tokens.read_token, self.ctx.executors.token_secrets, ns, name, uid
             )
-        except Problem as problem:
-            if problem.status != 404 or secret != registration.token_secret_name(meta["name"]):
-                raise
-        token = secrets.token_urlsafe(32)
-        try:
-            await ctx.kube(
-                lambda: ctx.executors.create_token_secret(executor, secret, key, token),
-                f"namespace {ns}",
-            )
-        except Problem as problem:
-            if problem.status != 409:
-                raise
-            return await ctx.kube(
-                lambda: ctx.executors.token_secret(ns, secret, key), f"Secret {ns}/{secret}"
-            )
-        return token
+        except tokens.TokenUnavailable as exc:
+            raise Problem(503 if not exc.permanent else 409, str(exc)) from None
 
     # -- one instance -------------------------------------------------------------------------
 

@@ -4,32 +4,24 @@ handlers in :mod:`cadenza.api.executors` read the object, call these, and write 
 Invariants:
 - An Executor's endpoints are keyed by instance id: registering an instance again replaces its
   entry (and brings it back ``Online``), never adds a second one.
-- An Executor created by a registration names a dispatch-token Secret of its own
-  (:func:`token_secret_name`), which the API creates beside it, owned by it.
+- An Executor created by a registration names the dispatch-token Secret the operator makes and
+  owns for every Executor (:func:`token_secret_name`, :mod:`cadenza.kube.token_secrets`).
 - :func:`without_endpoint` says when the Executor is left with nothing to serve (no endpoint and
   no selector): the caller deletes it then.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from cadenza.api.executor_models import RegisterBody
 from cadenza.api.mapping import API_VERSION, ORIGINAL_NAME
+from cadenza.kube.token_secrets import TOKEN_KEY as TOKEN_KEY
+from cadenza.kube.token_secrets import secret_name as token_secret_name
 
 DEFAULT_HEARTBEAT_SECONDS = 10
-TOKEN_KEY = "token"
 STATES = {"online": "Online", "draining": "Draining", "offline": "Offline"}
-_SECRET_SUFFIX = "-dispatch-token"
-
-
-def token_secret_name(executor: str) -> str:
-    """``<executor>-dispatch-token``; a hash-named Secret when that would be too long."""
-    if len(executor) + len(_SECRET_SUFFIX) <= 253:
-        return executor + _SECRET_SUFFIX
-    return "cadenza" + _SECRET_SUFFIX + "-" + hashlib.sha256(executor.encode()).hexdigest()[:16]
 
 
 def endpoint_entry(body: RegisterBody) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from cadenza.devenv import mariadb, pods
 
 REPO = cp.REPO_ROOT
 DEMO_DATABASE = "cadenza_demo"
-EXECUTOR_LABEL = {"cadenza.dev/executor": "demo-executor"}
+EXECUTOR = "demo-executor"
+EXECUTOR_LABEL = {"cadenza.dev/executor": EXECUTOR}
 ADMIN = "cadenza-demo-admin"
 ADMIN_RBAC = {
     "apiVersion": "v1",
@@ -84,6 +85,8 @@ class Demo:
         for index in range(self.replicas):
             self._start_operator(index, database_url)
 
+        # As in a cluster: the pods mount their Executor's dispatch-token Secret, which the
+        # operator makes once the Executor exists; until then they wait, Pending.
         for index in range(self.executor_pods):
             pod = pods.SidecarPod(
                 name=f"demo-executor-{index}",
@@ -91,13 +94,17 @@ class Demo:
                 ip=pods.loopback_ip(index),
                 workdir=self.logs,
                 labels=EXECUTOR_LABEL,
+                executor=EXECUTOR,
             )
-            pod.start_processes()
-            pod.create(self.plane)
+            pod.create(self.plane, running=False)
             self.pods.append(pod)
-            _say(f"executor pod {pod.name} -> sidecar {pod.sidecar_url}")
 
         self.plane.kubectl("apply", "-n", "default", "-f", str(REPO / "examples"))
+        for pod in self.pods:
+            pod.mount_token(self.plane, timeout=60)
+            pod.start_processes()
+            pod.set_running(self.plane)
+            _say(f"executor pod {pod.name} -> sidecar {pod.sidecar_url} (dispatch token mounted)")
         self._write_env(database_url)
         (self.state_dir / "ready").write_text(str(os.getpid()))
 

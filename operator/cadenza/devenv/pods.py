@@ -4,10 +4,17 @@ Like KWOK, the Pod object is created through the API server and its status (Runn
 ``podIP``) is then written by us through the status subresource. The "pod" behind the IP is a
 real ``cadenza-sidecar`` process (with the demo application behind it) bound to a distinct
 loopback address (127.0.0.2, 127.0.0.3, ...), so the operator reaches it over real HTTP.
+
+Dispatch authentication is on, as in production: the Pod mounts its Executor's dispatch-token
+Secret (the one the operator makes and owns, ``optional: false``), and
+:meth:`SidecarPod.mount_token` does what the kubelet does with such a volume: wait until the
+Secret exists, then hand its token to the sidecar as ``--token-file``. A pod without a token
+starts only with ``insecure=True``.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import sys
@@ -18,27 +25,56 @@ from pathlib import Path
 from typing import Any
 
 from cadenza.devenv.controlplane import ControlPlane, spawn, terminate, wait_until
+from cadenza.kube.token_secrets import TOKEN_KEY, secret_name
 
 SIDECAR_PORT = 9090
 APP_PORT = 8080
+TOKEN_DIR = "/var/run/cadenza/dispatch-token"
 
 
-def pod_manifest(name: str, namespace: str, labels: Mapping[str, str]) -> dict[str, Any]:
+def pod_manifest(
+    name: str, namespace: str, labels: Mapping[str, str], executor: str | None = None
+) -> dict[str, Any]:
+    """The Pod; with ``executor``, its sidecar mounts that Executor's dispatch-token Secret."""
+    sidecar: dict[str, Any] = {
+        "name": "cadenza-sidecar",
+        "image": "example.invalid/cadenza-sidecar:demo",
+        "ports": [{"containerPort": SIDECAR_PORT, "name": "cadenza"}],
+    }
+    spec: dict[str, Any] = {"containers": [{"name": "app", "image": "example.invalid/app:demo"}]}
+    if executor is not None:
+        sidecar["env"] = [
+            {"name": "CADENZA_SIDECAR_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_KEY}"}
+        ]
+        sidecar["volumeMounts"] = [
+            {"name": "dispatch-token", "mountPath": TOKEN_DIR, "readOnly": True}
+        ]
+        spec["volumes"] = [
+            {
+                "name": "dispatch-token",
+                "secret": {"secretName": secret_name(executor), "optional": False},
+            }
+        ]
+    spec["containers"].append(sidecar)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-        "spec": {
-            "containers": [
-                {"name": "app", "image": "example.invalid/app:demo"},
-                {
-                    "name": "cadenza-sidecar",
-                    "image": "example.invalid/cadenza-sidecar:demo",
-                    "ports": [{"containerPort": SIDECAR_PORT, "name": "cadenza"}],
-                },
-            ]
-        },
+        "spec": spec,
     }
+
+
+def dispatch_token(plane: ControlPlane, namespace: str, executor: str) -> str | None:
+    """The token in the Executor's dispatch-token Secret; None while the operator has not made
+    it yet."""
+    found = plane.kubectl(
+        "get", "secret", secret_name(executor), "-n", namespace, "-o", "json",
+        "--ignore-not-found", check=False,
+    )  # fmt: skip
+    if found.returncode != 0 or not found.stdout.strip():
+        return None
+    raw = (json.loads(found.stdout).get("data") or {}).get(TOKEN_KEY)
+    return base64.b64decode(raw).decode().strip() if raw else None
 
 
 def set_pod_status(
@@ -94,8 +130,29 @@ class SidecarPod:
     workdir: Path
     labels: Mapping[str, str]
     token: str | None = None
+    """The dispatch token the sidecar requires (see :meth:`mount_token`)."""
     max_concurrency: int = 4
     processes: list[Any] = field(default_factory=list)
+    executor: str | None = None
+    """The Executor whose dispatch-token Secret the pod mounts."""
+    insecure: bool = False
+    """Start the sidecar without a token (``--insecure-no-auth``): only to test that mode."""
+
+    def mount_token(self, plane: ControlPlane, timeout: float = 30) -> str:
+        """Wait, as the kubelet does for a Secret volume with ``optional: false``, until the
+        operator has made the Executor's dispatch-token Secret; the sidecar gets its token."""
+        assert self.executor is not None, "a pod mounts the Secret of its Executor"
+        executor = self.executor
+
+        def mounted() -> bool:
+            self.token = dispatch_token(plane, self.namespace, executor)
+            return self.token is not None
+
+        wait_until(
+            mounted, timeout, f"Secret {self.namespace}/{secret_name(executor)} (the operator)"
+        )
+        assert self.token is not None
+        return self.token
 
     @property
     def ledger(self) -> Path:
@@ -142,6 +199,12 @@ class SidecarPod:
             token_file = self.workdir / f"{self.name}.token"
             token_file.write_text(self.token)
             argv += ["--token-file", str(token_file)]
+        elif self.insecure:
+            argv += ["--insecure-no-auth"]
+        else:
+            raise ValueError(
+                f"pod {self.name} has no dispatch token: mount_token() first (or insecure=True)"
+            )
         argv += ["--handler-url", f"http://{self.ip}:{APP_PORT}/run"]
         sidecar = spawn(argv, self.workdir / f"{self.name}.sidecar.log")
         self.processes = [sidecar, app]
@@ -160,13 +223,17 @@ class SidecarPod:
         body = _health(base_url)
         return body is not None and (pod is None or body.get("pod") == pod)
 
-    def create(self, plane: ControlPlane) -> None:
-        plane.kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps(pod_manifest(self.name, self.namespace, self.labels)),
-        )
+    def create(self, plane: ControlPlane, running: bool = True) -> None:
+        """The Pod object, Running and Ready at our IP; or, not ``running``, Pending (its
+        containers wait for the Secret) until :meth:`set_running`."""
+        manifest = pod_manifest(self.name, self.namespace, self.labels, self.executor)
+        plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        if running:
+            self.set_running(plane)
+        else:
+            set_pod_status(plane, self.namespace, self.name, None, ready=False, phase="Pending")
+
+    def set_running(self, plane: ControlPlane) -> None:
         set_pod_status(plane, self.namespace, self.name, self.ip)
 
     def stop_processes(self) -> None:

@@ -149,13 +149,13 @@ class ExecutorEntry:
 
     def settled(self, members: Sequence[Member], tokens_in_use: bool) -> bool:
         token_tried = self.token is not None or self.token_error is not None
-        if self.spec.token_ref is not None and tokens_in_use and not token_tried:
+        if tokens_in_use and not token_tried:
             return False
         return all(member.probed or not member.probeable for member in members)
 
     def admits(self, member: Member, tokens_in_use: bool) -> bool:
         """Whether the member is a candidate: Kubernetes, our probes and the token agree."""
-        token_known = self.token is not None or self.spec.token_ref is None or not tokens_in_use
+        token_known = self.token is not None or not tokens_in_use
         valid = self.spec_error is None
         return valid and member.pod.candidate and member.healthy and token_known
 

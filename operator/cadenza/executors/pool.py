@@ -6,10 +6,10 @@ period and the results are folded by :func:`cadenza.core.health.observe`.
 
 Invariants:
 - A member is a candidate only while its PodView says Running, Ready, addressed and not
-  terminating AND the leader's probes call it healthy AND its Executor's dispatch token (if it
-  names one) is known. The source is re-read on the first question after
-  :meth:`ExecutorPool.changed`, so a pod that turns unready is dropped at once, without waiting
-  for a probe.
+  terminating AND the leader's probes call it healthy AND its Executor's dispatch token (from
+  the Secret the operator makes and owns for it) is known. The source is re-read on the first
+  question after :meth:`ExecutorPool.changed`, so a pod that turns unready is dropped at once,
+  without waiting for a probe.
 - A new member is probed at once; then on its period, measured from the start of the previous
   probe. Each probe is its own task: a pod that hangs delays nobody else, and a member never has
   two probes in flight (the timeout is at most the period).
@@ -232,7 +232,7 @@ class ExecutorPool:
         """Start every probe and token read that is due; seconds until the next one is."""
         delay = 60.0
         for executor in self._executors.values():
-            if executor.spec.token_ref is not None and self._tokens is not None:
+            if self._tokens is not None:
                 if executor.loading is None and executor.token_due <= now:
                     executor.loading = asyncio.create_task(self._load_token(executor))
                 elif executor.loading is None:
@@ -343,10 +343,8 @@ class ExecutorPool:
         members: dict[Key, Member] = {}
         for view in views:
             executor = self._executors.get(view.uid)
-            spec, problems = read_spec(view.spec)
-            if executor is None or executor.spec.token_ref != spec.token_ref:
-                if executor is not None and executor.loading is not None:
-                    executor.loading.cancel()
+            spec, problems = read_spec(view.spec, view.name)
+            if executor is None:
                 executor = ExecutorEntry(view, spec)
             spec_error = "; ".join(str(p) for p in problems) or None
             if spec_error is not None and spec_error != executor.spec_error:

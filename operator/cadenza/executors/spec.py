@@ -11,6 +11,10 @@ Invariants:
   a pod has at most one probe in flight.
 - ``selector`` may be absent only when ``endpoints`` lists members (executors outside the
   cluster, :mod:`cadenza.executors.endpoints`); an absent selector selects no pod.
+- ``tokenSecretRef`` is deprecated: the operator makes and owns every Executor's token Secret
+  (:mod:`cadenza.kube.token_secrets`). Given the Executor's name, a ref naming any other Secret
+  or key is a problem (so the Executor takes no runs, ``Available=False`` says why); it never
+  makes the operator read another Secret.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from cadenza.core.fields import FieldError, Integer
 from cadenza.core.health import HealthThresholds
 from cadenza.executors import endpoints
 from cadenza.executors.endpoints import Endpoint
+from cadenza.kube import token_secrets
 
 PORT = Integer("port", 1, 65_535, 9090)
 PERIOD_SECONDS = Integer("periodSeconds", 1, 3600, 10)
@@ -98,8 +103,13 @@ def parse_spec(spec: Mapping[str, Any]) -> ExecutorSpec:
     return read_spec(spec)[0]
 
 
-def read_spec(spec: Any) -> tuple[ExecutorSpec, tuple[FieldError, ...]]:
-    """The spec with each bad field at its default, and every problem found; never raises."""
+def read_spec(
+    spec: Any, executor: str | None = None
+) -> tuple[ExecutorSpec, tuple[FieldError, ...]]:
+    """The spec with each bad field at its default, and every problem found; never raises.
+
+    With the Executor's name, a ``tokenSecretRef`` naming another Secret than the one the
+    operator makes for it is a problem too."""
     problems = fields.Problems()
     raw = problems.read(functools.partial(fields.mapping, spec, "spec"), _EMPTY)
     check = problems.read(
@@ -126,7 +136,20 @@ def read_spec(spec: Any) -> tuple[ExecutorSpec, tuple[FieldError, ...]]:
     )
     if raw.get("selector") is not None or not parsed.endpoints:
         problems.read(functools.partial(_check_selector, raw.get("selector")), None)
+    if executor is not None and parsed.token_ref is not None:
+        problems.read(functools.partial(_check_own_secret, parsed.token_ref, executor), None)
     return parsed, tuple(problems.found)
+
+
+def _check_own_secret(ref: TokenRef, executor: str) -> None:
+    own = TokenRef(token_secrets.secret_name(executor), token_secrets.TOKEN_KEY)
+    if ref != own:
+        raise FieldError(
+            "spec.tokenSecretRef",
+            f"names Secret {ref.name!r} key {ref.key!r}, but the operator reads the dispatch "
+            f"token only from the Secret it makes and owns for this Executor ({own.name!r}, key "
+            f"{own.key!r}): remove spec.tokenSecretRef (deprecated) and mount that Secret",
+        )
 
 
 def _integer(problems: fields.Problems, field: Integer, raw: Mapping[str, Any], path: str) -> int:
