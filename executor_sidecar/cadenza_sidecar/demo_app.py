@@ -108,6 +108,8 @@ class DemoApp:
             "handler": call.get("handler"),
             "attempt": call.get("attempt"),
             "scheduledAt": call.get("scheduledAt"),
+            "task": call.get("task"),
+            "epoch": call.get("epoch"),
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
         logger.info("call", extra=entry)

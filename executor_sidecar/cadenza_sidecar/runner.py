@@ -101,6 +101,8 @@ class HttpHandler:
                 "payload": request.payload,
                 "attempt": request.attempt,
                 "scheduledAt": request.scheduled_at,
+                "task": request.task,
+                "epoch": request.epoch,
             }
         )
         try:
