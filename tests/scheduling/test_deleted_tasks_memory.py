@@ -92,7 +92,12 @@ def test_deleted_tasks_leave_no_series_and_no_bookkeeping_on_the_leader(scene: S
     text = scrape(scene)
     print(f"{len(task_series(text))} task series with {CHURN + 1} Tasks, {len(before)} with one")
     for name in ("churn-000", f"churn-{CHURN - 1:03d}"):
-        assert scene.task_status(name).get("lastScheduleTime")
+        # Status writes are rate-limited: the first may predate the first run's end.
+        wait_for(
+            lambda name=name: scene.task_status(name).get("lastScheduleTime"),
+            60,
+            f"{name}'s status to show its last schedule time",
+        )
 
     scene.plane.kubectl("delete", "tasks", "-n", ns, "-l", f"{LABEL}=yes", "--wait=false")
     wait_for(
