@@ -173,7 +173,7 @@ class System:
             self.plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
         self.plane.kubectl("create", "namespace", NAMESPACE)
         self.apply(executor_manifest(self.args.pod_concurrency))
-        self._start_pods()
+        self._create_pods()
         database_url = server.url(self.database)
         self.stack.callback(self.stop_replicas)
         ports = [cp.free_port() for _ in range(self.args.replicas)]
@@ -188,8 +188,12 @@ class System:
             )
         cp.wait_until(lambda: len(self.leaders()) == 1, 60, "exactly one leader", interval=0.2)
         say(f"{self.leaders()[0].name} leads")
+        self._start_pods()  # the leader has made their Executor's dispatch-token Secret
 
-    def _start_pods(self) -> None:
+    def _create_pods(self) -> None:
+        """The pods, Pending: as in a cluster, they wait for the dispatch-token Secret the
+        operator makes for their Executor."""
+        assert self.plane is not None
         for index, ip in enumerate(pod_addresses(self.args.pods)):
             pod = pods.SidecarPod(
                 name=f"{EXECUTOR}-{index}",
@@ -198,13 +202,19 @@ class System:
                 workdir=self.workdir / "pods",
                 labels={"cadenza.dev/executor": EXECUTOR},
                 max_concurrency=self.args.pod_concurrency,
+                executor=EXECUTOR,
             )
             self.stack.callback(pod.stop_processes)
+            pod.create(self.plane, running=False)
+            self.pods.append(pod)
+
+    def _start_pods(self) -> None:
+        assert self.plane is not None
+        for pod in self.pods:
+            pod.mount_token(self.plane, timeout=60)
             pod.start_processes()
             self.pids += [p.pid for p in pod.processes]
-            assert self.plane is not None
-            pod.create(self.plane)
-            self.pods.append(pod)
+            pod.set_running(self.plane)
             say(f"pod {pod.name}: sidecar {pod.sidecar_url}")
 
     def _start_replica(self, index: int, database_url: str, ports: list[int]) -> None:

@@ -141,12 +141,19 @@ _QUEUED = RunStatus.QUEUED
 
 class Actions:
     """What is being done to runs, one action per run at a time (``Run.busy``), each in a task
-    of its own whose failure is logged (a fenced write is no failure: the leader stepped down)."""
+    of its own whose failure is logged (a fenced write is no failure: the leader stepped down).
+
+    Once stopped (the leader's work ends), nothing new starts: a claim still in flight at that
+    moment would otherwise start a dispatch on a store that is closing."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     def __call__(self, run: Run, action: Coroutine[Any, Any, None]) -> None:
+        if self._stopped:
+            action.close()
+            return
         run.busy = True
 
         async def acting() -> None:
@@ -158,16 +165,20 @@ class Actions:
         task = asyncio.create_task(acting())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(self._log_failure)
 
     def cancel_all(self) -> None:
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
 
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None and not isinstance(exc, Fenced):
-        log.error("run handling failed: %r", exc, exc_info=exc)
+    def _log_failure(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None or isinstance(exc, Fenced):
+            return
+        if self._stopped:  # the leader's store closed under it: expected, not a failure
+            log.debug("run handling ended with the leader's work: %r", exc)
+        else:
+            log.error("run handling failed: %r", exc, exc_info=exc)
