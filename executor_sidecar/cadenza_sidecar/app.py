@@ -1,6 +1,7 @@
 """The sidecar's lifecycle: wire the parts, serve, and drain on SIGTERM.
 
-Start: prepare the spool, remember spooled results (idempotency) and re-send them, then listen.
+Start: prepare the spool, remember spooled results (idempotency) and re-send them, watch the
+token file for rotations, then listen.
 Stop (SIGTERM or SIGINT): /healthz turns 503 and new runs are refused; runs in flight get the
 grace, then are cancelled and reported; pending callbacks get the flush time; whatever is still
 undelivered stays in the spool for the next start. The process then exits 0.
@@ -20,7 +21,7 @@ import signal
 import aiohttp
 from aiohttp import web
 
-from cadenza_sidecar import registration, runner, server
+from cadenza_sidecar import dispatch_tokens, registration, runner, server
 from cadenza_sidecar.callbacks import CallbackSender
 from cadenza_sidecar.runs import RunRegistry
 from cadenza_sidecar.settings import Settings
@@ -44,6 +45,11 @@ async def _stop_requested() -> signal.Signals:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _handler_session(settings: Settings) -> aiohttp.ClientSession | None:
@@ -101,11 +107,24 @@ async def serve(settings: Settings) -> int:
             registry.remember(report)
         callbacks.resume(leftovers)
 
+        tokens = (
+            None
+            if token is None
+            else dispatch_tokens.DispatchTokens(token, settings.auth.grace_seconds)
+        )
+        token_file = settings.auth.token_file
+        if tokens is not None and token_file is not None and settings.registration is None:
+            # A registered sidecar's token comes from its registration, not from the file.
+            watching = asyncio.create_task(
+                dispatch_tokens.watch_file(tokens, token_file, settings.auth.poll_seconds),
+                name="token-file",
+            )
+            stack.push_async_callback(_cancelled, watching)
         api = server.Api(
             registry,
             callbacks,
             pod=settings.pod_name,
-            token=token,
+            tokens=tokens,
             cancel_wait_seconds=settings.handler.kill_grace_seconds + 5,
             max_batch_items=settings.server.max_batch_items,
             max_batch_bytes=settings.server.max_batch_bytes,
@@ -135,6 +154,7 @@ async def serve(settings: Settings) -> int:
                 "port": settings.server.port,
                 "pod": settings.pod_name,
                 "mode": "http" if settings.handler.url else "command",
+                "handlerUser": settings.handler.user.name if settings.handler.user else None,
                 "capacity": settings.runs.max_concurrency,
                 "spooled": len(leftovers),
                 "spoolMaxFiles": settings.spool.max_files,

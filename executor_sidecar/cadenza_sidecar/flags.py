@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+from cadenza_sidecar import handler_user
+
 ENV_PREFIX = "CADENZA_SIDECAR_"
 DEFAULT_SPOOL_DIR = Path("/var/run/cadenza/spool")
 DEFAULT_SPOOL_MAX_FILES = 4096
@@ -27,6 +29,8 @@ DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_BATCH_ITEMS = 1000
 DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
 DEFAULT_CALLBACK_BATCH_MAX_ITEMS = 200
+DEFAULT_TOKEN_GRACE_SECONDS = 300.0
+DEFAULT_TOKEN_POLL_SECONDS = 2.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 T = TypeVar("T")
@@ -131,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
         " --scheduler-url or --insecure-no-auth",
     )
     add(
+        "--token-grace-seconds",
+        metavar="S",
+        type=seconds,
+        help=f"after the token file changes, the old token is still accepted this long"
+        f" (default {DEFAULT_TOKEN_GRACE_SECONDS:g})",
+    )
+    add(
+        "--token-poll-seconds",
+        metavar="S",
+        type=positive_seconds,
+        help=f"how often the token file is checked for a change"
+        f" (default {DEFAULT_TOKEN_POLL_SECONDS:g})",
+    )
+    add(
         "--insecure-no-auth",
         action="store_const",
         const=True,
@@ -138,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         " port can run handlers",
     )
     add("--handler-url", metavar="URL", type=for_argparse(http_url), help="POST each run here")
+    add(
+        "--handler-user",
+        metavar="NAME|UID[:GID]",
+        type=for_argparse(handler_user.parse),
+        help="run commands as this user (needs root or CAP_SETUID/CAP_SETGID), so they cannot"
+        " read the token file or the spool",
+    )
     add(
         "--command",
         nargs=argparse.REMAINDER,

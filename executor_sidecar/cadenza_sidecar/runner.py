@@ -9,6 +9,8 @@ Invariants:
 - Cancelling ``invoke`` aborts the work: the HTTP call's connection is closed, and the command's
   whole process group gets SIGTERM, then SIGKILL after the kill grace. It returns (by raising
   CancelledError) only once the command has been reaped, so a cancelled run leaves no process.
+- With ``--handler-user`` the command runs as that uid and gid with no supplementary groups
+  (switched in the child before exec), so it cannot read the sidecar's token file or spool.
 - Output kept in results and errors is capped at ``max_output_bytes`` per stream; the pipes are
   still drained to the end so a chatty command never blocks on a full pipe.
 """
@@ -20,7 +22,8 @@ import contextlib
 import logging
 import os
 import signal
-from typing import Protocol
+import subprocess
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -149,6 +152,10 @@ class CommandHandler:
 
     async def invoke(self, request: ExecutionRequest) -> Outcome:
         payload = protocol.dumps(request.payload)
+        user = self._settings.user
+        as_user: dict[str, Any] = (
+            {} if user is None else {"user": user.uid, "group": user.gid, "extra_groups": []}
+        )
         try:
             process = await asyncio.create_subprocess_exec(
                 *self._argv,
@@ -157,8 +164,9 @@ class CommandHandler:
                 stderr=asyncio.subprocess.PIPE,
                 env=self._environment(request, payload),
                 start_new_session=True,  # own process group: a kill reaches its children too
+                **as_user,  # switched in the child before exec (see handler_user)
             )
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
             return Outcome(RunState.FAILED, error=f"could not start {self._argv[0]!r}: {exc}")
         stdout = CappedOutput(self._settings.max_output_bytes)
         stderr = CappedOutput(self._settings.max_output_bytes, keep_tail=True)

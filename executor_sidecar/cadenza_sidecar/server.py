@@ -2,7 +2,8 @@
 
 Invariants:
 - Every ``/v1/*`` request carries ``Authorization: Bearer <dispatch token>`` when a token is
-  configured; it is compared in constant time and checked before the body is read.
+  configured; it is checked (in constant time, against the current token and the previous one
+  within its grace: :mod:`cadenza_sidecar.dispatch_tokens`) before the body is read.
 - A POST is answered in this order: 401 (token), 400 (body), 200 (known executionId: the existing
   run, never a second one, even while busy or draining), 503 (draining), 429 (busy), 202 (started).
   Past the 401, ``admission.admit`` decides, for the single endpoint and for every batch item.
@@ -15,7 +16,6 @@ Invariants:
 from __future__ import annotations
 
 import collections
-import hmac
 import logging
 
 from aiohttp import web
@@ -23,6 +23,7 @@ from aiohttp.typedefs import Handler
 
 from cadenza_sidecar import admission, protocol
 from cadenza_sidecar.callbacks import CallbackSender
+from cadenza_sidecar.dispatch_tokens import DispatchTokens
 from cadenza_sidecar.protocol import ExecutionId, InvalidRequest, JsonObject
 from cadenza_sidecar.runs import Run, RunRegistry
 
@@ -45,7 +46,7 @@ class Api:
         callbacks: CallbackSender,
         *,
         pod: str,
-        token: str | None,
+        tokens: DispatchTokens | None,
         cancel_wait_seconds: float,
         max_batch_items: int,
         max_batch_bytes: int,
@@ -55,7 +56,7 @@ class Api:
         self._callbacks_allowed = callbacks_allowed
         self._callbacks = callbacks
         self._pod = pod
-        self._token = token.encode() if token is not None else None
+        self._tokens = tokens
         self._cancel_wait_seconds = cancel_wait_seconds
         self._max_batch_items = max_batch_items
         self._max_batch_bytes = max_batch_bytes
@@ -74,17 +75,20 @@ class Api:
         return app
 
     def use_token(self, token: str) -> None:
-        """Accept ``token`` from now on (a registration answered it)."""
-        self._token = token.encode()
+        """Accept ``token``, and only it, from now on (a registration answered it)."""
+        if self._tokens is None:
+            self._tokens = DispatchTokens(token, grace_seconds=0)
+        else:
+            self._tokens.replace(token)
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self._token is None or not request.path.startswith("/v1/"):
+        if self._tokens is None or not request.path.startswith("/v1/"):
             return await handler(request)
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         # Header bytes that are not UTF-8 arrive as lone surrogates: such a token is just wrong.
         offered = credentials.strip().encode("utf-8", "surrogatepass")
-        if scheme.lower() == "bearer" and hmac.compare_digest(offered, self._token):
+        if scheme.lower() == "bearer" and self._tokens.accepts(offered):
             return await handler(request)
         logger.warning(
             "unauthorized request",

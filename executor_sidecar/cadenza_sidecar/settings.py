@@ -8,6 +8,8 @@ Invariants:
   (which answers the token) or ``--insecure-no-auth`` says so: open dispatch is never a default.
 - This is the only module that reads ``os.environ``; everything else receives settings explicitly.
 - Exactly one handler mode is configured: ``--handler-url`` or ``--command``.
+- With ``--handler-user`` the sidecar can switch to that user and the token file is not readable
+  by it, or the start is refused (:mod:`cadenza_sidecar.handler_user`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cadenza_sidecar import flags
+from cadenza_sidecar import dispatch_tokens, flags, handler_user
 from cadenza_sidecar.flags import (
     DEFAULT_CALLBACK_BATCH_MAX_ITEMS,
     DEFAULT_MAX_BATCH_BYTES,
@@ -29,9 +31,12 @@ from cadenza_sidecar.flags import (
     DEFAULT_SPOOL_DIR,
     DEFAULT_SPOOL_MAX_BYTES,
     DEFAULT_SPOOL_MAX_FILES,
+    DEFAULT_TOKEN_GRACE_SECONDS,
+    DEFAULT_TOKEN_POLL_SECONDS,
     ENV_PREFIX,
 )
 from cadenza_sidecar.flags import SettingsError as SettingsError
+from cadenza_sidecar.handler_user import HandlerUser
 
 # One result's spool record beyond its output fields: keys, timestamps, status, pod, ids, URLs and
 # token of a typical dispatch. Only the floor of --spool-max-bytes uses it; reservations measure.
@@ -69,6 +74,18 @@ class AuthSettings:
     """``--insecure-no-auth`` (``CADENZA_SIDECAR_INSECURE_NO_AUTH=true``): allow starting without
     a token. For development only: any caller that reaches the port can run handlers."""
 
+    token_file: Path | None = None
+    """``--token-file``: watched while the sidecar runs; when its content changes (the kubelet
+    updates a mounted Secret in place after a rotation) the new token is accepted at once."""
+
+    grace_seconds: float = DEFAULT_TOKEN_GRACE_SECONDS
+    """``--token-grace-seconds``: after the token file changed, the token it held before is still
+    accepted this long, then refused."""
+
+    poll_seconds: float = DEFAULT_TOKEN_POLL_SECONDS
+    """``--token-poll-seconds``: how often the token file is checked (one ``stat``; the file is
+    read only when that changes)."""
+
 
 @dataclass(frozen=True)
 class HandlerSettings:
@@ -88,6 +105,10 @@ class HandlerSettings:
     max_output_bytes: int = 4096
     """Cap on each of a command's stdout and stderr and on a handler's HTTP response body as kept
     in a result or error; longer output is truncated with a marker."""
+
+    user: HandlerUser | None = None
+    """``--handler-user``: the uid and gid commands run as (no supplementary groups), so they
+    cannot read the token file or the spool; None: the sidecar's own."""
 
 
 @dataclass(frozen=True)
@@ -222,12 +243,11 @@ def _token(resolve: flags.Resolver, environ: Mapping[str, str]) -> str | None:
     if token_file is None:
         return environ.get(ENV_PREFIX + "TOKEN") or None
     try:
-        token = token_file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise SettingsError(f"--token-file {token_file}: cannot read it ({exc.strerror})") from None
-    if not token:
-        raise SettingsError(f"--token-file {token_file} is empty; put the dispatch token in it")
-    return token
+        return dispatch_tokens.read_token_file(token_file)
+    except ValueError as exc:
+        raise SettingsError(
+            f"--token-file {token_file}: {exc}; put the dispatch token in it"
+        ) from None
 
 
 def _handler(
@@ -253,6 +273,7 @@ def _handler(
         child_env=types.MappingProxyType(child_env),
         kill_grace_seconds=resolve.get("kill_grace_seconds", flags.non_negative_float, 2.0),
         max_output_bytes=resolve.get("max_output_bytes", flags.positive_int, 4096),
+        user=resolve.get("handler_user", handler_user.parse, None),
     )
 
 
@@ -299,6 +320,13 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         auth=AuthSettings(
             token=_token(resolve, env),
             insecure_no_auth=resolve.get("insecure_no_auth", flags.boolean, False),
+            token_file=resolve.get("token_file", Path, None),
+            grace_seconds=resolve.get(
+                "token_grace_seconds", flags.non_negative_float, DEFAULT_TOKEN_GRACE_SECONDS
+            ),
+            poll_seconds=resolve.get(
+                "token_poll_seconds", flags.positive_float, DEFAULT_TOKEN_POLL_SECONDS
+            ),
         ),
         handler=handler,
         runs=RunSettings(
@@ -340,7 +368,26 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             f" in {ENV_PREFIX}TOKEN), or --insecure-no-auth to let any caller run handlers"
             " (development only)"
         )
+    if loaded.handler.user is not None:
+        if loaded.handler.command is None:
+            raise SettingsError(
+                "--handler-user applies to --command only: in --handler-url mode the handler is"
+                " another container, which simply does not mount the token or spool volumes"
+            )
+        _check_handler_user(loaded.handler.user, auth.token_file)
     return loaded
+
+
+def _check_handler_user(user: HandlerUser, token_file: Path | None) -> None:
+    flag = f"--handler-user {user.name} (or {ENV_PREFIX}HANDLER_USER)"
+    why = handler_user.cannot_switch_reason(user)
+    if why is not None:
+        raise SettingsError(f"{flag} {why}")
+    if token_file is not None and handler_user.readable_by(token_file, user):
+        raise SettingsError(
+            f"{flag}: that user could read --token-file {token_file}; make it readable by the"
+            " sidecar only (mount the Secret with defaultMode: 0400, or chmod 600 the file)"
+        )
 
 
 def _registration(

@@ -14,6 +14,8 @@ Invariants:
 - A file is either absent or complete: readers never see a half-written record.
 - Removal is best-effort durable: if it is lost in a crash the result is re-sent, which the
   receiver must tolerate anyway (delivery is at least once).
+- The directory is 0700 and every file in it 0600: only the sidecar's uid reads the callback
+  tokens (a command run with ``--handler-user`` cannot).
 - A failed write (full disk, I/O error) leaves no ``*.tmp`` behind: the temp file is removed
   before the error reaches the caller.
 - The spool is bounded (``spool_quota``): a run reserves its room when admitted, so the result of
@@ -99,8 +101,10 @@ class Spool:
         self._output_reserve_bytes = settings.output_reserve_bytes
 
     def prepare(self) -> None:
-        """Creates the directory and removes temp files a crash left behind."""
+        """Creates the directory (or makes an existing one, such as an emptyDir volume, which is
+        0777, private: 0700) and removes temp files a crash left behind."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
         for leftover in self.directory.glob("*.tmp"):
             leftover.unlink(missing_ok=True)
 

@@ -77,7 +77,7 @@ class Leader:
         pool = ExecutorPool(
             lambda: (ctx.hub.executors(), ctx.hub.pods()),
             client,
-            TokenSource(ctx.kube),
+            TokenSource(ctx.kube, grace_seconds=tuning.dispatch_token_grace_seconds),
             engine=ctx.engine,
             lock_name=lock,
             epoch=epoch,

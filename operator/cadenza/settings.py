@@ -136,6 +136,12 @@ class SchedulingSettings:
     """How often finished runs beyond each Task's ``spec.history`` are pruned
     (``CADENZA_RETENTION_INTERVAL_SECONDS``)."""
 
+    dispatch_token_grace_seconds: float = 300.0
+    """After an Executor's dispatch token was rotated (``cadenza.dev/rotate-token``), how long
+    a sidecar that refuses the new token with 401 is sent the previous one instead, while its
+    kubelet has not delivered the new one yet (``CADENZA_DISPATCH_TOKEN_GRACE_SECONDS``). Keep it
+    no longer than the sidecars' ``--token-grace-seconds`` (300 by default)."""
+
 
 @dataclass(frozen=True)
 class ApiSettings:
@@ -253,6 +259,9 @@ class Settings:
                 ),
                 retention_interval_seconds=read(
                     "CADENZA_RETENTION_INTERVAL_SECONDS", float, 60.0, minimum=1, maximum=86400
+                ),
+                dispatch_token_grace_seconds=read(
+                    "CADENZA_DISPATCH_TOKEN_GRACE_SECONDS", float, 300.0, minimum=0, maximum=86400
                 ),
             ),
             kube=KubeSettings(

@@ -454,14 +454,14 @@ NAMESPACED_MUST: Grants = [
     (("get", "list", "watch"), "pods"),
     (("create", "patch"), "events"),
     (("create", "patch"), "events.events.k8s.io"),
-    (("get", "create"), "secrets"),
+    (("get", "create", "patch"), "secrets"),
 ]
 NAMESPACED_MUST_NOT: Grants = [
     (("deletecollection", "trigger"), "tasks.cadenza.dev"),
     (("patch", "deletecollection"), "executors.cadenza.dev"),
     (("create", "patch", "delete"), "pods"),
     (("create",), "pods/exec"),
-    (("list", "watch", "update", "patch", "delete"), "secrets"),
+    (("list", "watch", "update", "delete"), "secrets"),
     (("get", "list", "create", "patch", "delete"), "deployments.apps"),
     (("get",), "configmaps"),
     (("delete",), "events"),

@@ -30,6 +30,7 @@ from cadenza.core.ids import Epoch
 from cadenza.devenv.controlplane import ControlPlane
 from cadenza.devenv.pods import APP_PORT, SidecarPod, pod_manifest, set_pod_status
 from cadenza.dispatch.client import DispatchClient, DispatchRequest, Outcome
+from cadenza.dispatch.credentials import DispatchToken
 from cadenza.executors.members import ExecutorSnapshot, PodSnapshot
 from cadenza.executors.pool import ExecutorPool
 from cadenza.executors.status import ExecutorStatusWriter
@@ -284,7 +285,9 @@ async def test_healthy_pods_become_candidates_and_everyone_sees_it(harness: Harn
 
     await eventually(all_candidates, "three candidates")
     (first, *_) = h.pool.candidates(h.namespace, ["workers"])
-    assert (first.ip, first.base_url, first.token) == (IPS[0], f"http://{IPS[0]}:9090", h.token)
+    assert (first.ip, first.base_url, first.token) == (
+        IPS[0], f"http://{IPS[0]}:9090", DispatchToken(h.token),
+    )  # fmt: skip
     assert (first.capacity, first.in_flight, first.full) == (4, 0, False)
     assert all(p.name != "bystander" for s in h.pool.snapshot() for p in s.pods)
 
@@ -495,7 +498,7 @@ async def test_an_executor_naming_a_secret_it_does_not_own_gets_no_token_from_it
 
     await eventually(guarded_serves, "the guarded executor's pods to become candidates")
     (own,) = {c.token for c in h.pool.candidates(h.namespace, ["guarded"])}
-    assert own is not None and own != h.token
+    assert own is not None and own.current != h.token
 
 
 async def test_a_secret_of_the_right_name_the_executor_does_not_own_is_never_read(
@@ -526,7 +529,7 @@ async def test_a_secret_of_the_right_name_the_executor_does_not_own_is_never_rea
 
     await eventually(guarded_serves, "the guarded executor's own Secret and candidates")
     (own,) = {c.token for c in h.pool.candidates(h.namespace, ["guarded"])}
-    assert own is not None and own != h.token
+    assert own is not None and own.current != h.token
     made = json.loads(
         (await asyncio.to_thread(
             h.plane.kubectl, "get", "secret", "guarded-dispatch-token", "-n", h.namespace,

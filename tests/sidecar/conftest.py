@@ -128,6 +128,17 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def write_private(path: Path, text: str) -> None:
+    """Writes ``text`` to a new file of mode 0600 that replaces ``path`` at once (as the kubelet
+    swaps a Secret volume's files), so a reader never sees it half-written."""
+    temp = path.with_name(path.name + ".new")
+    temp.unlink(missing_ok=True)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(temp, path)
+
+
 def check_log_hygiene(log: str) -> None:
     """Every line is one JSON object, and nothing crashed or leaked along the way."""
     for line in log.splitlines():
@@ -235,6 +246,8 @@ class SidecarProcess(ManagedProcess):
         self.port = port
         self.spool_dir = spool_dir
         self.token = token
+        self.token_file: Path | None = None
+        """The file the sidecar reads its token from (``token_via="file"``)."""
 
     @property
     def base_url(self) -> str:
@@ -531,9 +544,10 @@ class SidecarLauncher:
         spool = spool_dir or self.directory / f"{name}-spool"
         args = ["--pod-name", f"pod-{host}", "--spool-dir", str(spool), *FAST_FLAGS]
         child_env = _child_env(env)
+        token_file: Path | None = None
         if token is not None and token_via == "file":
             token_file = self.directory / f"{name}-token"
-            token_file.write_text(token + "\n")
+            write_private(token_file, token + "\n")  # as a Secret mounted with defaultMode 0400
             args += ["--token-file", str(token_file)]
         elif token is not None:
             child_env["CADENZA_SIDECAR_TOKEN"] = token
@@ -551,6 +565,7 @@ class SidecarLauncher:
             log_path=self.directory / f"{name}.log",
             env=child_env,
         )
+        sidecar.token_file = token_file
         self.started.append(sidecar)
         return sidecar.start()
 

@@ -1,13 +1,16 @@
-"""The dispatch token as stored in a Secret: what is accepted and how refusals read."""
+"""The dispatch token as stored in a Secret: what is accepted, how refusals read, and how long
+the token before a rotation is still offered."""
 
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cadenza.dispatch.credentials import DispatchToken
 from cadenza.executors.spec import TokenRef
-from cadenza.executors.tokens import TokenUnavailable, decode_token
+from cadenza.executors.tokens import Credentials, TokenUnavailable, decode_token
 
 WHERE = "Secret team-a/workers-token (spec.tokenSecretRef)"
 
@@ -37,3 +40,13 @@ def test_a_missing_key_names_the_keys_present_and_the_fix() -> None:
 def test_an_unusable_value_is_refused(value: str, problem: str) -> None:
     with pytest.raises(TokenUnavailable, match=problem):
         decode_token(WHERE, {"token": value}, TokenRef("workers-token"))
+
+
+def test_the_previous_token_is_offered_only_within_the_grace_after_its_rotation() -> None:
+    rotated = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    found = Credentials("new", "old", rotated)
+
+    assert found.offered(rotated + timedelta(seconds=299), 300) == DispatchToken("new", "old")
+    assert found.offered(rotated + timedelta(seconds=300), 300) == DispatchToken("new")
+    assert Credentials("new").offered(rotated, 300) == DispatchToken("new")
+    assert "old" not in repr(found.offered(rotated, 300))  # never a token in a log line

@@ -104,8 +104,9 @@ delete, no wildcard, no write to pods or to the Executors' specs.
 - apiGroups: [""]
   resources: [secrets]
   # get, create: each Executor's own dispatch-token Secret, made by the operator (owned by the
-  # Executor, so the garbage collector deletes it) and read; nothing lists, updates or deletes.
-  verbs: [get, create]
+  # Executor, so the garbage collector deletes it) and read; patch: a rotation asked for with
+  # the Executor's cadenza.dev/rotate-token annotation. Nothing lists, updates or deletes them.
+  verbs: [get, create, patch]
 {{- end }}
 
 {{/*

@@ -12,6 +12,9 @@ Invariants:
   (15 s) is shorter than the sidecar's (aiohttp's 75 s), so we never send on a connection the
   pod is closing.
 - Requests never follow redirects and every one has a deadline (connect and total).
+- A request the sidecar refuses with 401 is sent once more with the previous dispatch token
+  when there is one (:mod:`cadenza.dispatch.credentials`: a rotation its kubelet has not
+  delivered yet), never more often and never with any other token.
 - Every answer is read up to its kind's cap (``*_ANSWER_MAX_BYTES``) and never further: a pod
   answering more (an endless body, a huge Content-Length) costs us at most the cap, and that
   answer is that pod's error (:func:`answers.too_large_result`); its connection is closed.
@@ -36,7 +39,7 @@ from typing import Any
 
 import aiohttp
 
-from cadenza.dispatch import answers
+from cadenza.dispatch import answers, credentials
 from cadenza.dispatch.answers import (
     DispatchResult,
     Outcome,
@@ -47,11 +50,13 @@ from cadenza.dispatch.answers import (
     json_object,
     probe_result,
 )
+from cadenza.dispatch.credentials import DispatchToken
 
 __all__ = [
     "DispatchClient",
     "DispatchRequest",
     "DispatchResult",
+    "DispatchToken",
     "Outcome",
     "ProbeResult",
     "answer_result",
@@ -79,6 +84,9 @@ PROBE_ANSWER_MAX_BYTES = 64 * 1024
 """Largest health answer: the sidecar's is a few dozen bytes; an outside executor's health URL
 gets room for a small page."""
 _CHUNK = 65536
+
+Token = DispatchToken | str | None
+"""What the dispatch methods take: a plain str is one token, with no fallback."""
 
 
 class AnswerTooLarge(Exception):
@@ -168,14 +176,12 @@ class DispatchClient:
     def _timeout(self, total: float) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=total, connect=min(self._connect_timeout, total))
 
-    async def send(
-        self, base_url: str, token: str | None, request: DispatchRequest
-    ) -> DispatchResult:
+    async def send(self, base_url: str, token: Token, request: DispatchRequest) -> DispatchResult:
         """POST the run to the sidecar at ``base_url`` (``http://10.0.0.7:9090``)."""
         data = json.dumps(request.to_json(), allow_nan=False, separators=(",", ":")).encode()
         try:
-            status, raw = await self._post(
-                base_url.rstrip("/") + EXECUTIONS_PATH, token, data, RUN_ANSWER_MAX_BYTES
+            status, raw = await self._exchange(
+                "POST", base_url.rstrip("/") + EXECUTIONS_PATH, token, RUN_ANSWER_MAX_BYTES, data
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             return self._unreachable(exc)
@@ -184,7 +190,7 @@ class DispatchClient:
         return answer_result(classify(status), status, json_object(raw), raw)
 
     async def send_batch(
-        self, base_url: str, token: str | None, requests: Sequence[DispatchRequest]
+        self, base_url: str, token: Token, requests: Sequence[DispatchRequest]
     ) -> list[DispatchResult]:
         """POST the runs to the sidecar in one request; one result per request, in order.
 
@@ -203,7 +209,7 @@ class DispatchClient:
         ).encode()
         url = base_url.rstrip("/") + BATCH_PATH
         try:
-            status, raw = await self._post(url, token, data, BATCH_ANSWER_MAX_BYTES)
+            status, raw = await self._exchange("POST", url, token, BATCH_ANSWER_MAX_BYTES, data)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return [self._unreachable(exc)] * len(requests)
         except AnswerTooLarge as exc:
@@ -215,16 +221,42 @@ class DispatchClient:
             return [await self.send(base_url, token, request) for request in requests]
         return batch_results(status, json_object(raw), raw, len(requests))
 
-    async def _post(
-        self, url: str, token: str | None, data: bytes, limit: int
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        token: Token,
+        limit: int,
+        data: bytes | None = None,
+        total: float | None = None,
     ) -> tuple[int, bytes]:
-        """POST a JSON body; the answer's status and body (at most ``limit`` bytes). Raises
-        what aiohttp raises, and AnswerTooLarge."""
-        async with self._http().post(
+        """One request (a JSON body when ``data``), again with the previous token after a 401;
+        the answer's status and body (at most ``limit`` bytes). Raises what aiohttp raises, and
+        AnswerTooLarge."""
+        current, previous = credentials.tokens(token)
+        status, raw = await self._once(method, url, current, limit, data, total)
+        if status == 401 and previous:
+            status, raw = await self._once(method, url, previous, limit, data, total)
+        return status, raw
+
+    async def _once(
+        self,
+        method: str,
+        url: str,
+        token: str | None,
+        limit: int,
+        data: bytes | None,
+        total: float | None,
+    ) -> tuple[int, bytes]:
+        headers = _auth(token)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        async with self._http().request(
+            method,
             url,
-            data=io.BytesIO(data),  # aiohttp warns about raw bodies above 1 MiB
-            headers={"Content-Type": "application/json", **_auth(token)},
-            timeout=self._timeout(self._total_timeout),
+            data=None if data is None else io.BytesIO(data),  # aiohttp warns of raw > 1 MiB
+            headers=headers,
+            timeout=self._timeout(self._total_timeout if total is None else total),
             allow_redirects=False,
         ) as resp:
             return resp.status, await read_capped(resp, limit)
@@ -235,18 +267,13 @@ class DispatchClient:
             may_have_started=_maybe_sent(exc),
         )  # fmt: skip
 
-    async def cancel(self, base_url: str, token: str | None, execution_key: str) -> bool:
+    async def cancel(self, base_url: str, token: Token, execution_key: str) -> bool:
         """Ask the pod to stop the run; True when it has stopped or had already finished."""
         url = _run_url(base_url, execution_key)
         try:
-            async with self._http().delete(
-                url,
-                headers=_auth(token),
-                timeout=self._timeout(self._cancel_timeout),
-                allow_redirects=False,
-            ) as resp:
-                status = resp.status
-                raw = await read_capped(resp, RUN_ANSWER_MAX_BYTES)
+            status, raw = await self._exchange(
+                "DELETE", url, token, RUN_ANSWER_MAX_BYTES, total=self._cancel_timeout
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("cancel of %s at %s failed: %s", execution_key, base_url,
                         describe(exc, self._cancel_timeout))  # fmt: skip
@@ -261,21 +288,12 @@ class DispatchClient:
                         status, answers.message(json_object(raw), raw))  # fmt: skip
         return False
 
-    async def view(
-        self, base_url: str, token: str | None, execution_key: str
-    ) -> dict[str, Any] | None:
+    async def view(self, base_url: str, token: Token, execution_key: str) -> dict[str, Any] | None:
         """What the pod knows of a run (``GET /v1/executions/{key}``): its view, ``{}`` when
         the pod does not know the key, None when the pod could not be asked."""
         url = _run_url(base_url, execution_key)
         try:
-            async with self._http().get(
-                url,
-                headers=_auth(token),
-                timeout=self._timeout(self._total_timeout),
-                allow_redirects=False,
-            ) as resp:
-                status = resp.status
-                raw = await read_capped(resp, RUN_ANSWER_MAX_BYTES)
+            status, raw = await self._exchange("GET", url, token, RUN_ANSWER_MAX_BYTES)
         except (aiohttp.ClientError, TimeoutError, AnswerTooLarge):
             return None
         if status == 404:

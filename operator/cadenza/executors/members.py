@@ -19,6 +19,7 @@ from datetime import datetime
 
 from cadenza.core import health as pod_health
 from cadenza.core import selectors
+from cadenza.dispatch.credentials import DispatchToken
 from cadenza.executors import endpoints
 from cadenza.executors.endpoints import Endpoint
 from cadenza.executors.persistence import HealthRow
@@ -45,7 +46,7 @@ class PodCandidate:
     in_flight: int
     capacity: int
     """The Executor's ``maxConcurrencyPerPod``."""
-    token: str | None
+    token: DispatchToken | None
     weight: int | None = None
     """The pod's ``cadenza.dev/weight`` annotation, which overrides its Executor entry's."""
 
@@ -141,7 +142,7 @@ class ExecutorEntry:
     view: ExecutorView
     spec: ExecutorSpec
     spec_error: str | None = None
-    token: str | None = None
+    token: DispatchToken | None = None
     token_error: str | None = None
     token_due: float = 0.0
     loading: asyncio.Task[None] | None = None

@@ -10,6 +10,8 @@ Invariants:
   the Secret the operator makes and owns for it) is known. The source is re-read on the first
   question after :meth:`ExecutorPool.changed`, so a pod that turns unready is dropped at once,
   without waiting for a probe.
+- A new ``cadenza.dev/rotate-token`` on an Executor has its Secret read, and so rotated, on the
+  next turn of the probe loop, not after the token cache ages.
 - A new member is probed at once; then on its period, measured from the start of the previous
   probe. Each probe is its own task: a pod that hangs delays nobody else, and a member never has
   two probes in flight (the timeout is at most the period).
@@ -346,6 +348,10 @@ class ExecutorPool:
             spec, problems = read_spec(view.spec, view.name)
             if executor is None:
                 executor = ExecutorEntry(view, spec)
+            elif executor.view.rotate_token != view.rotate_token and self._tokens is not None:
+                # A rotation was asked for: read (and so rotate) the Secret on the next turn.
+                self._tokens.invalidate(view)
+                executor.token_due = 0.0
             spec_error = "; ".join(str(p) for p in problems) or None
             if spec_error is not None and spec_error != executor.spec_error:
                 log.warning("executor %s/%s: %s", view.namespace, view.name, spec_error)

@@ -6,15 +6,21 @@ Invariants:
   reader refuses any other name), so an Executor cannot borrow somebody else's token.
 - A token is read from the API server at most once per ``refresh_seconds`` per Executor, so
   rotating the Secret takes effect within that time; after a failed read, or after
-  :meth:`TokenSource.invalidate` (a sidecar answered 401), the next call reads again at once.
+  :meth:`TokenSource.invalidate` (a sidecar answered 401, or the Executor's
+  ``cadenza.dev/rotate-token`` changed), the next call reads again at once.
+- Rotation: each read passes the Executor's ``cadenza.dev/rotate-token`` to
+  :meth:`~cadenza.kube.token_secrets.TokenSecrets.ensure`, which rotates the Secret once per
+  new value. The token answered carries the Secret's ``previous-token`` while ``rotated-at`` is
+  less than ``grace_seconds`` old (measured at each call), for the dispatch client's one retry
+  after a 401; a ``previous-token`` without a readable ``rotated-at`` is never offered.
 - A transient read failure (API server unreachable, 5xx) keeps serving the last good token: a
   blip of the API server must not take every pod of the Executor out of service. A Secret the
   Executor does not own, or one without a usable token, is final and raises
   :class:`TokenUnavailable`.
 - Concurrent callers for one Executor share one read.
 
-WARNING: the Kubernetes client blocks; reads run in a thread. RBAC: ``get`` and ``create`` on
-``secrets`` in the watched namespaces.
+WARNING: the Kubernetes client blocks; reads run in a thread. RBAC: ``get``, ``create`` and
+``patch`` on ``secrets`` in the watched namespaces.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
+from cadenza.dispatch.credentials import DispatchToken
 from cadenza.executors.spec import TokenRef
 from cadenza.kube import objects, token_secrets
 from cadenza.kube.views import ExecutorView
@@ -45,52 +54,71 @@ class TokenUnavailable(Exception):
         self.permanent = permanent
 
 
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """What an Executor's Secret holds: its token, and the one before with the rotation time."""
+
+    current: str
+    previous: str | None = None
+    rotated_at: datetime | None = None
+
+    def offered(self, now: datetime, grace_seconds: float) -> DispatchToken:
+        """The token to send at ``now``, with the previous one while its grace lasts."""
+        rotated = self.rotated_at
+        fresh = rotated is not None and now < rotated + timedelta(seconds=grace_seconds)
+        return DispatchToken(self.current, self.previous if fresh else None)
+
+
 class TokenSource:
     def __init__(
         self,
         client: objects.ApiClient,
         *,
         refresh_seconds: float = 30.0,
+        grace_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """``grace_seconds``: how long after a rotation the previous token is still offered."""
         self._secrets = token_secrets.TokenSecrets(client)
         self._refresh_seconds = refresh_seconds
+        self._grace_seconds = grace_seconds
         self._clock = clock
-        self._cache: dict[_Key, tuple[str, float]] = {}
+        self._wall_clock = wall_clock
+        self._cache: dict[_Key, tuple[Credentials, float]] = {}
         self._stale: set[_Key] = set()
         self._locks: dict[_Key, asyncio.Lock] = {}
 
-    async def token(self, executor: ExecutorView) -> str:
-        """The Executor's dispatch token, from its own Secret (made when missing).
+    async def token(self, executor: ExecutorView) -> DispatchToken:
+        """The Executor's dispatch token, from its own Secret (made when missing, rotated when
+        its ``cadenza.dev/rotate-token`` asks), with the previous one within its grace.
 
         Raises :class:`TokenUnavailable` when the Secret cannot be read and no good token is
         known, or is not the Executor's own, or holds no usable token.
         """
         key = (executor.namespace, executor.name, executor.uid)
-        fresh = self._fresh(key)
-        if fresh is not None:
-            return fresh
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            fresh = self._fresh(key)  # another caller may have read it while we waited
-            if fresh is not None:
-                return fresh
-            return await self._read(key)
+        found = self._fresh(key)
+        if found is None:
+            lock = self._locks.setdefault(key, asyncio.Lock())
+            async with lock:
+                # Another caller may have read it while we waited.
+                found = self._fresh(key) or await self._read(key, executor.rotate_token)
+        return found.offered(self._wall_clock(), self._grace_seconds)
 
     def invalidate(self, executor: ExecutorView) -> None:
         """Read the Executor's token again on the next call (a sidecar refused the cached one)."""
         self._stale.add((executor.namespace, executor.name, executor.uid))
 
-    def _fresh(self, key: _Key) -> str | None:
+    def _fresh(self, key: _Key) -> Credentials | None:
         cached = self._cache.get(key)
         if cached is None or key in self._stale:
             return None
         value, read_at = cached
         return value if self._clock() - read_at < self._refresh_seconds else None
 
-    async def _read(self, key: _Key) -> str:
+    async def _read(self, key: _Key, rotation: str | None) -> Credentials:
         try:
-            value = await asyncio.to_thread(read_token, self._secrets, *key)
+            value = await asyncio.to_thread(read_credentials, self._secrets, *key, rotation)
         except TokenUnavailable as exc:
             cached = self._cache.get(key)
             if exc.permanent or cached is None:
@@ -106,15 +134,27 @@ class TokenSource:
 
 
 def read_token(secrets: token_secrets.TokenSecrets, namespace: str, executor: str, uid: str) -> str:
-    """The token of the Executor's own Secret, which is made when missing; blocking.
+    """The current token of the Executor's own Secret, which is made when missing; blocking.
 
     Raises :class:`TokenUnavailable`: permanent for a Secret the Executor does not own or one
     without a usable token, transient when the API server refuses or fails.
     """
+    return read_credentials(secrets, namespace, executor, uid).current
+
+
+def read_credentials(
+    secrets: token_secrets.TokenSecrets,
+    namespace: str,
+    executor: str,
+    uid: str,
+    rotation: str | None = None,
+) -> Credentials:
+    """As :func:`read_token`, with the previous token and the rotation's time, rotating the
+    Secret first when ``rotation`` asks (see :mod:`cadenza.kube.token_secrets`)."""
     name = token_secrets.secret_name(executor)
     where = f"Secret {namespace}/{name}"
     try:
-        data = secrets.ensure(namespace, executor, uid)
+        data = secrets.ensure(namespace, executor, uid, rotation)
     except token_secrets.NotOwned as exc:
         raise TokenUnavailable(str(exc), permanent=True) from None
     except objects.ApiError as exc:
@@ -123,7 +163,16 @@ def read_token(secrets: token_secrets.TokenSecrets, namespace: str, executor: st
         ) from None
     except Exception as exc:  # urllib3 and socket errors: the API server is unreachable
         raise TokenUnavailable(f"reading {where} failed: {exc}", permanent=False) from None
-    return decode_token(where, data, TokenRef(name, token_secrets.TOKEN_KEY), _REMAKE)
+    current = decode_token(where, data, TokenRef(name, token_secrets.TOKEN_KEY), _REMAKE)
+    try:
+        previous = decode_token(where, data, TokenRef(name, token_secrets.PREVIOUS_KEY))
+        stamp = decode_token(where, data, TokenRef(name, token_secrets.ROTATED_AT_KEY))
+        rotated_at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except (TokenUnavailable, ValueError):
+        return Credentials(current)  # never rotated, or not readably: no fallback
+    if rotated_at.tzinfo is None:
+        rotated_at = rotated_at.replace(tzinfo=UTC)
+    return Credentials(current, previous, rotated_at)
 
 
 def decode_token(

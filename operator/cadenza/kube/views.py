@@ -24,6 +24,8 @@ from cadenza.core import fields, taskspec
 
 ORIGINAL_NAME = "cadenza.dev/original-name"
 TRIGGER = "cadenza.dev/trigger"
+ROTATE_TOKEN = "cadenza.dev/rotate-token"
+"""Executor annotation: each new value rotates the Executor's dispatch token once."""
 WEIGHT = "cadenza.dev/weight"
 """Pod annotation: this pod's weight for the Weighted strategy, instead of its Executor entry's."""
 
@@ -115,11 +117,14 @@ class ExecutorView:
     generation: int
     spec: Mapping[str, Any]
     spec_hash: str
+    rotate_token: str | None = None
+    """The ``cadenza.dev/rotate-token`` annotation: a value not seen before rotates the token."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ExecutorView:
         meta = body["metadata"]
         spec = _spec(body)
+        rotate = (meta.get("annotations") or {}).get(ROTATE_TOKEN)
         return cls(
             uid=meta["uid"],
             namespace=meta["namespace"],
@@ -127,6 +132,7 @@ class ExecutorView:
             generation=int(meta.get("generation") or 0),
             spec=spec,
             spec_hash=spec_hash(spec),
+            rotate_token=rotate if isinstance(rotate, str) else None,
         )
 
     @property

@@ -38,6 +38,7 @@ from cadenza.core import strategies
 from cadenza.core.ids import Epoch, PodName, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.dispatch.client import DispatchClient, DispatchRequest, DispatchResult, Outcome
+from cadenza.dispatch.credentials import DispatchToken
 from cadenza.executors.members import PodCandidate
 from cadenza.executors.pool import ExecutorPool
 from cadenza.metrics import Metrics
@@ -92,7 +93,7 @@ class _Outbox:
     """The requests waiting for one pod: the first goes at once, those that come while it is in
     flight go together in one batch request next."""
 
-    def __init__(self, client: DispatchClient, base_url: str, token: str | None) -> None:
+    def __init__(self, client: DispatchClient, base_url: str, token: DispatchToken | None) -> None:
         self._client = client
         self._base_url = base_url
         self._token = token
@@ -142,7 +143,7 @@ class Dispatcher:
         self._now = clock
         self._balance: dict[TaskUid, tuple[strategies.Strategy, dict[str, Any]]] = {}
         """Each Task's balancer state, for the strategy it was kept for."""
-        self._outboxes: dict[tuple[str, str | None], _Outbox] = {}
+        self._outboxes: dict[tuple[str, DispatchToken | None], _Outbox] = {}
 
     def forget(self, task: TaskUid) -> None:
         """The Task went: its balancer state goes (the store keeps its row until the mirror

@@ -20,6 +20,7 @@ from typing import Any
 
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
+from cadenza.dispatch.credentials import DispatchToken
 from cadenza.store.executions import Execution
 from cadenza.store.port import Fenced
 
@@ -40,7 +41,7 @@ class Run:
     pod: str | None = None
     pod_uid: str | None = None
     base_url: str | None = None
-    token: str | None = None
+    token: DispatchToken | None = None
     deadline_at: datetime | None = None
     next_attempt_at: datetime | None = None
     used_pods: set[str] = dataclasses.field(default_factory=set)
