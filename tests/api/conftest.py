@@ -43,6 +43,8 @@ class Api:
     database_url: str
     plane: ControlPlane
     token: str = ""
+    replicas: Replicas | None = field(default=None, repr=False)
+    """The replica group serving it (its logs, for a failure report)."""
 
     def call(
         self,
@@ -172,11 +174,18 @@ def callers(controlplane: ControlPlane, module_namespace: str) -> Iterator[Calle
 
 
 @pytest.fixture(scope="module")
+def api_env() -> dict[str, str]:
+    """More environment for the module's replica; a module overrides it (the webhook's TLS)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def api(
     controlplane: ControlPlane,
     module_namespace: str,
     module_database: str,
     callers: Callers,
+    api_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Api]:
     """A leading replica serving the API; its default caller may do everything on tasks."""
@@ -185,6 +194,7 @@ def api(
         "CADENZA_API_DEFAULT_NAMESPACE": module_namespace,
         "CADENZA_API_TRIGGER_WAIT_SECONDS": "20",
         "CADENZA_API_OPEN_METRICS": "false",
+        **api_env,
     }
     group = Replicas(controlplane, module_database, module_namespace, workdir, extra_env=env)
     try:
@@ -192,6 +202,6 @@ def api(
         group.wait_indexed()
         group.wait_for_leader()
         admin = callers.token("admin", ALL_VERBS, cluster_wide=True, executor_verbs=EXECUTOR_VERBS)
-        yield Api(member.url, module_namespace, module_database, controlplane, admin)
+        yield Api(member.url, module_namespace, module_database, controlplane, admin, group)
     finally:
         group.stop_all()

@@ -72,7 +72,7 @@ class ServingPki:
     key_file: Path
 
 
-def _issue_serving_pki(directory: Path) -> ServingPki:
+def issue_serving_pki(directory: Path) -> ServingPki:
     """A throw-away CA and a serving certificate for 127.0.0.1 signed by it."""
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -292,7 +292,7 @@ def serving(
     controlplane: ControlPlane, database: str, namespace: str, tmp_path: Path
 ) -> Iterator[WebhookReplica]:
     """One replica serving the webhook; no configuration registered yet."""
-    pki = _issue_serving_pki(tmp_path / "webhook-pki")
+    pki = issue_serving_pki(tmp_path / "webhook-pki")
     port = free_port()
     env = {
         "CADENZA_WEBHOOK_HOST": "127.0.0.1",

@@ -48,7 +48,6 @@ MAX_ITEMS = 1000
 """Most items per batch; a sidecar sends at most 200 by default (``--callback-batch-max-items``)."""
 MAX_BYTES = 32 * 1024 * 1024
 """Largest batch body; the app-wide 1 MiB of ``request.read()`` is too small for 200 results."""
-_CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,8 @@ def routes(
 
     async def batch(request: web.Request) -> web.Response:
         try:
-            raw_items = parse_batch(await _read(request))
+            body = await callbacks.read_body(request, MAX_BYTES, "the batch", "send fewer items")
+            raw_items = parse_batch(body)
         except CallbackError as exc:
             return web.json_response(_error(exc), status=exc.status)
         items: list[_Item] = []
@@ -162,15 +162,3 @@ def _error(exc: CallbackError) -> dict[str, Any]:
     if exc.field:
         body["field"] = exc.field
     return body
-
-
-async def _read(request: web.Request) -> bytes:
-    too_large = CallbackError(413, f"the batch is larger than {MAX_BYTES} bytes; send fewer items")
-    if request.content_length is not None and request.content_length > MAX_BYTES:
-        raise too_large
-    data = bytearray()
-    while chunk := await request.content.read(_CHUNK):
-        data += chunk
-        if len(data) > MAX_BYTES:
-            raise too_large
-    return bytes(data)

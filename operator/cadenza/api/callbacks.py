@@ -10,7 +10,7 @@ with one is refused 410 and changes nothing. A wrong token still gets 403, whate
 
 Answers (the sidecar treats 403/404/409/410 as final and retries anything else):
 - 200 applied, or already applied (idempotent);
-- 400 malformed body, naming the field; 401 no bearer token;
+- 400 malformed body, naming the field; 401 no bearer token; 413 a body above ``MAX_BYTES``;
 - 403 the token is not this attempt's; 404 no such run;
 - 409 the attempt is not the run's current one (a late report of an attempt already retried);
 - 410 the run has been over for longer than the grace: its tokens no longer work.
@@ -45,6 +45,9 @@ Applied = Callable[[ExecutionId], None]
 DEFAULT_GRACE_SECONDS = ApiSettings.callback_grace_seconds
 DEFAULT_CONCURRENCY = 4
 """Callback transactions at once, when the caller does not share a gate of its own."""
+MAX_BYTES = 1024 * 1024
+"""Largest single callback body (a sidecar fits a result into far less)."""
+_CHUNK = 65536
 _rng = random.Random()
 
 
@@ -75,7 +78,7 @@ def routes(
         try:
             run = run_id(request.match_info["id"])
             token = _bearer(request)
-            report = _report(await request.read())
+            report = _report(await read_body(request, MAX_BYTES, "the callback", "cut the result"))
             async with gate:
                 answer = await asyncio.to_thread(
                     deadlocks.retry_deadlocks,
@@ -240,6 +243,20 @@ def _bearer(request: web.Request) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise CallbackError(401, "missing bearer token: send Authorization: Bearer <callbackToken>")
     return token.strip()
+
+
+async def read_body(request: web.Request, limit: int, what: str, fix: str) -> bytes:
+    """The body; a 413 naming ``body`` past ``limit`` bytes, counted as it is read (a chunked
+    body has no Content-Length)."""
+    too_large = CallbackError(413, f"{what} is larger than {limit} bytes; {fix}", "body")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    data = bytearray()
+    while chunk := await request.content.read(_CHUNK):
+        data += chunk
+        if len(data) > limit:
+            raise too_large
+    return bytes(data)
 
 
 def _report(raw: bytes) -> Report:

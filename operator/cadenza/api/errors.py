@@ -71,14 +71,15 @@ def from_kube(error: ApiError, what: str) -> Problem:
 
 async def read_json(request: web.Request, limit: int) -> Any:
     """The body as JSON; 413 past ``limit`` bytes, 400 when it is not JSON."""
+    too_large = Problem(413, f"the body is larger than {limit} bytes", "body")
     if request.content_length is not None and request.content_length > limit:
-        raise Problem(413, f"the body is larger than {limit} bytes")
+        raise too_large
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.read(65536):
         size += len(chunk)
         if size > limit:
-            raise Problem(413, f"the body is larger than {limit} bytes")
+            raise too_large
         chunks.append(chunk)
     try:
         return json.loads(b"".join(chunks), parse_constant=_refuse_constant)

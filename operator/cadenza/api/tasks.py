@@ -89,7 +89,15 @@ class _Handlers:
         name = task["metadata"]["name"]
         await ctx.guard.check(request, Access("create", ns, name))
         _field(lambda: mapping.check(task["spec"], body.model_fields_set))
-        created = await ctx.kube(lambda: ctx.tasks.create(ns, task), f"namespace {ns}")
+        try:
+            created = await ctx.kube(lambda: ctx.tasks.create(ns, task), f"namespace {ns}")
+        except Problem as problem:
+            if problem.status != 409:
+                raise
+            raise Problem(
+                409, f"a Task named {name!r} already exists in namespace {ns}; choose another"
+                " name, or update it with PUT or PATCH", "name",
+            ) from None  # fmt: skip
         return json(mapping.view(created, ctx.now()), status=201)
 
     async def list(self, request: web.Request) -> web.Response:

@@ -90,11 +90,22 @@ def read_one(raw: Any, path: str) -> Endpoint:
 
 def url(raw: Any, field: str, pattern: re.Pattern[str], need_host: bool = True) -> str:
     """An http(s) URL as the CRD's pattern accepts it; with ``need_host`` (the REST API's
-    stricter check) also one whose host parses."""
+    stricter check) also one whose host parses and whose port, if any, is one a client can
+    connect to (the pattern lets ``http://host:port/`` and ``:99999`` through)."""
     value = fields.text(raw, field, 1, URL_MAX_LENGTH)
     if not pattern.fullmatch(value) or (need_host and not _host(value)):
         raise FieldError(field, f"must be an http:// or https:// URL with a host, got {value!r}")
+    if need_host and _port(value) == 0:
+        raise FieldError(field, f"the port of {value[:80]!r} must be a number from 1 to 65535")
     return value
+
+
+def _port(value: str) -> int | None:
+    """The URL's port (None when it names none); 0 when it is not one."""
+    try:
+        return urllib.parse.urlsplit(value).port
+    except ValueError:  # not a number, or out of range
+        return 0
 
 
 def _host(value: str) -> str:
