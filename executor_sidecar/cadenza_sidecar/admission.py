@@ -3,10 +3,11 @@
 
 Invariants:
 - The checks run in the protocol's order: the body (400), a known executionId (200, the existing
-  run: never a second one, even while busy or draining), draining (503), busy (429), started
-  (202); busy is either ``--max-concurrency`` runs in flight or a full spool (then ``reason``
-  names the limit). The single endpoint answers ``Admission.status`` with ``Admission.body``; a
-  batch item carries the same status and the same fields, so the two answers cannot disagree.
+  run: never a second one, even while busy or draining), a deadline already past (409: never
+  started late), draining (503), busy (429), started (202); busy is either
+  ``--max-concurrency`` runs in flight or a full spool (then ``reason`` names the limit). The
+  single endpoint answers ``Admission.status`` with ``Admission.body``; a batch item carries the
+  same status and the same fields, so the two answers cannot disagree.
 - ``admit`` never awaits: the idempotency check and the registration of the new run happen in
   one step of the event loop, so duplicates (concurrent requests, or the same id twice in one
   batch) cannot both start a run, and a batch fills the pod's capacity item by item.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cadenza_sidecar import protocol
@@ -78,6 +80,11 @@ def admit(
     known = registry.view(execution.execution_id)
     if known is not None:
         return Admission(Result.KNOWN, 200, known)
+    if execution.time_allowed(datetime.now(UTC)) <= 0:
+        # It arrived late (a hung or slow pod): the operator has given this attempt up, and may
+        # retry it elsewhere. Started now, the tick would run twice.
+        late = "the run's deadline passed before it arrived; it was not started"
+        return Admission(Result.REFUSED, 409, {"error": late, "field": "deadline"})
     try:
         run = registry.start(execution)
     except Draining:

@@ -73,6 +73,16 @@ class ExecutionRequest:
     callback_token: str
     callback_batch_url: str | None = None
     """Where this run's report may be posted together with others (protocol version 2)."""
+    deadline: datetime | None = None
+    """When the operator stops waiting for this attempt: the run is not started after it and
+    is stopped by it (:meth:`time_allowed`), so the operator's retry never overlaps it."""
+
+    def time_allowed(self, now: datetime) -> float:
+        """Seconds the run may take from ``now``: its ``timeoutSeconds``, or less when its
+        deadline comes first; 0 or less means it must not start."""
+        if self.deadline is None:
+            return self.timeout_seconds
+        return min(self.timeout_seconds, (self.deadline - now).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -230,6 +240,7 @@ def execution_request_from(body: Any) -> ExecutionRequest:
         callback_url=_url(body, "callbackUrl"),
         callback_token=_string(body, "callbackToken"),
         callback_batch_url=_optional_url(body, "callbackBatchUrl"),
+        deadline=_moment(body, "deadline") if _present(body, "deadline") else None,
     )
 
 
@@ -285,6 +296,10 @@ def _timestamp(body: dict[str, Any], field: str) -> str:
             field, f"{field} must be an RFC 3339 timestamp with a zone, e.g. 2024-05-01T12:00:00Z"
         ) from None
     return value
+
+
+def _moment(body: dict[str, Any], field: str) -> datetime:
+    return datetime.fromisoformat(_timestamp(body, field)).astimezone(UTC)
 
 
 def _optional_url(body: dict[str, Any], field: str) -> str | None:

@@ -9,8 +9,9 @@ Invariants:
   and takes its room in the spool (``reserve``) at admission too, so its result always fits.
 - A run reads as finished only after its report was handed to ``settle`` (which spools it), so
   anyone who saw a final state may kill -9 the sidecar without losing the result.
-- A run ends exactly once, in the first of: the handler returns, the timeout fires (TIMED_OUT),
-  a cancel is requested (CANCELLED). Cancelling the handler waits until it has stopped.
+- A run ends exactly once, in the first of: the handler returns, the timeout fires (TIMED_OUT:
+  ``timeoutSeconds`` after it started, or the dispatch's ``deadline`` if that comes first), a
+  cancel is requested (CANCELLED). Cancelling the handler waits until it has stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from cadenza_sidecar import protocol
 from cadenza_sidecar.protocol import (
@@ -231,12 +233,13 @@ class RunRegistry:
     async def _outcome(self, run: Run) -> Outcome:
         """Runs the handler against the timeout and the cancel request, whichever comes first."""
         request = run.request
+        allowed = max(request.time_allowed(datetime.now(UTC)), 0.0)
         invocation = asyncio.create_task(self._handler.invoke(request))
         cancel_requested = asyncio.create_task(run.cancel_requested.wait())
         try:
             await asyncio.wait(
                 [invocation, cancel_requested],
-                timeout=request.timeout_seconds,
+                timeout=allowed,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
@@ -250,6 +253,11 @@ class RunRegistry:
             return invocation.result()
         if run.cancel_reason is not None:
             return Outcome(RunState.CANCELLED, error=f"cancelled: {run.cancel_reason}")
+        if allowed < request.timeout_seconds:
+            return Outcome(
+                RunState.TIMED_OUT,
+                error=f"stopped at the run's deadline, {allowed:.3g} seconds after it started",
+            )
         return Outcome(
             RunState.TIMED_OUT, error=f"timed out after {request.timeout_seconds:g} seconds"
         )

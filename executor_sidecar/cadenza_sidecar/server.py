@@ -29,6 +29,8 @@ from cadenza_sidecar.runs import Run, RunRegistry
 
 BATCH_PATH = "/v1/executions:batch"
 _CHUNK = 65536
+MAX_RUN_BYTES = 1024 * 1024
+"""Largest single dispatch body (aiohttp's own default limit, answered here as JSON)."""
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +117,11 @@ class Api:
         )
 
     async def start_execution(self, request: web.Request) -> web.Response:
+        raw = await _read_at_most(request, MAX_RUN_BYTES)
+        if raw is None:
+            return _too_large(f"dispatch body larger than {MAX_RUN_BYTES} bytes", MAX_RUN_BYTES)
         try:
-            body = protocol.decode_body(await request.read())
+            body = protocol.decode_body(raw)
         except InvalidRequest as exc:
             decided = admission.refused(exc)
         else:
@@ -126,14 +131,9 @@ class Api:
     async def start_executions(self, request: web.Request) -> web.Response:
         raw = await _read_at_most(request, self._max_batch_bytes)
         if raw is None:
-            return _json(
-                {
-                    "error": f"batch body larger than {self._max_batch_bytes} bytes"
-                    " (--max-batch-bytes); split it",
-                    "limit": self._max_batch_bytes,
-                },
-                status=413,
-            )
+            limit = self._max_batch_bytes
+            return _too_large(f"batch body larger than {limit} bytes (--max-batch-bytes); split it",
+                              limit)  # fmt: skip
         try:
             items = protocol.parse_batch(raw, self._max_batch_items)
         except InvalidRequest as exc:
@@ -191,6 +191,10 @@ async def _read_at_most(request: web.Request, limit: int) -> bytes | None:
         if len(data) > limit:
             return None
     return bytes(data)
+
+
+def _too_large(error: str, limit: int) -> web.Response:
+    return _json({"error": error, "field": "body", "limit": limit}, status=413)
 
 
 def _unknown(execution_id: ExecutionId) -> web.Response:

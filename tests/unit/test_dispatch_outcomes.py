@@ -57,9 +57,17 @@ def test_ticks_are_sent_in_utc_with_milliseconds() -> None:
     )
 
 
-def test_a_naive_tick_is_refused() -> None:
+def test_the_attempts_deadline_goes_with_it_so_the_pod_never_starts_it_late() -> None:
+    deadline = datetime(2024, 5, 1, 12, 1, 0, 500000, tzinfo=UTC)
+    assert request(deadline=deadline).to_json()["deadline"] == "2024-05-01T12:01:00.500Z"
+    assert "deadline" not in request().to_json()
+
+
+def test_a_naive_tick_or_deadline_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         request(scheduled_at=datetime(2024, 5, 1, 12, 0))
+    with pytest.raises(ValueError, match="deadline"):
+        request(deadline=datetime(2024, 5, 1, 12, 0))
 
 
 @pytest.mark.parametrize(

@@ -118,6 +118,7 @@ class ControlPlane:
     pki: pki_.Pki
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _owns_workdir: bool = True
+    _etcd_url: str = ""
 
     @classmethod
     def start(
@@ -139,8 +140,8 @@ class ControlPlane:
             _owns_workdir=owns,
         )
         try:
-            etcd_url = plane._start_etcd()
-            plane._start_apiserver(port, etcd_url)
+            plane._etcd_url = plane._start_etcd()
+            plane._start_apiserver(port, plane._etcd_url)
             plane._write_kubeconfig()
             wait_until(plane._ready, timeout, f"kube-apiserver /readyz at {plane.url}")
         except BaseException:
@@ -196,6 +197,15 @@ class ControlPlane:
             ],
             self.workdir / "kube-apiserver.log",
         )
+
+    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop the API server (SIGTERM, as a rollout does), keep it down ``down_seconds``, and
+        start it again on the same address with the same etcd; returns once it is ready. Every
+        client sees its watches break and must resume them."""
+        terminate(self.processes.pop("kube-apiserver"))
+        time.sleep(down_seconds)
+        self._start_apiserver(int(self.url.rsplit(":", 1)[1]), self._etcd_url)
+        wait_until(self._ready, timeout, f"kube-apiserver /readyz at {self.url} after a restart")
 
     def _ready(self) -> bool:
         for name, proc in self.processes.items():

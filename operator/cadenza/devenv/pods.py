@@ -241,6 +241,17 @@ class SidecarPod:
             terminate(proc, grace=10)
         self.processes = []
 
+    def kill_processes(self) -> None:
+        """``kill -9`` of the sidecar and the app, as when a node dies: nothing is flushed."""
+        for proc in self.processes:
+            proc.kill()
+            proc.wait()
+        self.processes = []
+
+    def signal_sidecar(self, signum: int) -> None:
+        """E.g. SIGSTOP: the sidecar hangs, its socket still accepts connections."""
+        self.processes[0].send_signal(signum)
+
 
 def _health(base_url: str) -> dict[str, Any] | None:
     try:

@@ -12,6 +12,9 @@ Invariants:
   (15 s) is shorter than the sidecar's (aiohttp's 75 s), so we never send on a connection the
   pod is closing.
 - Requests never follow redirects and every one has a deadline (connect and total).
+- An ``https`` base URL is verified against the client's ``ssl_context`` (the leader's: the
+  CAs of ``CADENZA_DISPATCH_CA_FILE``), host name included; a certificate that fails counts as
+  unreachable before a byte of the request was sent, so the run goes to another pod.
 - A request the sidecar refuses with 401 is sent once more with the previous dispatch token
   when there is one (:mod:`cadenza.dispatch.credentials`: a rotation its kubelet has not
   delivered yet), never more often and never with any other token.
@@ -32,6 +35,7 @@ import dataclasses
 import io
 import json
 import logging
+import ssl
 import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -117,10 +121,15 @@ class DispatchRequest:
     callback_batch_url: str | None = None
     """Where the sidecar may post this run's report together with others (protocol version 2);
     None: the report comes alone to ``callback_url``."""
+    deadline: datetime | None = None
+    """When the leader stops waiting for this attempt (timezone-aware): a sidecar does not start
+    it later, and stops it by then, so a retry after the deadline never overlaps it."""
 
     def __post_init__(self) -> None:
-        if self.scheduled_at.tzinfo is None or self.scheduled_at.utcoffset() is None:
-            raise ValueError(f"scheduled_at {self.scheduled_at!r} must be timezone-aware (UTC)")
+        for name in ("scheduled_at", "deadline"):
+            moment = getattr(self, name)
+            if moment is not None and (moment.tzinfo is None or moment.utcoffset() is None):
+                raise ValueError(f"{name} {moment!r} must be timezone-aware (UTC)")
 
     def to_json(self) -> dict[str, Any]:
         body = {
@@ -138,6 +147,8 @@ class DispatchRequest:
         }
         if self.callback_batch_url is not None:
             body["callbackBatchUrl"] = self.callback_batch_url
+        if self.deadline is not None:
+            body["deadline"] = rfc3339(self.deadline)
         return body
 
 
@@ -156,19 +167,25 @@ class DispatchClient:
         cancel_timeout: float = 15.0,
         max_connections: int = 512,
         max_connections_per_pod: int = 32,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """``cancel_timeout`` is longer than the others: the sidecar answers a cancel only once
-        the handler stopped (its kill grace plus up to 5 s)."""
+        the handler stopped (its kill grace plus up to 5 s). ``ssl_context`` verifies sidecars
+        served over HTTPS; None: aiohttp's default, the system's CAs (verification stays on)."""
         self._connect_timeout = connect_timeout
         self._total_timeout = total_timeout
         self._cancel_timeout = cancel_timeout
         self._limits = (max_connections, max_connections_per_pod)
+        self._ssl: ssl.SSLContext | bool = True if ssl_context is None else ssl_context
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                limit=self._limits[0], limit_per_host=self._limits[1], keepalive_timeout=15
+                limit=self._limits[0],
+                limit_per_host=self._limits[1],
+                keepalive_timeout=15,
+                ssl=self._ssl,
             )
             self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         return self._session
@@ -351,6 +368,8 @@ def describe(exc: BaseException, timeout: float) -> str:
         return "connect timed out"
     if isinstance(exc, TimeoutError):
         return f"no answer within {timeout:g} s"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate not trusted: {exc.certificate_error}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):

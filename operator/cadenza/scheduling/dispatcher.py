@@ -333,6 +333,7 @@ class Dispatcher:
             callback_token=token,
             # Results travel back batched too, each with its own token (protocol version 2).
             callback_batch_url=f"{self._callback_base_url}/api/v1/callbacks",
+            deadline=run.deadline_at,
         )
 
     def _observe_delay(self, run: Run, attempt: int) -> None:
