@@ -1,7 +1,7 @@
 """The sidecar's lifecycle: wire the parts, serve, and drain on SIGTERM.
 
 Start: prepare the spool, remember spooled results (idempotency) and re-send them, watch the
-token file for rotations, then listen.
+token file for rotations and the TLS pair for renewals, then listen (HTTPS when configured).
 Stop (SIGTERM or SIGINT): /healthz turns 503 and new runs are refused; runs in flight get the
 grace, then are cancelled and reported; pending callbacks get the flush time; whatever is still
 undelivered stays in the spool for the next start. The process then exits 0.
@@ -21,7 +21,7 @@ import signal
 import aiohttp
 from aiohttp import web
 
-from cadenza_sidecar import dispatch_tokens, registration, runner, server
+from cadenza_sidecar import dispatch_tokens, registration, runner, server, tls
 from cadenza_sidecar.callbacks import CallbackSender
 from cadenza_sidecar.runs import RunRegistry
 from cadenza_sidecar.settings import Settings
@@ -90,7 +90,11 @@ async def serve(settings: Settings) -> int:
         )
 
     async with contextlib.AsyncExitStack() as stack:
-        callback_session = await stack.enter_async_context(aiohttp.ClientSession())
+        # Callbacks and registration both reach the operator: one session, one trust.
+        callback_ssl = tls.client_context(settings.callbacks.ca_file)
+        callback_session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=callback_ssl))
+        )
         handler_session = _handler_session(settings)
         if handler_session is not None:
             await stack.enter_async_context(handler_session)
@@ -133,7 +137,20 @@ async def serve(settings: Settings) -> int:
         web_runner = web.AppRunner(api.application(), handle_signals=False, access_log=None)
         await web_runner.setup()
         stack.push_async_callback(web_runner.cleanup)
-        site = web.TCPSite(web_runner, settings.server.listen, settings.server.port)
+        serving = settings.server.tls
+        server_ssl = None
+        if serving is not None:
+            server_ssl = tls.server_context(serving.cert_file, serving.key_file)
+            renewals = asyncio.create_task(
+                tls.watch_pair(
+                    server_ssl, serving.cert_file, serving.key_file, serving.poll_seconds
+                ),
+                name="tls-files",
+            )
+            stack.push_async_callback(_cancelled, renewals)
+        site = web.TCPSite(
+            web_runner, settings.server.listen, settings.server.port, ssl_context=server_ssl
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -152,6 +169,7 @@ async def serve(settings: Settings) -> int:
             extra={
                 "listen": settings.server.listen,
                 "port": settings.server.port,
+                "tls": serving is not None,
                 "pod": settings.pod_name,
                 "mode": "http" if settings.handler.url else "command",
                 "handlerUser": settings.handler.user.name if settings.handler.user else None,

@@ -26,10 +26,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+from cadenza_sidecar import file_watch
 
-_Signature = tuple[int, int, int, int]
-"""(device, inode, size, mtime in ns) of the token file, as ``stat`` follows its symlinks."""
+logger = logging.getLogger(__name__)
 
 
 class DispatchTokens:
@@ -66,14 +65,6 @@ class DispatchTokens:
         self._current, self._previous = token.encode(), None
 
 
-def _signature(path: Path) -> _Signature | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 def read_token_file(path: Path) -> str:
     """The file's token, whitespace around it dropped (at start and after every change); raises
     ValueError saying what is wrong with the file."""
@@ -90,13 +81,8 @@ def read_token_file(path: Path) -> str:
 
 async def watch_file(tokens: DispatchTokens, path: Path, poll_seconds: float) -> None:
     """Re-read ``path`` whenever it changes and rotate to its token; runs until cancelled."""
-    seen = _signature(path)
-    while True:
-        await asyncio.sleep(poll_seconds)
-        signature = _signature(path)
-        if signature == seen:
-            continue
-        seen = signature
+
+    async def reread() -> None:
         try:
             token = await asyncio.to_thread(read_token_file, path)
         except ValueError as exc:
@@ -104,5 +90,7 @@ async def watch_file(tokens: DispatchTokens, path: Path, poll_seconds: float) ->
                 f"token file changed but {exc}; still accepting the current token",
                 extra={"tokenFile": str(path)},
             )
-            continue
+            return
         tokens.rotate(token)
+
+    await file_watch.watch([path], poll_seconds, reread)

@@ -31,6 +31,7 @@ DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
 DEFAULT_CALLBACK_BATCH_MAX_ITEMS = 200
 DEFAULT_TOKEN_GRACE_SECONDS = 300.0
 DEFAULT_TOKEN_POLL_SECONDS = 2.0
+DEFAULT_TLS_POLL_SECONDS = 10.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 T = TypeVar("T")
@@ -147,6 +148,28 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_seconds,
         help=f"how often the token file is checked for a change"
         f" (default {DEFAULT_TOKEN_POLL_SECONDS:g})",
+    )
+    add(
+        "--tls-cert-file",
+        metavar="PATH",
+        type=Path,
+        help="serve HTTPS with this PEM certificate (chain after it); needs --tls-key-file and"
+        " must name the address the operator dials (the pod IP)",
+    )
+    add("--tls-key-file", metavar="PATH", type=Path, help="PEM private key of --tls-cert-file")
+    add(
+        "--tls-poll-seconds",
+        metavar="S",
+        type=positive_seconds,
+        help=f"how often the TLS files are checked for a renewal (default"
+        f" {DEFAULT_TLS_POLL_SECONDS:g})",
+    )
+    add(
+        "--callback-ca-file",
+        metavar="PATH",
+        type=Path,
+        help="PEM CA bundle https callback and scheduler URLs are verified against (default:"
+        " the system trust store)",
     )
     add(
         "--insecure-no-auth",

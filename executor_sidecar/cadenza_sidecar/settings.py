@@ -8,6 +8,9 @@ Invariants:
   (which answers the token) or ``--insecure-no-auth`` says so: open dispatch is never a default.
 - This is the only module that reads ``os.environ``; everything else receives settings explicitly.
 - Exactly one handler mode is configured: ``--handler-url`` or ``--command``.
+- TLS is off unless configured, and both of ``--tls-cert-file`` and ``--tls-key-file`` or
+  neither are given; the pair, and ``--callback-ca-file``, are loaded once here, so a file that
+  cannot serve stops the start with a message naming the flag (:mod:`cadenza_sidecar.tls`).
 - With ``--handler-user`` the sidecar can switch to that user and the token file is not readable
   by it, or the start is refused (:mod:`cadenza_sidecar.handler_user`).
 """
@@ -23,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cadenza_sidecar import dispatch_tokens, flags, handler_user
+from cadenza_sidecar import dispatch_tokens, flags, handler_user, tls
 from cadenza_sidecar.flags import (
     DEFAULT_CALLBACK_BATCH_MAX_ITEMS,
     DEFAULT_MAX_BATCH_BYTES,
@@ -31,6 +34,7 @@ from cadenza_sidecar.flags import (
     DEFAULT_SPOOL_DIR,
     DEFAULT_SPOOL_MAX_BYTES,
     DEFAULT_SPOOL_MAX_FILES,
+    DEFAULT_TLS_POLL_SECONDS,
     DEFAULT_TOKEN_GRACE_SECONDS,
     DEFAULT_TOKEN_POLL_SECONDS,
     ENV_PREFIX,
@@ -41,6 +45,23 @@ from cadenza_sidecar.handler_user import HandlerUser
 # One result's spool record beyond its output fields: keys, timestamps, status, pod, ids, URLs and
 # token of a typical dispatch. Only the floor of --spool-max-bytes uses it; reservations measure.
 RECORD_OVERHEAD_BYTES = 2048
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """``--tls-cert-file`` and ``--tls-key-file``: the sidecar serves HTTPS with this pair."""
+
+    cert_file: Path
+    """PEM serving certificate, its chain after it. The operator dials the pod by IP and checks
+    the certificate against it, so it must hold the pod IP as an IP SAN (the host of
+    ``baseUrl`` for an endpoint outside the cluster)."""
+
+    key_file: Path
+    """PEM private key of that certificate."""
+
+    poll_seconds: float = DEFAULT_TLS_POLL_SECONDS
+    """``--tls-poll-seconds``: how often both files are checked; a renewed pair is served from
+    the next handshake on, without a restart."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,9 @@ class ServerSettings:
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     """Largest batch body in bytes, answered 413 above it (``--max-batch-bytes``). The single
     endpoint keeps the HTTP server's own 1 MiB limit."""
+
+    tls: ServerTls | None = None
+    """HTTPS for dispatch; None: plain HTTP (the default)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +166,11 @@ class CallbackSettings:
     go to the operator and nowhere else; a dispatch naming another is refused 400. Empty: any
     (logged as a warning at start)."""
 
+    ca_file: Path | None = None
+    """``--callback-ca-file``: PEM bundle of the CAs an ``https://`` callback URL (and the
+    ``--scheduler-url``) is verified against, host name included; None: the system trust
+    store. Read once at start."""
+
 
 @dataclass(frozen=True)
 class SpoolSettings:
@@ -188,7 +217,8 @@ class RegistrationSettings:
 
     advertise_url: str
     """``--advertise-url``: where the scheduler reaches this sidecar (default
-    ``http://<listen>:<port>``, required when listening on every address)."""
+    ``http://<listen>:<port>``, ``https://`` with ``--tls-cert-file``; required when listening
+    on every address)."""
 
     tasks: tuple[tuple[str, str | None], ...] = ()
     """``--task NAME[=CRON]`` (repeatable; ``CADENZA_SIDECAR_TASKS`` separated by ';'): the Tasks
@@ -248,6 +278,41 @@ def _token(resolve: flags.Resolver, environ: Mapping[str, str]) -> str | None:
         raise SettingsError(
             f"--token-file {token_file}: {exc}; put the dispatch token in it"
         ) from None
+
+
+def _server_tls(resolve: flags.Resolver) -> ServerTls | None:
+    cert = resolve.get("tls_cert_file", Path, None)
+    key = resolve.get("tls_key_file", Path, None)
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        names = ("tls-cert-file", "tls-key-file")
+        given, missing = names if key is None else names[::-1]
+        raise SettingsError(
+            f"--{given} needs --{missing} (or {ENV_PREFIX}{missing.upper().replace('-', '_')}):"
+            " give both, the certificate and its private key, or neither for plain HTTP"
+        )
+    for flag, path in (("--tls-cert-file", cert), ("--tls-key-file", key)):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise SettingsError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
+    try:
+        tls.server_context(cert, key)
+    except ValueError as exc:
+        raise SettingsError(f"--tls-cert-file {cert} and --tls-key-file {key}: {exc}") from None
+    poll = resolve.get("tls_poll_seconds", flags.positive_float, DEFAULT_TLS_POLL_SECONDS)
+    return ServerTls(cert, key, poll)
+
+
+def _callback_ca_file(resolve: flags.Resolver) -> Path | None:
+    ca_file = resolve.get("callback_ca_file", Path, None)
+    if ca_file is not None:
+        try:
+            tls.client_context(ca_file)
+        except ValueError as exc:
+            raise SettingsError(f"--callback-ca-file {ca_file}: {exc}") from None
+    return ca_file
 
 
 def _handler(
@@ -316,6 +381,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             max_batch_bytes=resolve.get(
                 "max_batch_bytes", flags.positive_int, DEFAULT_MAX_BATCH_BYTES
             ),
+            tls=_server_tls(resolve),
         ),
         auth=AuthSettings(
             token=_token(resolve, env),
@@ -352,6 +418,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 "callback_batch_max_items", flags.positive_int, DEFAULT_CALLBACK_BATCH_MAX_ITEMS
             ),
             allowed_urls=resolve.get("callback_allow", flags.url_prefixes, ()),
+            ca_file=_callback_ca_file(resolve),
         ),
         spool=_spool(resolve, handler.max_output_bytes),
         drain=DrainSettings(
@@ -408,7 +475,8 @@ def _registration(
                 " give the URL the scheduler reaches this sidecar at"
             )
         host = f"[{listen}]" if ":" in listen else listen
-        advertise = f"http://{host}:{port}"
+        scheme = "https" if resolve.get("tls_cert_file", Path, None) else "http"
+        advertise = f"{scheme}://{host}:{port}"
     raw_tasks = args.task or [t for t in environ.get(ENV_PREFIX + "TASKS", "").split(";") if t]
     tasks = tuple(
         (name_.strip(), cron.strip() or None) if sep else (name_.strip(), None)

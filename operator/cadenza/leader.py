@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
+from cadenza import tls
 from cadenza.core.ids import Epoch, TaskUid
 from cadenza.dispatch.client import DispatchClient
 from cadenza.executors.pool import ExecutorPool
@@ -60,7 +61,9 @@ class Leader:
     async def run(self) -> None:
         ctx, epoch = self.ctx, self.epoch
         lock = ctx.settings.leadership.lock_name
-        client = DispatchClient()
+        # Read at every term, so a rotated CA bundle is trusted from the next leader on.
+        trust = await asyncio.to_thread(tls.client_context, ctx.settings.dispatch.ca_file)
+        client = DispatchClient(ssl_context=trust)
         store = LeaderStore(ctx.engine, lock, epoch, ctx.metrics)
         plans: dict[TaskUid, TaskPlan] = {}
         tuning = ctx.settings.scheduling

@@ -20,15 +20,18 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import kopf
 from aiohttp import web
 
+from cadenza import tls
 from cadenza.api import callback_batches, callbacks, probes, rest
 from cadenza.core.ids import Epoch, ExecutionId
 from cadenza.kube import client as kube_client
@@ -212,7 +215,12 @@ class Replica:
 
 async def serve_http(replica: Replica) -> web.AppRunner:
     app = web.Application(middlewares=[rest.middleware])
-    api = rest.context(replica.settings.api, replica.engine, replica.kube)
+    api = rest.context(
+        replica.settings.api,
+        replica.engine,
+        replica.kube,
+        dispatch_ca_file=replica.settings.dispatch.ca_file,
+    )
     app.add_routes(rest.routes(api))
     app.add_routes(probes.routes(replica.status))
     replicas = probes.replica_routes(replica.engine, replica.settings.leadership.lock_name)
@@ -223,12 +231,32 @@ async def serve_http(replica: Replica) -> web.AppRunner:
     gate = asyncio.Semaphore(max(1, replica.settings.database.pool_size // 2))
     app.add_routes(callbacks.routes(replica.engine, applied, grace_seconds=grace, gate=gate))
     app.add_routes(callback_batches.routes(replica.engine, applied, grace_seconds=grace, gate=gate))
+    http = replica.settings.http
+    context = _serving_context(app, http.tls_cert_file, http.tls_key_file)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, replica.settings.http.host, replica.settings.http.port)
+    site = web.TCPSite(runner, http.host, http.port, ssl_context=context)
     await site.start()
-    log.info("HTTP server on %s:%s", replica.settings.http.host, replica.settings.http.port)
+    log.info("HTTP%s server on %s:%s", "S" if context else "", http.host, http.port)
     return runner
+
+
+def _serving_context(
+    app: web.Application, cert: Path | None, key: Path | None
+) -> ssl.SSLContext | None:
+    """The HTTPS context when the settings give a pair, kept fresh while ``app`` lives."""
+    if cert is None or key is None:
+        return None
+    context = tls.server_context(cert, key)
+
+    async def renewals(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(tls.keep_fresh(context, cert, key), name="http-tls")
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    app.cleanup_ctx.append(renewals)
+    return context
 
 
 def create_engine(settings: Settings) -> Any:

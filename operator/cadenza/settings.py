@@ -83,7 +83,16 @@ class HttpSettings:
 
     advertise_url: str = ""
     """Base URL other parties use to reach this replica, e.g. in callback URLs given to sidecars
-    (``CADENZA_HTTP_ADVERTISE_URL``); default ``http://<host>:<port>``."""
+    (``CADENZA_HTTP_ADVERTISE_URL``); default ``http://<host>:<port>``, ``https://`` when the
+    server has a certificate."""
+
+    tls_cert_file: Path | None = None
+    """PEM serving certificate, its chain after it (``CADENZA_HTTP_TLS_CERT_FILE``): with it the
+    server speaks HTTPS only. It must be valid for the host of the advertise URL (the Service
+    name, ``<service>.<namespace>.svc``), which sidecars verify. Re-read when a file changes."""
+
+    tls_key_file: Path | None = None
+    """PEM private key of that certificate (``CADENZA_HTTP_TLS_KEY_FILE``); both or neither."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,15 @@ class WebhookSettings:
 
     key_file: Path | None = None
     """PEM private key of that certificate (``CADENZA_WEBHOOK_KEY_FILE``)."""
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    ca_file: Path | None = None
+    """PEM bundle of the CAs a sidecar's certificate is verified against when its Executor says
+    ``scheme: https`` (``CADENZA_DISPATCH_CA_FILE``); default: the system trust store. The
+    certificate must name the address dialled: the pod IP (an IP SAN), or the host of an
+    endpoint's ``baseUrl``. Read again by each new leader term."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +209,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     leadership: LeadershipSettings = field(default_factory=LeadershipSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
     scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
@@ -238,15 +257,8 @@ class Settings:
                     "CADENZA_MAX_CLOCK_SKEW_SECONDS", float, 2.0, minimum=0.01, maximum=3600
                 ),
             ),
-            http=HttpSettings(
-                host=host,
-                port=port,
-                advertise_url=read(
-                    "CADENZA_HTTP_ADVERTISE_URL",
-                    str,
-                    f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}",
-                ).rstrip("/"),
-            ),
+            http=_http_settings(read, host, port),
+            dispatch=DispatchSettings(ca_file=_ca_file(read, "CADENZA_DISPATCH_CA_FILE")),
             scheduling=SchedulingSettings(
                 deadline_grace_seconds=read(
                     "CADENZA_DEADLINE_GRACE_SECONDS", float, 10.0, minimum=0, maximum=3600
@@ -301,36 +313,77 @@ def _api_settings(read: _Reader, namespaces: str) -> ApiSettings:
     )
 
 
-def _webhook_settings(read: _Reader, *, http_host: str, http_port: int) -> WebhookSettings:
-    cert = read("CADENZA_WEBHOOK_CERT_FILE", str, "")
-    key = read("CADENZA_WEBHOOK_KEY_FILE", str, "")
-    enabled = read("CADENZA_WEBHOOK_ENABLED", boolean, bool(cert))
-    host = read("CADENZA_WEBHOOK_HOST", str, "0.0.0.0")
-    port = read("CADENZA_WEBHOOK_PORT", int, 9443, minimum=1, maximum=65535)
-    if not enabled:
-        return WebhookSettings(enabled=False, host=host, port=port)
+def _http_settings(read: _Reader, host: str, port: int) -> HttpSettings:
+    pair = _serving_pair(read, "CADENZA_HTTP_TLS_CERT_FILE", "CADENZA_HTTP_TLS_KEY_FILE")
+    scheme = "https" if pair else "http"
+    advertise = read(
+        "CADENZA_HTTP_ADVERTISE_URL",
+        str,
+        f"{scheme}://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}",
+    )
+    cert, key = pair or (None, None)
+    return HttpSettings(
+        host=host,
+        port=port,
+        advertise_url=advertise.rstrip("/"),
+        tls_cert_file=cert,
+        tls_key_file=key,
+    )
+
+
+def _serving_pair(read: _Reader, cert_var: str, key_var: str) -> tuple[Path, Path] | None:
+    """Both files, readable and a certificate with its own key; None when neither is set."""
+    cert, key = read(cert_var, str, ""), read(key_var, str, "")
+    if not cert and not key:
+        return None
     if not cert or not key:
+        given, missing = (cert_var, key_var) if cert else (key_var, cert_var)
         raise SettingsError(
-            "the webhook needs a serving certificate: set both CADENZA_WEBHOOK_CERT_FILE and "
-            "CADENZA_WEBHOOK_KEY_FILE, or CADENZA_WEBHOOK_ENABLED=false"
+            f"{given} needs {missing}: set both, the certificate and its private key, or neither"
         )
-    for name, path in (("CADENZA_WEBHOOK_CERT_FILE", cert), ("CADENZA_WEBHOOK_KEY_FILE", key)):
+    for name, path in ((cert_var, cert), (key_var, key)):
         if not (Path(path).is_file() and os.access(path, os.R_OK)):
             raise SettingsError(f"{name}={path!r} is not a readable file")
     try:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
     except (ssl.SSLError, OSError, ValueError) as error:
         raise SettingsError(
-            f"CADENZA_WEBHOOK_CERT_FILE={cert!r} and CADENZA_WEBHOOK_KEY_FILE={key!r} are not a "
-            f"PEM certificate and its private key: {error}"
+            f"{cert_var}={cert!r} and {key_var}={key!r} are not a PEM certificate and its "
+            f"private key: {error}"
         ) from None
+    return Path(cert), Path(key)
+
+
+def _ca_file(read: _Reader, name: str) -> Path | None:
+    raw = read(name, str, "")
+    if not raw:
+        return None
+    try:
+        ssl.create_default_context(cafile=raw)
+    except (ssl.SSLError, OSError) as error:
+        raise SettingsError(f"{name}={raw!r} is not a readable PEM CA bundle: {error}") from None
+    return Path(raw)
+
+
+def _webhook_settings(read: _Reader, *, http_host: str, http_port: int) -> WebhookSettings:
+    enabled = read(
+        "CADENZA_WEBHOOK_ENABLED", boolean, bool(read("CADENZA_WEBHOOK_CERT_FILE", str, ""))
+    )
+    host = read("CADENZA_WEBHOOK_HOST", str, "0.0.0.0")
+    port = read("CADENZA_WEBHOOK_PORT", int, 9443, minimum=1, maximum=65535)
+    if not enabled:
+        return WebhookSettings(enabled=False, host=host, port=port)
+    pair = _serving_pair(read, "CADENZA_WEBHOOK_CERT_FILE", "CADENZA_WEBHOOK_KEY_FILE")
+    if pair is None:
+        raise SettingsError(
+            "the webhook needs a serving certificate: set both CADENZA_WEBHOOK_CERT_FILE and "
+            "CADENZA_WEBHOOK_KEY_FILE, or CADENZA_WEBHOOK_ENABLED=false"
+        )
     if port == http_port and _same_interface(host, http_host):
         raise SettingsError(
             f"CADENZA_WEBHOOK_PORT ({port}) must differ from CADENZA_HTTP_PORT ({http_port})"
         )
-    return WebhookSettings(
-        enabled=True, host=host, port=port, cert_file=Path(cert), key_file=Path(key)
-    )
+    return WebhookSettings(enabled=True, host=host, port=port, cert_file=pair[0], key_file=pair[1])
 
 
 def _same_interface(a: str, b: str) -> bool:

@@ -304,6 +304,24 @@ def test_webhook_tls_can_come_from_cert_manager_or_a_secret_or_be_left_out(helm:
     assert "CADENZA_WEBHOOK_CERT_FILE" not in env
 
 
+def test_http_tls_and_the_dispatch_ca_come_from_secrets_and_probes_follow(helm: Helm) -> None:
+    docs = helm.template("operator.tls.secretName=http-tls", "operator.dispatchCa.secretName=cas")
+    spec = docs.one("Deployment")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = container_env(docs.one("Deployment"))
+    assert env["CADENZA_HTTP_ADVERTISE_URL"] == "https://cadenza.ops.svc:8080"
+    assert env["CADENZA_HTTP_TLS_CERT_FILE"] == "/etc/cadenza/http-tls/tls.crt"
+    assert env["CADENZA_HTTP_TLS_KEY_FILE"] == "/etc/cadenza/http-tls/tls.key"
+    assert env["CADENZA_DISPATCH_CA_FILE"] == "/etc/cadenza/dispatch-ca/ca.crt"
+    assert {"name": "http-tls", "secret": {"secretName": "http-tls"}} in spec["volumes"]
+    assert {"name": "dispatch-ca", "secret": {"secretName": "cas"}} in spec["volumes"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+
+    env = container_env(helm.template().one("Deployment"))
+    assert not {"CADENZA_HTTP_TLS_CERT_FILE", "CADENZA_DISPATCH_CA_FILE"} & env.keys()
+
+
 def test_database_url_can_come_from_an_existing_secret(helm: Helm) -> None:
     docs = helm.template("database.existingSecret.name=dsn", "database.existingSecret.key=dsn")
     env = container_env(docs.one("Deployment"))

@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cadenza import tls
 from cadenza.api import executions
 from cadenza.api.context import ApiContext, json
 from cadenza.api.errors import Problem
@@ -92,7 +93,8 @@ async def _tell_pod(ctx: ApiContext, row: Mapping[str, Any], key: str) -> bool:
         )
     except tokens.TokenUnavailable:
         return False
-    client = DispatchClient()
+    trust = await asyncio.to_thread(tls.client_context, ctx.dispatch_ca_file)
+    client = DispatchClient(ssl_context=trust)
     try:
         return await client.cancel(base_url, token, key)
     finally:

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -42,6 +43,9 @@ class ApiContext:
     settings: ApiSettings
     executors: Executors
     now: Callable[[], datetime] = _utc_now
+    dispatch_ca_file: Path | None = None
+    """CAs a sidecar served over HTTPS is verified against when a run is cancelled there
+    (``CADENZA_DISPATCH_CA_FILE``); None: the system trust store."""
 
     async def blocking(self, call: Callable[[], T]) -> T:
         """A database read in a thread; the database unreachable is a 503, not the client's

@@ -9,6 +9,8 @@ and the callbacks (which carry a token per run) are not behind it; ``/metrics`` 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
@@ -24,7 +26,13 @@ from cadenza.settings import ApiSettings
 middleware = errors.middleware
 
 
-def context(settings: ApiSettings, engine: Engine, client: ApiClient) -> ApiContext:
+def context(
+    settings: ApiSettings,
+    engine: Engine,
+    client: ApiClient,
+    *,
+    dispatch_ca_file: Path | None = None,
+) -> ApiContext:
     guard = Guard(Reviews(client), settings.auth_cache_seconds, settings.auth_cache_size)
     return ApiContext(
         guard=guard,
@@ -32,6 +40,7 @@ def context(settings: ApiSettings, engine: Engine, client: ApiClient) -> ApiCont
         engine=engine,
         settings=settings,
         executors=Executors(client),
+        dispatch_ca_file=dispatch_ca_file,
     )
 
 

@@ -3,12 +3,17 @@
 One CA signs the API server's serving certificate (valid for 127.0.0.1 and localhost) and an
 admin client certificate in ``system:masters``; a separate RSA key pair signs service-account
 tokens. Everything is generated fresh per control plane and lives only in its work directory.
+
+:func:`generate_ca` and :func:`issue_serving` make the same kind of material for anything else
+served over TLS locally (a sidecar on its pod IP, an operator replica), as tests and the demo
+need it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +37,22 @@ class Pki:
     admin_key: Path
     sa_public_key: Path
     sa_private_key: Path
+
+
+@dataclass(frozen=True)
+class Authority:
+    """A CA: its certificate (the bundle clients trust) and its key, both PEM files."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class ServingPair:
+    """A serving certificate signed by an :class:`Authority`, and its key, both PEM files."""
+
+    cert: Path
+    key: Path
 
 
 def _name(common_name: str, organization: str | None = None) -> x509.Name:
@@ -97,28 +118,12 @@ def generate(directory: Path) -> Pki:
         sa_public_key=directory / "sa.pub",
         sa_private_key=directory / "sa.key",
     )
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("cadenza-local-ca")
-    ca = _issue(ca_name, ca_key.public_key(), ca_name, ca_key, is_ca=True)
-    _write_key(pki.ca_key, ca_key)
-    _write_cert(pki.ca_cert, ca)
-
-    serving_key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.DNSName("kubernetes.default.svc"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-    ]
-    serving = _issue(
-        _name("kube-apiserver"),
-        serving_key.public_key(),
-        ca_name,
-        ca_key,
-        usage=ExtendedKeyUsageOID.SERVER_AUTH,
-        sans=sans,
-    )
-    _write_key(pki.serving_key, serving_key)
-    _write_cert(pki.serving_cert, serving)
+    ca = generate_ca(directory, "cadenza-local-ca", "ca")
+    ca_key, ca_name = _load(ca)
+    issue_serving(
+        ca, directory, "kube-apiserver", ["localhost", "kubernetes.default.svc", "127.0.0.1"],
+        stem="apiserver",
+    )  # fmt: skip
 
     admin_key = ec.generate_private_key(ec.SECP256R1())
     admin = _issue(
@@ -139,3 +144,49 @@ def generate(directory: Path) -> Pki:
         )
     )
     return pki
+
+
+def generate_ca(directory: Path, common_name: str, stem: str) -> Authority:
+    """A new self-signed CA in ``<stem>.crt`` and ``<stem>.key`` under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    authority = Authority(directory / f"{stem}.crt", directory / f"{stem}.key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(common_name)
+    _write_key(authority.key, key)
+    _write_cert(authority.cert, _issue(name, key.public_key(), name, key, is_ca=True))
+    return authority
+
+
+def issue_serving(
+    ca: Authority, directory: Path, common_name: str, hosts: Sequence[str], *, stem: str
+) -> ServingPair:
+    """A serving certificate signed by ``ca`` for ``hosts`` (IP addresses become IP SANs,
+    anything else DNS SANs), in ``<stem>.crt`` and ``<stem>.key`` under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pair = ServingPair(directory / f"{stem}.crt", directory / f"{stem}.key")
+    ca_key, ca_name = _load(ca)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(
+        _name(common_name),
+        key.public_key(),
+        ca_name,
+        ca_key,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        sans=[_san(host) for host in hosts],
+    )
+    _write_key(pair.key, key)
+    _write_cert(pair.cert, cert)
+    return pair
+
+
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def _load(ca: Authority) -> tuple[ec.EllipticCurvePrivateKey, x509.Name]:
+    key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key, x509.load_pem_x509_certificate(ca.cert.read_bytes()).subject
