@@ -4,15 +4,19 @@ scenario checked against what the pods really ran (:mod:`tests.support.ledger`):
 none lost, none left open past its deadline, none started after it, every result the pods
 produced recorded.
 
-The stack runs on a MariaDB of its own (one scenario crashes it) and the sidecars reach the
-replicas through a Service in the test process (:mod:`tests.support.chaos`) that a scenario can
-make duplicate, reorder, delay and hold callbacks. Prints the table ``docs/reliability.md``
-keeps. Each scenario is bounded in time (its waits have deadlines); the whole suite takes about
-two and a half minutes here.
+The stack runs on a MariaDB of its own (one scenario crashes it), one scenario runs a replica
+under libfaketime (its clock 30 s ahead), and the sidecars reach the replicas through a Service
+in the test process (:mod:`tests.support.chaos`) that a scenario can make duplicate, reorder,
+delay and hold callbacks. After the last scenario every Task's status must agree with its
+history. Prints the table ``docs/reliability.md`` keeps. Each scenario is bounded in time (its
+waits have deadlines); the whole suite takes about two and a half minutes here.
 """
 
 from __future__ import annotations
 
+import collections
+import glob
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -244,6 +248,41 @@ def _callback_storm(stack: Stack, leader: OperatorProcess) -> Recovered:
     return lambda: service.held == 0
 
 
+SKEW_SECONDS = 30
+"""How far the skewed replica's clock is ahead of the database's (the bound is 2 s)."""
+
+
+def _skewed_clock(stack: Stack, leader: OperatorProcess) -> Recovered:
+    """A replica whose clock is 30 s ahead (libfaketime) is the only one that could take over:
+    the leader is killed and the other replica frozen. It must refuse to lead, leaving the lock
+    free, until the frozen replica resumes and leads; the missed ticks are fired then."""
+    scene = stack.scene
+    (library,) = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")  # scripts/setup installs it
+    skewed = scene.replicas.add(
+        "skewed",
+        own_env={
+            "LD_PRELOAD": library,
+            "FAKETIME": f"+{SKEW_SECONDS}s",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",  # timeouts and leases run on the true clock
+        },
+    )
+    wait_for(lambda: (skewed.readyz() or {}).get("indexed"), 60, "the skewed replica indexed")
+    (standby,) = [m for m in scene.replicas.members if m.alive() and m not in (leader, skewed)]
+    epoch = _epoch(scene)
+    standby.signal(signal.SIGSTOP)
+    try:
+        leader.signal(signal.SIGKILL)
+        wait_for(lambda: "clock differs" in skewed.tail(200), 60, "the skewed replica's refusal")
+        assert not skewed.leading() and _epoch(scene) == epoch, "a skewed replica led"
+    finally:
+        standby.signal(signal.SIGCONT)
+    wait_for(lambda: _epoch(scene) > epoch, 60, "the resumed replica to lead")
+    assert not skewed.leading()
+    skewed.stop()
+    scene.replicas.add()  # two sound replicas again
+    return _new_leader_sends(scene)
+
+
 def _live_pods(stack: Stack) -> list[SidecarPod]:
     return [p for name, p in stack.scene.pods.items() if name not in stack.dead_pods]
 
@@ -259,6 +298,7 @@ SCENARIOS: list[tuple[str, Fault]] = [
     ("a hung sidecar: SIGSTOP past its runs' deadlines, then SIGCONT", _hung_sidecar),
     ("callbacks duplicated, reordered and re-sent late for 10 s", _bad_callbacks),
     ("a callback storm: all held back 10 s, then let go at once", _callback_storm),
+    (f"a replica {SKEW_SECONDS} s ahead of the database is the only one left", _skewed_clock),
 ]
 
 
@@ -290,10 +330,62 @@ def _run(stack: Stack, name: str, fault: Fault) -> Verdict:
     return check(scene, NAMES, start, end, verdict, frozenset(stack.dead_pods))
 
 
+def _status_disagrees(scene: Scenario) -> list[str]:
+    """Where a Task's status says other than its history: counters, failure streak, last tick."""
+    out = scene.plane.kubectl("get", "tasks", "-n", scene.namespace, "-o", "json").stdout
+    statuses = {t["metadata"]["name"]: t.get("status") or {} for t in json.loads(out)["items"]}
+    rows = scene.sql(
+        "SELECT task_name, status, origin = 'misfire' AS misfire, COUNT(*) AS n,"
+        " MAX(scheduled_at) AS last FROM task_executions WHERE namespace = %s"
+        " GROUP BY task_name, status, misfire",
+        scene.namespace,
+    )
+    counts: dict[str, dict[str, int]] = {n: collections.Counter() for n in NAMES}
+    last: dict[str, datetime] = {}
+    for row in rows:
+        name = row["task_name"]
+        if name not in counts:
+            continue
+        kind = {"succeeded": "succeeded", "skipped": "skipped"}.get(row["status"], "failed")
+        counts[name][kind] += int(row["n"])
+        counts[name]["misfired"] += int(row["n"]) if row["misfire"] else 0
+        last[name] = max(last.get(name, row["last"]), row["last"])
+    wrong = []
+    for name in NAMES:
+        status = statuses.get(name, {})
+        told = {k: v for k, v in (status.get("counters") or {}).items() if v}
+        held = {k: v for k, v in counts[name].items() if v}
+        tick = status.get("lastScheduleTime")
+        same_tick = tick is not None and abs((naive(tick) - last[name]).total_seconds()) < 0.002
+        if told != held or status.get("consecutiveFailures") or not same_tick:
+            history = f"{held} up to {last[name]}"
+            wrong.append(f"{name}: status says {told} up to {tick}; history {history}")
+    return wrong
+
+
 @pytest.mark.timeout(1800)
 def test_faults_under_load_lose_and_repeat_nothing(loaded: Stack) -> None:
     verdicts = [_run(loaded, name, fault) for name, fault in SCENARIOS]
     print("\n" + HEADER + "\n" + "\n".join(v.row() for v in verdicts))
+    # After all of it, every Task's status tells its history: suspended, the Tasks stop firing,
+    # their last runs finish, and their status catches up with exactly what the history holds.
+    scene = loaded.scene
+    scene.apply(*(task(n, "* * * * * *", suspend=True, **SPEC) for n in NAMES))
+    wait_for(
+        lambda: (
+            not scene.sql(
+                "SELECT id FROM task_executions WHERE namespace = %s AND status IN %s LIMIT 1",
+                scene.namespace,
+                OPEN,
+            )
+        ),
+        60,
+        "the last runs to finish",
+    )
+    try:
+        wait_for(lambda: not _status_disagrees(scene), 60, "every Task's status to agree")
+    except AssertionError:
+        raise AssertionError(_status_disagrees(scene)[:5]) from None
     for verdict in verdicts:
         assert verdict.clean, (
             verdict.scenario,

@@ -86,7 +86,10 @@ class Replicas:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     members: list[OperatorProcess] = field(default_factory=list)
 
-    def add(self, instance_id: str | None = None) -> OperatorProcess:
+    def add(
+        self, instance_id: str | None = None, own_env: Mapping[str, str] | None = None
+    ) -> OperatorProcess:
+        """Start one more replica; ``own_env`` is added to this one's environment only."""
         instance_id = instance_id or f"replica-{len(self.members)}"
         port = free_port()
         env = dict(self.plane.env)
@@ -105,6 +108,7 @@ class Replicas:
                 "CADENZA_API_OPEN_METRICS": "true",
                 "PYTHONUNBUFFERED": "1",
                 **self.extra_env,
+                **(own_env or {}),
             }
         )
         member = OperatorProcess(instance_id, port, self.workdir / f"{instance_id}.log", env)

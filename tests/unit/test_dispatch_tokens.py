@@ -10,7 +10,8 @@ import pytest
 
 from cadenza.dispatch.credentials import DispatchToken
 from cadenza.executors.spec import TokenRef
-from cadenza.executors.tokens import Credentials, TokenUnavailable, decode_token
+from cadenza.executors.tokens import Credentials, TokenSource, TokenUnavailable, decode_token
+from cadenza.kube.views import ExecutorView
 
 WHERE = "Secret team-a/workers-token (spec.tokenSecretRef)"
 
@@ -50,3 +51,31 @@ def test_the_previous_token_is_offered_only_within_the_grace_after_its_rotation(
     assert found.offered(rotated + timedelta(seconds=300), 300) == DispatchToken("new")
     assert Credentials("new").offered(rotated, 300) == DispatchToken("new")
     assert "old" not in repr(found.offered(rotated, 300))  # never a token in a log line
+
+
+class _Secrets:
+    """Stands in for the API server's Secrets: one token for every Executor."""
+
+    def ensure(self, namespace: str, executor: str, uid: str, rotation: str | None) -> dict:
+        return {"token": b64(f"token-of-{executor}")}
+
+
+async def test_a_deleted_executors_token_is_not_kept() -> None:
+    source = TokenSource(None)  # type: ignore[arg-type]
+    source._secrets = _Secrets()  # type: ignore[assignment]
+    views = [
+        ExecutorView(
+            uid=f"uid-{i}",
+            namespace="team-a",
+            name=f"pool-{i}",
+            generation=1,
+            spec={},
+            spec_hash="h",
+        )
+        for i in range(50)
+    ]
+    for view in views:
+        assert (await source.token(view)).current == f"token-of-{view.name}"
+    for view in views:
+        source.forget(view)
+    assert (source._cache, source._locks, source._stale) == ({}, {}, set())

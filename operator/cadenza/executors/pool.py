@@ -369,8 +369,11 @@ class ExecutorPool:
             if probing := self._members[key].probing:
                 probing.cancel()
         for uid in self._executors.keys() - executors.keys():
-            if loading := self._executors[uid].loading:
-                loading.cancel()
+            gone = self._executors[uid]
+            if gone.loading:
+                gone.loading.cancel()
+            if self._tokens is not None:
+                self._tokens.forget(gone.view)
         live = {pod_uid for _, pod_uid in members}
         self._warn_of_annotations([m.pod for m in members.values()], live)
         self._in_flight = {uid: n for uid, n in self._in_flight.items() if uid in live}

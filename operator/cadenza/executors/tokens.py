@@ -109,6 +109,14 @@ class TokenSource:
         """Read the Executor's token again on the next call (a sidecar refused the cached one)."""
         self._stale.add((executor.namespace, executor.name, executor.uid))
 
+    def forget(self, executor: ExecutorView) -> None:
+        """The Executor went: its cached token and read lock go too (memory per deleted
+        Executor returns)."""
+        key = (executor.namespace, executor.name, executor.uid)
+        self._cache.pop(key, None)
+        self._stale.discard(key)
+        self._locks.pop(key, None)
+
     def _fresh(self, key: _Key) -> Credentials | None:
         cached = self._cache.get(key)
         if cached is None or key in self._stale:
