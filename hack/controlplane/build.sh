@@ -21,22 +21,10 @@ complete() {
   for t in "${tools[@]}"; do [ -x "$bin/$t" ] || return 1; done
 }
 
-if complete; then
-  echo "$bin"
-  exit 0
-fi
-
-command -v go >/dev/null || { echo "build.sh: Go is required (go 1.26 or newer)" >&2; exit 1; }
-mkdir -p "$cache_root/$key"
 # Two callers building the same key at once (a demo and a test run) take turns.
-exec 9>"$cache_root/$key/.lock"
-flock 9
-if complete; then
-  echo "$bin"
-  exit 0
-fi
-staging="$(mktemp -d "$cache_root/$key/.build.XXXXXX")"
-trap 'rm -rf "$staging"' EXIT
+# shellcheck source=hack/lib/cached_build.sh
+. "$here/../lib/cached_build.sh"
+begin_build "$cache_root/$key" "$bin"
 
 export CGO_ENABLED=0 GOFLAGS="-trimpath -mod=mod"
 timed() {

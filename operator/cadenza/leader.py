@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from cadenza import tls
 from cadenza.core.ids import Epoch, TaskUid
 from cadenza.dispatch.client import DispatchClient
+from cadenza.executors import gauges
 from cadenza.executors.pool import ExecutorPool
 from cadenza.executors.status import ExecutorStatusWriter
 from cadenza.executors.tokens import TokenSource
@@ -129,6 +130,7 @@ class Leader:
                 group.create_task(pool.run(), name="pool")
                 group.create_task(_forward_changes(ctx.hub, pool), name="pool-changes")
                 group.create_task(executor_status.run(pool), name="executor-status")
+                group.create_task(gauges.publish(pool, ctx.metrics), name="executor-gauges")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(_first_probes(pool), FIRST_PROBES_SECONDS)
                 scheduler.load()

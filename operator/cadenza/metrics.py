@@ -4,9 +4,14 @@ One registry per replica (not the library's global one), so tests can run severa
 process without colliding. Label sets are bounded: task labels are ``namespace/name`` of Tasks
 that exist, outcomes and reasons are small enums.
 
-WARNING: a series labelled by Task lives only while its Task exists and this replica leads: the
-leader removes it when the Task is deleted and when it stops leading (a follower cannot tell
-which Tasks went). Whoever adds such a label removes its series in the same places.
+WARNING: a series labelled by Task or Executor lives only while its object exists and this
+replica leads: the leader removes it when the object is deleted and when it stops leading (a
+follower cannot tell which objects went). Whoever adds such a label removes its series in the
+same places.
+
+The Grafana dashboard and the PrometheusRule in ``charts/cadenza`` read these names, and
+``tests/integration/test_observability.py`` holds them to what is served here: renaming one
+means changing both.
 """
 
 from __future__ import annotations
@@ -73,9 +78,16 @@ class Metrics:
             ["part"],
             registry=r,
         )
+        self.consecutive_failures = Gauge(
+            "cadenza_task_consecutive_failures",
+            "Runs of the Task that failed in a row since its last success (its status's"
+            " consecutiveFailures), by task",
+            ["task"],
+            registry=r,
+        )
         self.pods_healthy = Gauge(
             "cadenza_executor_pods_healthy",
-            "Healthy pods per executor",
+            "Pods (or outside endpoints) of the Executor that can take runs now, by executor",
             ["executor"],
             registry=r,
         )

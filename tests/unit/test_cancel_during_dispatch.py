@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,31 +75,48 @@ async def until(check: Any, what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_a_run_cancelled_while_it_was_sent_is_stopped_on_its_pod() -> None:
-    store = MemoryRunStore()
-    store.mirror(TASK)
+def lifecycle_over(store: MemoryRunStore, pod: HeldPod | None, metrics: Metrics) -> Lifecycle:
+    """The leader's run half for one every-second Task, its pool one pod, ``pod`` its client."""
     spec = {"schedule": "* * * * * *", "executors": [{"name": "workers"}]}
     view = TaskView(str(TASK), "ns", "cancelled", 1, spec, None, None, spec_hash(spec))
-    pod = HeldPod()
-    lifecycle = Lifecycle(
+    return Lifecycle(
         store=store,
         epoch=store.epoch,
         plans={TASK: plan_of(view)},
         pool=OnePod(),  # type: ignore[arg-type]
         client=pod,  # type: ignore[arg-type]
         callback_base_url="http://127.0.0.1:1",
-        metrics=Metrics(),
+        metrics=metrics,
         on_change=lambda task, execution: None,
         lease_valid=lambda: True,
     )
+
+
+@contextlib.asynccontextmanager
+async def sent_run(
+    store: MemoryRunStore, lifecycle: Lifecycle, max_attempts: int = 1
+) -> AsyncIterator[ExecutionId]:
+    """A run of the Task claimed now and handed to ``lifecycle``, whose loop runs meanwhile."""
+    store.mirror(TASK)
     await lifecycle.recover()
     now = datetime.now(UTC)
-    tick = NewRun(TASK, "ns", "cancelled", now, Origin.SCHEDULE, RunStatus.CLAIMED, 1)
+    tick = NewRun(TASK, "ns", "cancelled", now, Origin.SCHEDULE, RunStatus.CLAIMED, max_attempts)
     (run,) = (await store.claim([tick])).runs
     assert run is not None
     looping = asyncio.create_task(lifecycle.run())
     try:
         lifecycle.claimed(run, TASK, now, "schedule", RunStatus.CLAIMED, now)
+        yield ExecutionId(run)
+    finally:
+        looping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await looping
+
+
+async def test_a_run_cancelled_while_it_was_sent_is_stopped_on_its_pod() -> None:
+    store, pod = MemoryRunStore(), HeldPod()
+    lifecycle = lifecycle_over(store, pod, Metrics())
+    async with sent_run(store, lifecycle) as run:
         await asyncio.wait_for(pod.received.wait(), 10)
         assert store.runs[run].status is RunStatus.DISPATCHED
 
@@ -112,8 +130,4 @@ async def test_a_run_cancelled_while_it_was_sent_is_stopped_on_its_pod() -> None
         await until(lambda: pod.cancels, "the leader to tell the pod")
         assert pod.cancels == [(POD.base_url, POD.token, f"{run}-1")]
         await until(lambda: lifecycle.in_flight(TASK) == 0, "the run to leave the leader")
-        assert store.runs[ExecutionId(run)].status is RunStatus.CANCELLED
-    finally:
-        looping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await looping
+        assert store.runs[run].status is RunStatus.CANCELLED

@@ -37,6 +37,7 @@ from cadenza.store.port import NewRun
 
 NOW = datetime(2026, 12, 2, 12, 0, 0, 500000, tzinfo=UTC)
 WRITES = "cadenza_task_status_writes_total"
+FAILURES = "cadenza_task_consecutive_failures"
 
 
 def view(name: str, **spec: Any) -> TaskView:
@@ -44,9 +45,13 @@ def view(name: str, **spec: Any) -> TaskView:
     return TaskView(f"uid-{name}", "ns", name, 1, body, None, None, spec_hash(body))
 
 
-def series(metrics: Metrics, name: str) -> float | None:
-    """The Task's status writes as exposed (None: no series)."""
-    return metrics.registry.get_sample_value(WRITES, {"task": f"ns/{name}"})
+def series(metrics: Metrics, name: str, metric: str = WRITES) -> float | None:
+    """The Task's status writes (or another ``task`` series) as exposed (None: no series)."""
+    return metrics.registry.get_sample_value(metric, {"task": f"ns/{name}"})
+
+
+def task_series(metrics: Metrics, name: str) -> list[float | None]:
+    return [series(metrics, name, metric) for metric in (WRITES, FAILURES)]
 
 
 def tracked(metrics: Metrics, part: str) -> float | None:
@@ -87,6 +92,8 @@ class Book:
         self.hold: asyncio.Event | None = None
         self.missing = False
         self.runs = 0
+        self.streak = 0
+        """The consecutive failures the summary reports."""
         monkeypatch.setattr(summary, "task_summary", self._summary)
         monkeypatch.setattr(self.book._objects, "patch_status", self._patch)
         monkeypatch.setattr(self.book._events, "post", lambda *args: None)
@@ -94,7 +101,7 @@ class Book:
     def _summary(self, conn: Any, task: TaskUid) -> summary.Summary:
         self.runs += 1  # a new run each time: the status differs from the one last written
         counters = {"succeeded": self.runs, "skipped": 0}
-        return summary.Summary(None, None, None, [], counters, 0)
+        return summary.Summary(None, None, None, [], counters, self.streak)
 
     def _patch(self, *args: Any) -> None:
         if self.missing:
@@ -121,7 +128,7 @@ async def test_a_deleted_task_leaves_no_status_entry_and_no_series(
     b.book.gone(deleted)
 
     assert deleted.uid not in b.book._entries
-    assert series(b.metrics, "deleted") is None
+    assert task_series(b.metrics, "deleted") == [None, None]
     assert series(b.metrics, "kept") == 1.0
     # A late word about its runs brings nothing back.
     b.book.run_changed(deleted.uid)
@@ -140,7 +147,7 @@ async def test_a_write_in_flight_when_the_task_goes_leaves_no_series(
     b.book.gone(plan)
     b.hold.set()
     await writing
-    assert series(b.metrics, "racing") is None
+    assert task_series(b.metrics, "racing") == [None, None]
 
 
 async def test_a_write_that_finds_the_task_gone_drops_its_entry_and_series(
@@ -155,7 +162,7 @@ async def test_a_write_that_finds_the_task_gone_drops_its_entry_and_series(
     b.book.run_changed(plan.uid)
     await b.write(plan)
     assert plan.uid not in b.book._entries
-    assert series(b.metrics, "vanished") is None
+    assert task_series(b.metrics, "vanished") == [None, None]
 
 
 async def test_a_book_that_stops_leading_removes_every_task_series(
@@ -172,8 +179,21 @@ async def test_a_book_that_stops_leading_removes_every_task_series(
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running
-    assert [series(b.metrics, f"t{i}") for i in range(3)] == [None, None, None]
+    assert [task_series(b.metrics, f"t{i}") for i in range(3)] == [[None, None]] * 3
     assert tracked(b.metrics, "status") == 0
+
+
+async def test_consecutive_failures_follow_the_status_each_write_reports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    b = Book(monkeypatch)
+    plan = plan_of(view("flaky"))
+    b.book.schedule(plan, NOW)
+    for streak in (0, 3, 0):  # a success ends a streak
+        b.streak = streak
+        b.book.run_changed(plan.uid)
+        await b.write(plan)
+        assert series(b.metrics, "flaky", FAILURES) == streak
 
 
 # -- the scheduler --------------------------------------------------------------------------

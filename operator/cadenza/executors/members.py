@@ -91,6 +91,11 @@ class ExecutorSnapshot:
     spec_error: str | None = None
     """What is wrong with the Executor's spec; its pods are no candidates until it is fixed."""
 
+    @property
+    def healthy_pods(self) -> int:
+        """Pods (or outside endpoints) that can take runs now."""
+        return sum(p.candidate for p in self.pods)
+
 
 @dataclasses.dataclass
 class Member:

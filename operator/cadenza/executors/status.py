@@ -63,7 +63,7 @@ def build_status(
         pods.append(entry)
     total = len(snapshot.pods)
     ready = sum(p.ready and p.phase == "Running" for p in snapshot.pods)
-    healthy = sum(p.candidate for p in snapshot.pods)
+    healthy = snapshot.healthy_pods
     available = _available(snapshot, total, ready, healthy)
     conditions = []
     for old in previous_conditions:

@@ -188,6 +188,9 @@ class Lifecycle:
         finally:
             self._act.cancel_all()
             self._dispatcher.close()
+            # Only the leader's counts are true: summed over replicas, each run counts once.
+            self._metrics.active.set(0)
+            self._metrics.queued.set(0)
 
     def _sleep_seconds(self) -> float:
         upcoming = self._timers.next_at()
@@ -224,6 +227,9 @@ class Lifecycle:
             return
         if row.status is RunStatus.QUEUED and run.status is not RunStatus.QUEUED:
             self._leave_pod(run)
+            if row.next_attempt_at is not None:
+                # A retry the callback path decided (the leader counts its own when it decides).
+                self._metrics.retries.inc()
         run.status, run.attempt = row.status, row.attempt
         run.next_attempt_at, run.deadline_at = row.next_attempt_at, row.deadline_at
         if run.status is RunStatus.QUEUED:

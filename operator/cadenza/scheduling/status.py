@@ -14,8 +14,8 @@ Invariants:
   misfires, a condition turning bad — never for every success, and at most once per flush.
 - Nothing is written while the lease is in doubt.
 - An entry lives while its Task does: the scheduler says when a Task went (``gone``), a write
-  that finds no Task (404) drops it as well, and its ``task`` series of the status writes counter
-  goes with it. A book that stops (the replica steps down) removes the series of all its Tasks.
+  that finds no Task (404) drops it as well, and its ``task`` series (status writes, consecutive
+  failures) go with it. A stopping book (the replica steps down) removes all its series.
 """
 
 from __future__ import annotations
@@ -188,9 +188,12 @@ class TaskStatusBook:
 
     def forget(self, uid: TaskUid) -> None:
         """The Task went: drop its entry and its series (a write in flight counts no more)."""
-        entry = self._entries.pop(uid, None)
-        if entry is not None:
-            self._metrics.status_writes.remove(_series(entry))
+        if (entry := self._entries.pop(uid, None)) is not None:
+            self._drop_series(entry)
+
+    def _drop_series(self, entry: _Entry) -> None:
+        for series in (self._metrics.status_writes, self._metrics.consecutive_failures):
+            series.remove(_series(entry))
 
     def _touch(self, entry: _Entry) -> None:
         entry.dirty = True
@@ -205,7 +208,7 @@ class TaskStatusBook:
         finally:
             # A follower cannot tell which Tasks go: their series may not outlive the lead.
             for entry in self._entries.values():
-                self._metrics.status_writes.remove(_series(entry))
+                self._drop_series(entry)
             tracked.set(0)
 
     async def _flush_forever(
@@ -263,6 +266,8 @@ class TaskStatusBook:
             # its write was in flight must not leave its series behind.
             if patched and self._entries.get(entry.uid) is entry:
                 self._metrics.status_writes.labels(task=_series(entry)).inc()
+                failures = self._metrics.consecutive_failures.labels(task=_series(entry))
+                failures.set((entry.written or {}).get("consecutiveFailures", 0))
 
     def _flush(self, entry: _Entry, seed: StatusSeed | None = None) -> bool:
         """Write the entry's status if it changed (True when it did) and post its events."""
