@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from cadenza import failpoints
 from cadenza.settings import Settings, SettingsError
 
 RECURSION_LIMIT = 20_000
@@ -62,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cadenza: configuration error: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
+    failpoints.arm(settings.failpoints)
 
     if args.command == "operator":
         sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))

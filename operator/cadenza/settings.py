@@ -19,6 +19,8 @@ from typing import TypeVar
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from cadenza import failpoints
+
 T = TypeVar("T")
 
 DEFAULT_DATABASE_URL = "mysql+pymysql://root:123456@127.0.0.1:3306/jobs"
@@ -222,6 +224,10 @@ class Settings:
     log_level: str = "INFO"
     """Python log level name (``CADENZA_LOG_LEVEL``)."""
 
+    failpoints: Mapping[str, int] = field(default_factory=dict)
+    """Where the fault suite makes this replica die (``CADENZA_FAILPOINTS``; tests only, see
+    :mod:`cadenza.failpoints`); empty in production."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -284,7 +290,15 @@ class Settings:
             api=_api_settings(read, namespaces),
             thread_pool_size=read("CADENZA_THREAD_POOL_SIZE", int, 16, minimum=2, maximum=512),
             log_level=read("CADENZA_LOG_LEVEL", str, "INFO").upper(),
+            failpoints=_failpoints(env.get("CADENZA_FAILPOINTS", "")),
         )
+
+
+def _failpoints(spec: str) -> dict[str, int]:
+    try:
+        return failpoints.parse(spec)
+    except ValueError as exc:
+        raise SettingsError(f"CADENZA_FAILPOINTS: {exc}") from None
 
 
 def _api_settings(read: _Reader, namespaces: str) -> ApiSettings:

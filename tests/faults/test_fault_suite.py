@@ -9,7 +9,7 @@ under libfaketime (its clock 30 s ahead), and the sidecars reach the replicas th
 in the test process (:mod:`tests.support.chaos`) that a scenario can make duplicate, reorder,
 delay and hold callbacks. After the last scenario every Task's status must agree with its
 history. Prints the table ``docs/reliability.md`` keeps. Each scenario is bounded in time (its
-waits have deadlines); the whole suite takes about two and a half minutes here.
+waits have deadlines); the whole suite takes about three minutes here.
 """
 
 from __future__ import annotations
@@ -283,6 +283,31 @@ def _skewed_clock(stack: Stack, leader: OperatorProcess) -> Recovered:
     return _new_leader_sends(scene)
 
 
+def _dies_at(point: str, passes: int) -> Fault:
+    """The leader dies (SIGKILL) at a failpoint (:mod:`cadenza.failpoints`): right after a
+    claim is committed, or right after a pod accepted a run the leader has not recorded yet."""
+
+    def fault(stack: Stack, leader: OperatorProcess) -> Recovered:
+        scene = stack.scene
+        doomed = scene.replicas.add(
+            f"doomed-{point}", own_env={"CADENZA_FAILPOINTS": f"{point}={passes}"}
+        )
+        wait_for(lambda: (doomed.readyz() or {}).get("indexed"), 60, "the doomed replica indexed")
+        for other in scene.replicas.members:
+            if other.alive() and other not in (leader, doomed):
+                other.stop()  # so that the doomed replica is the one to lead next
+        epoch = _epoch(scene)
+        leader.signal(signal.SIGKILL)
+        wait_for(lambda: not doomed.alive(), 60, f"the next leader to die {point}")
+        assert _epoch(scene) > epoch, "the doomed replica never led"
+        assert f"failpoint {point}" in doomed.tail(400)
+        scene.replicas.add()
+        scene.replicas.add()  # two sound replicas again
+        return _new_leader_sends(scene)
+
+    return fault
+
+
 def _live_pods(stack: Stack) -> list[SidecarPod]:
     return [p for name, p in stack.scene.pods.items() if name not in stack.dead_pods]
 
@@ -290,6 +315,8 @@ def _live_pods(stack: Stack) -> list[SidecarPod]:
 Fault = Callable[[Stack, OperatorProcess], Recovered]
 SCENARIOS: list[tuple[str, Fault]] = [
     ("kill -9 of the leader", _kill_9),
+    ("kill -9 of the leader right after it committed a claim", _dies_at("after-claim", 3)),
+    ("kill -9 of the leader right after a pod accepted a run", _dies_at("after-dispatch", 50)),
     ("SIGSTOP of the leader past the lease, then SIGCONT", _sigstop_past_the_lease),
     ("KILL of the leader's lock session on the server", _kill_the_lock_session),
     (f"MariaDB killed (-9), down {DOWN_SECONDS} s, restarted", _mariadb_crash),

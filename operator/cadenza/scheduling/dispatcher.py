@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from cadenza import failpoints
 from cadenza.batching import Coalescer
 from cadenza.core import retry as retry_
 from cadenza.core import runs as rules
@@ -287,6 +288,7 @@ class Dispatcher:
         after = rules.after_answer(_answer(result))
         if after is rules.AfterAnswer.RUNNING:
             if result.started:
+                failpoints.reached("after-dispatch")
                 self._observe_delay(run, attempt)  # the pod's acceptance, not our bookkeeping
                 await self._store.confirm(run.id, attempt)
                 self._pool.note_dispatched(pod.pod_uid)

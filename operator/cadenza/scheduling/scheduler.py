@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
+from cadenza import failpoints
 from cadenza.core import modes
 from cadenza.core.ids import TaskUid
 from cadenza.core.transitions import RunStatus
@@ -332,6 +333,7 @@ class Scheduler:
                 for c, status in decided
             ]
         )
+        failpoints.reached("after-claim")
         deferred = [c for c, _ in decided if c.plan.uid in result.unmirrored]
         if deferred:
             log.info("%d claims wait for the mirror to write their Tasks", len(deferred))
