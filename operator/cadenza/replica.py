@@ -31,7 +31,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from cadenza import tls
+from cadenza import console, tls
 from cadenza.api import callback_batches, callbacks, probes, rest
 from cadenza.core.ids import Epoch, ExecutionId
 from cadenza.kube import client as kube_client
@@ -223,6 +223,7 @@ async def serve_http(replica: Replica) -> web.AppRunner:
     )
     app.add_routes(rest.routes(api))
     app.add_routes(probes.routes(replica.status))
+    app.add_routes(console.routes())
     replicas = probes.replica_routes(replica.engine, replica.settings.leadership.lock_name)
     app.add_routes(rest.guarded(api, [*replicas, replica.metrics.route()]))
     grace = replica.settings.api.callback_grace_seconds
