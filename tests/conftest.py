@@ -22,6 +22,7 @@ from cadenza.devenv import controlplane as cp
 from cadenza.devenv import mariadb
 from cadenza.store import engine as store_engine
 from cadenza.store import migrations
+from tests.e2e import options as e2e_options
 from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +35,10 @@ settings.register_profile(
 )
 settings.register_profile("thorough", max_examples=2000, deadline=None)
 settings.load_profile("cadenza")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    e2e_options.register(parser)
 
 
 @pytest.fixture(scope="session")

@@ -56,8 +56,17 @@ def _say(message: str) -> None:
 
 
 class Demo:
-    def __init__(self, state_dir: Path, replicas: int, executor_pods: int) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        replicas: int,
+        executor_pods: int,
+        database: str = DEMO_DATABASE,
+        pod_network: str = "127.0.0",
+    ) -> None:
         self.state_dir = state_dir
+        self.database = database
+        self.pod_network = pod_network
         self.logs = state_dir / "logs"
         self.replicas = replicas
         self.executor_pods = executor_pods
@@ -73,10 +82,10 @@ class Demo:
         self.plane = cp.ControlPlane.start(workdir=None)
         shutil.copy(self.plane.kubeconfig, self.state_dir / "kubeconfig")
         server = mariadb.Server()
-        _say(f"MariaDB {server.check()}; database {DEMO_DATABASE} (recreated)")
-        server.drop_database(DEMO_DATABASE)
-        server.create_database(DEMO_DATABASE)
-        database_url = server.url(DEMO_DATABASE)
+        _say(f"MariaDB {server.check()}; database {self.database} (recreated)")
+        server.drop_database(self.database)
+        server.create_database(self.database)
+        database_url = server.url(self.database)
 
         self.plane.kubectl("apply", "-f", str(REPO / "crds"))
         for crd in ("tasks.cadenza.dev", "executors.cadenza.dev"):
@@ -91,7 +100,7 @@ class Demo:
             pod = pods.SidecarPod(
                 name=f"demo-executor-{index}",
                 namespace="default",
-                ip=pods.loopback_ip(index),
+                ip=pods.loopback_ip(index, self.pod_network),
                 workdir=self.logs,
                 labels=EXECUTOR_LABEL,
                 executor=EXECUTOR,
@@ -171,12 +180,22 @@ def main() -> int:
     parser.add_argument("--state-dir", type=Path, default=Path.cwd() / ".cadenza-demo")
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--executor-pods", type=int, default=3)
+    # A second demo beside a developer's (tests/integration/test_e2e_kubeconfig.py) needs its own
+    # database, which the demo drops and recreates, and its own pod addresses.
+    parser.add_argument("--database", default=DEMO_DATABASE, help=f"default {DEMO_DATABASE}")
+    parser.add_argument(
+        "--pod-network",
+        default="127.0.0",
+        help="first three octets of the executor pods' loopback addresses (.2, .3, ...)",
+    )
     args = parser.parse_args()
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    demo = Demo(args.state_dir.resolve(), args.replicas, args.executor_pods)
+    demo = Demo(
+        args.state_dir.resolve(), args.replicas, args.executor_pods, args.database, args.pod_network
+    )
     try:
         demo.start()
         env = demo.state_dir / "env"

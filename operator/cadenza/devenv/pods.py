@@ -262,6 +262,7 @@ def _health(base_url: str) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else {}
 
 
-def loopback_ip(index: int) -> str:
-    """127.0.0.2, 127.0.0.3, ...: Linux routes all of 127/8 to the loopback interface."""
-    return f"127.0.0.{index + 2}"
+def loopback_ip(index: int, network: str = "127.0.0") -> str:
+    """127.0.0.2, 127.0.0.3, ... (or ``<network>.2``, ...): Linux routes all of 127/8 to the
+    loopback interface."""
+    return f"{network}.{index + 2}"

@@ -1,0 +1,144 @@
+"""The end-to-end suite's ``--kubeconfig`` option, proven against the local demo.
+
+``scripts/kind-e2e`` needs Docker; this test does not. It starts the demo (a real control plane,
+two operator replicas, three executor pods of ``demo-executor``) in a temporary state directory,
+with a database and pod addresses of its own so that neither a developer's demo nor another test
+session is disturbed, runs ``pytest tests/e2e --kubeconfig <state>/kubeconfig ...`` as a child
+process, and checks that every e2e test ran and passed (none skipped). The demo is stopped and its
+database dropped whatever happens; its children die with it (``PR_SET_PDEATHSIG``) even if it has
+to be killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cadenza.devenv import mariadb
+from cadenza.devenv.pods import APP_PORT, SIDECAR_PORT, loopback_ip
+from tests.support import wait_for
+
+pytestmark = [pytest.mark.controlplane, pytest.mark.mariadb]
+
+REPO = Path(__file__).resolve().parents[2]
+EXECUTOR_PODS = 3
+EXPECTED_TESTS = 10
+"""tests/e2e's test count: update it with the suite, so that a test lost from collection fails."""
+
+
+@dataclass(frozen=True)
+class Demo:
+    state: Path
+    log: Path
+
+    def env(self) -> dict[str, str]:
+        """The demo's ``env`` file (``export NAME=value`` lines) as a mapping."""
+        lines = (self.state / "env").read_text().splitlines()
+        pairs = (line.removeprefix("export ").split("=", 1) for line in lines)
+        return {name: value for name, value in pairs}
+
+
+def _bindable(ip: str) -> bool:
+    for port in (SIDECAR_PORT, APP_PORT):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((ip, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_pod_network() -> str:
+    """A 127.x.y block none of whose demo pod addresses is taken (127.0.0.x is the developer's
+    demo's and the sidecar tests')."""
+    for _ in range(50):
+        network = f"127.{random.randrange(16, 250)}.{random.randrange(256)}"
+        if all(_bindable(loopback_ip(i, network)) for i in range(EXECUTOR_PODS)):
+            return network
+    raise RuntimeError("no free 127.x.y block for the demo's pods")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the demo stops everything in order), SIGKILL if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def demo(controlplane_bin: Path, mariadb_server: mariadb.Server, tmp_path: Path) -> Iterator[Demo]:
+    state, log = tmp_path / "demo", tmp_path / "demo.log"
+    with mariadb.scratch_database(mariadb_server, prefix="cadenza_e2e") as database:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "cadenza.devenv.demo", "--state-dir", str(state),
+                    "--database", database, "--pod-network", free_pod_network(),
+                    "--executor-pods", str(EXECUTOR_PODS),
+                ],
+                cwd=tmp_path,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        try:
+
+            def ready() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"the demo exited early:\n{log.read_text()[-3000:]}")
+                return (state / "ready").exists()
+
+            wait_for(ready, 150, "the demo's ready file")
+            yield Demo(state, log)
+        finally:
+            _stop(proc)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+@pytest.mark.timeout(420)
+def test_the_e2e_suite_passes_against_the_demo_through_its_kubeconfig(
+    demo: Demo, controlplane_bin: Path, tmp_path: Path
+) -> None:
+    env = demo.env()
+    report = tmp_path / "e2e.xml"
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", "-q",
+            "--kubeconfig", env["KUBECONFIG"],
+            "--e2e-namespace", "default",
+            "--e2e-executor", "demo-executor",
+            "--e2e-kubectl", str(controlplane_bin / "kubectl"),
+            "--e2e-api", env["CADENZA_API"],
+            "--e2e-token", env["CADENZA_TOKEN"],
+            "--junit-xml", str(report),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=360,
+        check=False,
+    )  # fmt: skip
+    output = run.stdout[-6000:] + run.stderr[-2000:]
+    assert run.returncode == 0, output
+    suite = ET.parse(report).getroot().find("testsuite")
+    assert suite is not None, output
+    counts = {k: int(suite.get(k, "0")) for k in ("tests", "failures", "errors", "skipped")}
+    assert counts == {"tests": EXPECTED_TESTS, "failures": 0, "errors": 0, "skipped": 0}, output
