@@ -1,22 +1,23 @@
-"""The ``cadenza`` command: ``cadenza operator`` runs one operator replica.
+"""The ``cadenza`` command: ``cadenza operator`` runs one operator replica; ``tasks``, ``runs``,
+``executors`` and ``replicas`` are clients of the REST API (:mod:`cadenza.commands`, also the
+``kubectl cadenza`` plugin, see docs/cli.md).
 
-Configuration comes from ``CADENZA_*`` environment variables (see ``cadenza.settings`` and
-docs/configuration.md). Exit codes: 0 after a clean shutdown, 1 when the operator stopped on its
-own, 2 for a configuration or database error that retrying cannot fix.
+The operator's configuration comes from ``CADENZA_*`` environment variables (see
+``cadenza.settings`` and docs/configuration.md). Its exit codes: 0 after a clean shutdown, 1
+when the operator stopped on its own, 2 for a configuration or database error that retrying
+cannot fix. The operator's modules are imported only for ``operator``, so the user commands
+start fast.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
 
-from cadenza import failpoints
-from cadenza.settings import Settings, SettingsError
+DESCRIPTION = "Cadenza: cron Tasks fired on long-lived executor pods."
 
 RECURSION_LIMIT = 20_000
 """The API server stores JSON nested up to 10,000 levels (a Task's free-form payload may be), and
@@ -52,10 +53,27 @@ def _configure_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cadenza", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    """``cadenza``: the user commands (:mod:`cadenza.commands`) and ``operator``."""
+    from cadenza.commands import app
+
+    top, sub, _ = app.parser("cadenza", DESCRIPTION)
     sub.add_parser("operator", help="run one operator replica (settings from CADENZA_* env)")
-    args = parser.parse_args(argv)
+    return app.run(top, argv, {"operator": lambda _: _operator()})
+
+
+def kubectl_main(argv: Sequence[str] | None = None) -> int:
+    """``kubectl-cadenza``, which kubectl runs for ``kubectl cadenza ...``: the user commands."""
+    from cadenza.commands import app
+
+    top, _, _ = app.parser("kubectl cadenza", DESCRIPTION)
+    return app.run(top, argv)
+
+
+def _operator() -> int:
+    import asyncio
+
+    from cadenza import failpoints
+    from cadenza.settings import Settings, SettingsError
 
     try:
         settings = Settings.from_env()
@@ -64,28 +82,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _configure_logging(settings.log_level)
     failpoints.arm(settings.failpoints)
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
 
-    if args.command == "operator":
-        sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
+    from cadenza import replica
+    from cadenza.kube.client import ConfigError
+    from cadenza.store.engine import DatabaseUnavailable
+    from cadenza.store.migrations import MigrationError
 
-        from cadenza import replica
-        from cadenza.kube.client import ConfigError
-        from cadenza.store.engine import DatabaseUnavailable
-        from cadenza.store.migrations import MigrationError
-
-        try:
-            return asyncio.run(replica.run(settings))
-        except (DatabaseUnavailable, MigrationError) as exc:
-            logging.getLogger("cadenza").error("cannot use the database: %s", exc)
-            return 2
-        except ConfigError as exc:
-            where = (
-                f"KUBECONFIG={settings.kube.kubeconfig}"
-                if settings.kube.kubeconfig
-                else ("the in-cluster service account (no KUBECONFIG set)")
-            )
-            logging.getLogger("cadenza").error(
-                "cannot log in to Kubernetes with %s: %s", where, exc
-            )
-            return 2
-    return 2
+    try:
+        return asyncio.run(replica.run(settings))
+    except (DatabaseUnavailable, MigrationError) as exc:
+        logging.getLogger("cadenza").error("cannot use the database: %s", exc)
+        return 2
+    except ConfigError as exc:
+        where = (
+            f"KUBECONFIG={settings.kube.kubeconfig}"
+            if settings.kube.kubeconfig
+            else ("the in-cluster service account (no KUBECONFIG set)")
+        )
+        logging.getLogger("cadenza").error("cannot log in to Kubernetes with %s: %s", where, exc)
+        return 2

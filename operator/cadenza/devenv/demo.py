@@ -2,10 +2,12 @@
 the sample Tasks, all on this machine.
 
 Run through ``scripts/demo``. It writes ``.cadenza-demo/`` in the directory it was started from:
-``kubeconfig``, a shell-sourceable ``env`` (``KUBECONFIG``, ``CADENZA_DATABASE_URL``,
-``CADENZA_API``, ``CADENZA_TOKEN``, ``PATH``), the processes' ``logs/``, and ``ready`` once
-everything is up. ``CADENZA_TOKEN`` is a token of the ServiceAccount ``cadenza-demo-admin``,
-which a ClusterRole allows everything on Cadenza's resources: the REST API's bearer token.
+``kubeconfig`` (its context names the REST API and ``cadenza-token`` in the extension
+``cadenza.dev/api``, for the ``cadenza`` command), a shell-sourceable ``env`` (``KUBECONFIG``,
+``CADENZA_DATABASE_URL``, ``CADENZA_API``, ``CADENZA_TOKEN``, ``CADENZA_CONSOLE``, ``PATH``), the
+processes' ``logs/``, and ``ready`` once everything is up; it prints the web console's URL.
+``CADENZA_TOKEN`` is a token of the ServiceAccount ``cadenza-demo-admin``, which a ClusterRole
+allows everything on Cadenza's resources: the REST API's (and the console's) bearer token.
 Ctrl-C or SIGTERM stops everything, in order, and removes ``ready``.
 """
 
@@ -143,12 +145,18 @@ class Demo:
         token = self.plane.kubectl(
             "create", "token", ADMIN, "-n", "default", "--duration=24h"
         ).stdout.strip()
+        token_file = self.state_dir / "cadenza-token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        _add_api_extension(kubeconfig, self.api_urls[0], token_file.name)
         lines = [
             f"export KUBECONFIG={kubeconfig}",
             f"export CADENZA_DATABASE_URL={database_url}",
             f"export CADENZA_API={self.api_urls[0]}",
             f"export CADENZA_TOKEN={token}",
-            f"export PATH={self.plane.bin_dir}:$PATH",
+            f"export CADENZA_CONSOLE={self.api_urls[0]}/console/",
+            # kubectl and helm, then this environment's `cadenza` and `kubectl-cadenza`.
+            f"export PATH={self.plane.bin_dir}:{Path(sys.executable).parent}:$PATH",
         ]
         (self.state_dir / "env").write_text("\n".join(lines) + "\n")
 
@@ -162,6 +170,18 @@ class Demo:
         if self.plane is not None:
             self.plane.stop()
         _say("stopped; nothing left running")
+
+
+def _add_api_extension(kubeconfig: Path, api_url: str, token_file: str) -> None:
+    """Name the REST API in the current context's ``cadenza.dev/api`` extension, with a token
+    file beside the kubeconfig, so ``cadenza`` and ``kubectl cadenza`` find both from
+    ``KUBECONFIG`` alone (docs/cli.md). The file is JSON, which is YAML too."""
+    config = json.loads(kubeconfig.read_text())
+    for entry in config["contexts"]:
+        if entry["name"] == config["current-context"]:
+            extension = {"server": api_url, "tokenFile": token_file}
+            entry["context"]["extensions"] = [{"name": "cadenza.dev/api", "extension": extension}]
+    kubeconfig.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def _ready(url: str) -> bool:
@@ -205,10 +225,15 @@ def main() -> int:
   In another terminal:
     source {env}
     kubectl get tasks,executors,pods        # the sample Tasks and the demo executor pods
-    curl -s -H "Authorization: Bearer $CADENZA_TOKEN" $CADENZA_API/api/v1/replicas
+    cadenza replicas                        # or: kubectl cadenza replicas (docs/cli.md)
+    cadenza tasks list
+
+  The web console: {demo.api_urls[0]}/console/
+    sign in with the token that `echo $CADENZA_TOKEN` prints (after `source {env}`);
+    for another identity: kubectl create token <service-account>
     curl -s -H "Authorization: Bearer $CADENZA_TOKEN" $CADENZA_API/api/v1/tasks/test_task
     kubectl get task test-task -w           # the original sample fires every 10 seconds
-    mysql -h127.0.0.1 -uroot -p123456 {DEMO_DATABASE} -e 'SELECT * FROM task_executions'
+    mysql -h127.0.0.1 -uroot -p123456 {args.database} -e 'SELECT * FROM task_executions'
 
   Stop with Ctrl-C (or: kill -TERM {os.getpid()}).""",
             flush=True,
