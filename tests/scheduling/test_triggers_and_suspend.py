@@ -141,3 +141,36 @@ def test_editing_the_schedule_never_fires_retroactively(scene: Scenario) -> None
     let_ticks_pass(scene, 3)
     # A tick already claimed when the edit arrived may still run; none after it.
     assert len(scene.runs("edited")) <= settled + 1
+
+
+def test_the_status_drops_what_no_longer_applies(scene: Scenario) -> None:
+    """Suspending a firing Task removes its next run from the status (it was left at a past
+    time), and a last execution without a pod (a skipped run) shows none (it showed the pod of
+    the run before): the status is a merge patch, so what no longer applies is sent as null."""
+    scene.add_pods("pool", 1)
+    busy = {"executionMode": "Skip", "handler": "sleep", "payload": {"seconds": 3}}
+    scene.apply(executor("pool"), task("firing", EVERY_SECOND), task("busy", EVERY_SECOND, **busy))
+    wait_for(
+        lambda: (
+            "pod" in (scene.task_status("firing").get("lastExecution") or {})
+            and scene.task_status("firing").get("nextScheduleTime")
+        ),
+        20,
+        "firing to run on a pod with a next run planned",
+    )
+    scene.apply(task("firing", EVERY_SECOND, suspend=True))
+    observed(scene, "firing")
+    wait_for(
+        lambda: "nextScheduleTime" not in scene.task_status("firing"),
+        20,
+        "the next run of a suspended Task to leave its status",
+    )
+
+    def skipped_last() -> dict[str, Any] | None:
+        last = scene.task_status("busy").get("lastExecution") or {}
+        return last if last.get("phase") == "Skipped" else None
+
+    last = wait_for(skipped_last, 30, "a skipped run as busy's last execution")
+    assert "pod" not in last, last
+    assert last["tick"]
+    assert any(r["pod_name"] for r in scene.runs("busy")), "the runs before it had a pod"

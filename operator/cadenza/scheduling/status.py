@@ -321,7 +321,9 @@ class TaskStatusBook:
             "consecutiveFailures": facts.consecutive_failures,
             "conditions": self._conditions(entry),
         }
-        return {k: v for k, v in status.items() if v is not None}
+        # A merge patch keeps what it leaves out: a field that no longer applies (the next run
+        # of a Task just suspended) is sent as null, which removes it.
+        return status
 
     def _conditions(self, entry: _Entry) -> list[dict[str, Any]]:
         wanted = dict(entry.conditions)
@@ -393,8 +395,7 @@ def _execution(run: executions.Execution) -> dict[str, Any]:
         "phase": PHASES[run.status.value],
         "message": (run.error or "")[:1024],
     }
-    if run.scheduled_at is not None:
-        out["tick"] = rfc3339(run.scheduled_at)
-    if run.pod_name:
-        out["pod"] = run.pod_name
+    # null removes the previous run's tick or pod (a merge patch merges nested objects too).
+    out["tick"] = rfc3339(run.scheduled_at)
+    out["pod"] = run.pod_name or None
     return out
