@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Api
+from tests.api.conftest import Api, Callers
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.mariadb]
@@ -147,6 +147,31 @@ def test_list_filters_and_pages(api: Api) -> None:
     assert sorted(t["name"] for t in active.body["items"]) == ["listed-1", "listed-3"]
     failing = api.call("GET", "/api/v1/tasks?labelSelector=group%3Dlisted&state=failing")
     assert failing.status == 200 and failing.body["items"] == []
+
+
+def test_all_namespaces_lists_every_namespace_for_a_cluster_wide_role(
+    api: Api, callers: Callers
+) -> None:
+    other = f"{api.namespace}-other"
+    api.kubectl("create", "namespace", other)
+    try:
+        for ns in (api.namespace, other):
+            body = {"name": "everywhere", "schedule": "@daily", "namespace": ns,
+                    "labels": {"group": "everywhere"}}  # fmt: skip
+            assert api.call("POST", "/api/v1/tasks", body).status == 201
+        listed = api.call(
+            "GET", "/api/v1/tasks?allNamespaces=true&labelSelector=group%3Deverywhere"
+        )
+        assert listed.status == 200, listed.body
+        found = sorted((t["namespace"], t["name"]) for t in listed.body["items"])
+        assert found == sorted([(api.namespace, "everywhere"), (other, "everywhere")])
+        # A Role in one namespace may list there, not everywhere.
+        local = callers.token("lister", ("get", "list"))
+        assert api.call("GET", "/api/v1/tasks", token=local).status == 200
+        refused = api.call("GET", "/api/v1/tasks?allNamespaces=true", token=local)
+        assert refused.status == 403, refused.body
+    finally:
+        api.kubectl("delete", "namespace", other, "--wait=false")
 
 
 def test_a_change_the_api_server_refuses_is_422_with_its_message(api: Api) -> None:

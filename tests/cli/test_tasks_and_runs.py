@@ -72,6 +72,14 @@ def test_the_original_body_creates_the_task(api: Api, created: str) -> None:
     assert annotations["cadenza.dev/original-name"] == "test_task"
 
 
+def test_list_of_every_namespace_has_a_namespace_column(api: Api, cli: Run, created: str) -> None:
+    every = cli("tasks", "list", "-A")
+    assert every.code == 0, every
+    rows = [r for r in table(every.out) if r["NAME"] == created]
+    assert {"NAMESPACE": api.namespace}.items() <= rows[0].items(), rows
+    assert cli("tasks", "list", "-A", "-n", api.namespace).code == 2
+
+
 def test_list_shows_the_task_with_its_next_run(cli: Run, created: str) -> None:
     listing = cli("tasks", "list")
     assert listing.code == 0, listing

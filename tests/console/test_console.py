@@ -55,6 +55,11 @@ def test_the_task_list_shows_the_tasks_with_their_next_runs(tab: Tab, stack: Sta
     tab.page.click("#task-filters button[type=submit]")
     expect(tab.page.locator("#task-table tbody tr")).to_have_count(1)
     expect(tab.page.locator('#task-table tr[data-task="sleeper"]')).to_have_count(1)
+    # Every namespace (the admin's Role is cluster-wide): the same Task, by its namespace.
+    tab.page.check("input[name=allNamespaces]")
+    tab.page.click("#task-filters button[type=submit]")
+    expect(tab.page).to_have_url(re.compile(r"allNamespaces=true"))
+    expect(tab.page.locator('#task-table tr[data-task="sleeper"]')).to_contain_text(stack.namespace)
 
 
 def test_a_tasks_plot_gains_points_as_it_fires(tab: Tab, stack: Stack) -> None:

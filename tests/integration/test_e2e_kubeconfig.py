@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,8 +83,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-@pytest.fixture
-def demo(controlplane_bin: Path, mariadb_server: mariadb.Server, tmp_path: Path) -> Iterator[Demo]:
+@pytest.fixture(scope="module")
+def demo(
+    controlplane_bin: Path, mariadb_server: mariadb.Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Demo]:
+    tmp_path = tmp_path_factory.mktemp("demo")
     state, log = tmp_path / "demo", tmp_path / "demo.log"
     with mariadb.scratch_database(mariadb_server, prefix="cadenza_e2e") as database:
         with log.open("wb") as out:
@@ -142,3 +146,27 @@ def test_the_e2e_suite_passes_against_the_demo_through_its_kubeconfig(
     assert suite is not None, output
     counts = {k: int(suite.get(k, "0")) for k in ("tests", "failures", "errors", "skipped")}
     assert counts == {"tests": EXPECTED_TESTS, "failures": 0, "errors": 0, "skipped": 0}, output
+
+
+def test_the_cadenza_command_finds_the_demo_through_its_kubeconfig_alone(demo: Demo) -> None:
+    """What the README's tour does after ``source .cadenza-demo/env``, with nothing but the
+    kubeconfig to find the API and a token: its context's ``cadenza.dev/api`` extension."""
+    env = demo.env()
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("CADENZA_")}
+    bare.update(KUBECONFIG=env["KUBECONFIG"], PATH=env["PATH"].replace("$PATH", bare["PATH"]))
+    for command in (["cadenza", "tasks", "list"], ["kubectl", "cadenza", "replicas"]):
+        run = subprocess.run(
+            command, env=bare, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert run.returncode == 0, (command, run.stdout, run.stderr)
+        assert ("test-task" if command[0] == "cadenza" else "leader") in run.stdout, run.stdout
+
+
+def test_the_demo_names_its_web_console(demo: Demo) -> None:
+    env = demo.env()
+    assert env["CADENZA_CONSOLE"] == f"{env['CADENZA_API']}/console/"
+    printed = f"web console: {env['CADENZA_CONSOLE']}"
+    wait_for(lambda: printed in demo.log.read_text(), 10, "the demo to print the console's URL")
+    with urllib.request.urlopen(env["CADENZA_CONSOLE"], timeout=10) as page:
+        assert page.status == 200
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]

@@ -61,6 +61,10 @@ _HISTORY = [_param("status"), _param("origin"),
     _param("cursor")]  # fmt: skip
 
 
+_ALL_NAMESPACES = _param("allNamespaces", schema={"type": "boolean"})
+"""Only on the namespace-less list: every namespace (``list`` on tasks cluster-wide)."""
+
+
 def _body(model: str) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
 
@@ -70,7 +74,8 @@ def _task_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         f"{prefix}/tasks": {
             "parameters": params,
-            "get": {"summary": "List Tasks (verb: list)", "parameters": _LIST_TASKS,
+            "get": {"summary": "List Tasks (verb: list)",
+                    "parameters": _LIST_TASKS + ([_ALL_NAMESPACES] if prefix == "/api/v1" else []),
                     "responses": {"200": _answer("TaskList", "A page of Tasks"), **_ERRORS}},
             "post": {"summary": "Create a Task (verb: create)", "requestBody": _body("TaskBody"),
                      "responses": {"201": _answer("TaskOut", "Created"), **_WRITE_ERRORS}},

@@ -55,6 +55,18 @@ def routes(ctx: ApiContext) -> list[web.RouteDef]:
     return table
 
 
+def all_namespaces(request: web.Request) -> bool:
+    """``allNamespaces=true``: list in every namespace (``list`` on tasks cluster-wide), as
+    ``kubectl get tasks -A``; refused beside a namespace in the path or the query."""
+    raw = request.query.get("allNamespaces", "false")
+    if raw not in ("true", "false"):
+        raise Problem(400, f"must be true or false, got {raw!r}", "allNamespaces")
+    named = "namespace" in request.match_info or "namespace" in request.query
+    if raw == "true" and named:
+        raise Problem(400, "lists every namespace; leave out the namespace", "allNamespaces")
+    return raw == "true"
+
+
 def task_name(request: web.Request) -> str:
     return str(_field(lambda: mapping.kube_name(request.match_info["name"])))
 
@@ -103,7 +115,8 @@ class _Handlers:
     async def list(self, request: web.Request) -> web.Response:
         await self.ctx.guard.identify(request)  # 401 before any other answer
         ctx = self.ctx
-        ns = _field(lambda: mapping.namespace_name(ctx.namespace(request)))
+        everywhere = all_namespaces(request)
+        ns = "" if everywhere else _field(lambda: mapping.namespace_name(ctx.namespace(request)))
         query = request.query
         limit = page_limit(query.get("limit"), 100)
         state = query.get("state", "")
@@ -125,7 +138,7 @@ class _Handlers:
             if exc.status in (400, 410, 422):
                 field = "continue" if "continue" in exc.message.lower() else "labelSelector"
                 raise Problem(400, exc.message, field) from None
-            raise errors.from_kube(exc, f"namespace {ns}") from None
+            raise errors.from_kube(exc, f"namespace {ns}" if ns else "every namespace") from None
         now = ctx.now()
         items = [mapping.view(t, now) for t in page.items]
         items = [t for t in items if _in_state(t.spec, t.status, state)]

@@ -185,10 +185,10 @@ def follow_runs(s: Session) -> int:
     if args.interval <= 0:
         raise errors.usage("--interval must be more than 0 seconds")
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    last = args.after if args.after is not None else _newest(s, path, query)
-    printer = _printer(s)
     seen = 0
-    try:
+    try:  # from the first request on: Ctrl-C right after the header must end it cleanly too
+        last = args.after if args.after is not None else _newest(s, path, query)
+        printer = _printer(s)
         while True:
             for run in newer(s, path, query, last):
                 printer(run)

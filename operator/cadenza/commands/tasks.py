@@ -45,7 +45,7 @@ def register(sub: Subparsers, flags: argparse.ArgumentParser) -> None:
         "-A",
         "--all-namespaces",
         action="store_true",
-        help="not served by the REST API (it lists one namespace); use kubectl get tasks -A",
+        help="Tasks of every namespace (needs list on tasks cluster-wide)",
     )
 
     leaf(group, flags, "get", get_task, "a Task's spec, status and next fire times").add_argument(
@@ -87,12 +87,11 @@ def register(sub: Subparsers, flags: argparse.ArgumentParser) -> None:
 
 
 def list_tasks(s: Session) -> int:
-    if s.args.all_namespaces:
-        raise errors.usage(
-            "the REST API lists Tasks one namespace at a time: pass -n NAMESPACE"
-            " (or use kubectl get tasks -A)"
-        )
-    query = [("limit", str(PAGE))]
+    everywhere = bool(s.args.all_namespaces)
+    if everywhere and s.target.namespace_given:
+        raise errors.usage("-A and -n exclude each other")
+    base = "/api/v1" if everywhere else s.base()
+    query = [("limit", str(PAGE))] + ([("allNamespaces", "true")] if everywhere else [])
     if s.args.selector:
         query.append(("labelSelector", s.args.selector))
     if s.args.state:
@@ -100,9 +99,7 @@ def list_tasks(s: Session) -> int:
     items: list[Any] = []
     token = ""
     while True:
-        page = s.client.get(
-            f"{s.base()}/tasks", [*query, *([("continue", token)] if token else [])]
-        )
+        page = s.client.get(f"{base}/tasks", [*query, *([("continue", token)] if token else [])])
         items += page.get("items") or []
         token = page.get("continue") or ""
         if not token:
@@ -110,14 +107,16 @@ def list_tasks(s: Session) -> int:
     if s.machine:
         s.show({"items": items, "continue": None})
     elif not items:
-        s.note(f"No tasks found in {_where(s)}.")
+        s.note(f"No tasks found in {'any namespace' if everywhere else _where(s)}.")
     else:
-        s.say(table(items, s.now()))
+        s.say(table(items, s.now(), namespaces=everywhere))
     return errors.OK
 
 
-def table(items: list[dict[str, Any]], now: Any) -> str:
+def table(items: list[dict[str, Any]], now: Any, namespaces: bool = False) -> str:
+    """The list as ``kubectl get`` shows it; a ``namespace`` column first for ``-A``."""
     headers = (
+        *(("namespace",) if namespaces else ()),
         "name",
         "schedule",
         "mode",
@@ -127,7 +126,8 @@ def table(items: list[dict[str, Any]], now: Any) -> str:
         "failures",
         "suspended",
     )
-    return output.table(headers, [row(item, now) for item in items])
+    rows = [([item.get("namespace")] if namespaces else []) + row(item, now) for item in items]
+    return output.table(headers, rows)
 
 
 def row(task: dict[str, Any], now: Any) -> list[object]:

@@ -206,6 +206,7 @@
   function tasksView(root, params) {
     const filters = h("form", { id: "task-filters", class: "filters" },
       h("label", {}, "Namespace ", h("input", { name: "namespace", value: params.get("namespace") || "", placeholder: "the API's default" })),
+      h("label", {}, h("input", { type: "checkbox", name: "allNamespaces", value: "true", checked: params.get("allNamespaces") === "true" }), " all namespaces"),
       h("label", {}, "Labels ", h("input", { name: "labelSelector", value: params.get("labelSelector") || "", placeholder: "team=reports" })),
       h("label", {}, "State ", h("select", { name: "state" },
         ["", "active", "suspended", "failing", "running", "invalid"].map((value) =>
@@ -220,9 +221,10 @@
     root.append(h("h1", {}, "Tasks"), filters, body);
 
     async function refresh() {
+      const everywhere = params.get("allNamespaces") === "true"; // needs list cluster-wide
       const page = await call("GET", `/api/v1/tasks${query({
-        namespace: params.get("namespace"), labelSelector: params.get("labelSelector"),
-        state: params.get("state"), limit: "200",
+        namespace: everywhere ? "" : params.get("namespace"), allNamespaces: everywhere ? "true" : "",
+        labelSelector: params.get("labelSelector"), state: params.get("state"), limit: "200",
       })}`);
       const rows = page.items.map((task) => {
         const status = task.status || {};
