@@ -220,6 +220,7 @@ async def serve_http(replica: Replica) -> web.AppRunner:
         replica.engine,
         replica.kube,
         dispatch_ca_file=replica.settings.dispatch.ca_file,
+        dispatch_token_grace_seconds=replica.settings.scheduling.dispatch_token_grace_seconds,
     )
     app.add_routes(rest.routes(api))
     app.add_routes(probes.routes(replica.status))

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.api.conftest import Callers
 from tests.support import wait_for
 from tests.support.scenario import Scenario, executor, task
 
@@ -96,3 +97,42 @@ def test_a_rotation_keeps_the_old_token_beside_the_new_and_pods_keep_running(
     assert value(secret(scene), "token") == new
     since = datetime.now(UTC)
     wait_for(lambda: len(succeeded_since(scene, since)) >= 2, 60, "runs with the new token")
+
+
+def test_a_cancel_right_after_a_rotation_reaches_a_pod_still_on_the_old_token(
+    scene: Scenario,
+) -> None:
+    """The REST API's cancel tells the pod with the same fallback as the leader's dispatch: a
+    pod whose kubelet has not delivered the new token yet is told with the previous one."""
+    (pod,) = scene.add_pods("pool", 1)
+    slow = task("slow", "0 0 1 1 *", handler="sleep", payload={"seconds": 120}, suspend=True)
+    scene.apply(executor("pool"), slow)
+    old = value(secret(scene), "token")
+    scene.plane.kubectl(
+        "annotate", "executor", "pool", "-n", scene.namespace, "cadenza.dev/rotate-token=r1"
+    )
+    new = wait_for(
+        lambda: (made := value(secret(scene), "token")) != old and made, 30, "a new token"
+    )
+    assert not sidecar_takes(pod.sidecar_url, new) and sidecar_takes(pod.sidecar_url, old)
+
+    slow["metadata"]["annotations"] = {"cadenza.dev/trigger": "c1"}
+    scene.apply(slow)
+    running = wait_for(
+        lambda: [r for r in scene.runs("slow") if r["status"] == "running"],
+        60,
+        "the triggered run to run on the pod (with the previous token)",
+    )
+    caller = Callers(scene.plane, scene.namespace).token("canceller", ("get", "cancel"))
+    request = urllib.request.Request(
+        f"{scene.replicas.members[0].url}/api/v1/executions/{running[0]['id']}/cancel",
+        method="POST",
+        headers={"Authorization": f"Bearer {caller}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        body = json.load(answer)
+    assert (body["status"], body["previousStatus"], body["podNotified"]) == (
+        "cancelled",
+        "running",
+        True,
+    ), body

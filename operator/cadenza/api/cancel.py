@@ -88,11 +88,14 @@ async def _tell_pod(ctx: ApiContext, row: Mapping[str, Any], key: str) -> bool:
         return False
     meta = found.get("metadata") or {}
     try:
-        token = await asyncio.to_thread(
-            tokens.read_token, ctx.executors.token_secrets, ns, str(executor), str(meta.get("uid"))
-        )
+        held = await asyncio.to_thread(
+            tokens.read_credentials, ctx.executors.token_secrets, ns, str(executor),
+            str(meta.get("uid")),
+        )  # fmt: skip
     except tokens.TokenUnavailable:
         return False
+    # Right after a rotation the pod may still hold the previous token: offered after a 401.
+    token = held.offered(ctx.now(), ctx.dispatch_token_grace_seconds)
     trust = await asyncio.to_thread(tls.client_context, ctx.dispatch_ca_file)
     client = DispatchClient(ssl_context=trust)
     try:

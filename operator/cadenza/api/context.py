@@ -44,6 +44,9 @@ class ApiContext:
     executors: Executors
     now: Callable[[], datetime] = _utc_now
     dispatch_ca_file: Path | None = None
+    dispatch_token_grace_seconds: float = 300.0
+    """How long after a rotation a pod that refuses the new dispatch token (its kubelet has not
+    delivered it yet) is sent the previous one: the leader's setting, for the cancel's call."""
     """CAs a sidecar served over HTTPS is verified against when a run is cancelled there
     (``CADENZA_DISPATCH_CA_FILE``); None: the system trust store."""
 

@@ -32,6 +32,7 @@ def context(
     client: ApiClient,
     *,
     dispatch_ca_file: Path | None = None,
+    dispatch_token_grace_seconds: float = 300.0,
 ) -> ApiContext:
     guard = Guard(Reviews(client), settings.auth_cache_seconds, settings.auth_cache_size)
     return ApiContext(
@@ -41,6 +42,7 @@ def context(
         settings=settings,
         executors=Executors(client),
         dispatch_ca_file=dispatch_ca_file,
+        dispatch_token_grace_seconds=dispatch_token_grace_seconds,
     )
 
 
