@@ -389,13 +389,12 @@ def _series(entry: _Entry) -> str:
 
 
 def _execution(run: executions.Execution) -> dict[str, Any]:
-    out: dict[str, Any] = {
+    return {
         "id": str(run.id),
         "attempt": run.attempt,
         "phase": PHASES[run.status.value],
         "message": (run.error or "")[:1024],
+        # null removes the previous run's tick or pod (a merge patch merges nested objects too)
+        "tick": rfc3339(run.scheduled_at),
+        "pod": run.pod_name or None,
     }
-    # null removes the previous run's tick or pod (a merge patch merges nested objects too).
-    out["tick"] = rfc3339(run.scheduled_at)
-    out["pod"] = run.pod_name or None
-    return out
