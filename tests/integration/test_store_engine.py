@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -120,3 +121,36 @@ def test_check_names_an_unreachable_server(database: str) -> None:
     assert f"127.0.0.1:{free_port}" in str(e.value)
     assert e.value.address == f"127.0.0.1:{free_port}"
     assert not e.value.permanent, "a server that is down may come up: worth retrying"
+
+
+def session_id(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one())
+
+
+def test_a_connection_in_steady_use_is_kept_past_half_the_wait_timeout(database: str) -> None:
+    """No recycling by age: the pool would otherwise reconnect every few seconds under load."""
+    eng = engines.create_engine(database, pool_size=1, session_wait_timeout=2)
+    try:
+        first = session_id(eng)
+        until = time.monotonic() + 2.5  # past the server's wait_timeout, in steady use
+        while time.monotonic() < until:
+            assert session_id(eng) == first
+            time.sleep(0.2)  # the pause between two uses, well under the 1 s idle limit
+    finally:
+        eng.dispose()
+
+
+def test_a_connection_idle_past_half_the_wait_timeout_is_replaced_before_use(
+    database: str,
+) -> None:
+    eng = engines.create_engine(database, pool_size=1, session_wait_timeout=2)
+    try:
+        first = session_id(eng)
+        time.sleep(1.3)  # idle over the limit (1 s), under the server's wait_timeout
+        second = session_id(eng)
+        assert second != first
+        time.sleep(3)  # idle until the server dropped it: still usable
+        assert session_id(eng) not in (first, second)
+    finally:
+        eng.dispose()
