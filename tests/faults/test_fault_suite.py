@@ -268,9 +268,9 @@ def _skewed_clock(stack: Stack, leader: OperatorProcess) -> Recovered:
     )
     wait_for(lambda: (skewed.readyz() or {}).get("indexed"), 60, "the skewed replica indexed")
     (standby,) = [m for m in scene.replicas.members if m.alive() and m not in (leader, skewed)]
-    epoch = _epoch(scene)
     standby.signal(signal.SIGSTOP)
     try:
+        epoch = _epoch(scene)  # read once the standby is frozen: nothing sound can bump it now
         leader.signal(signal.SIGKILL)
         wait_for(lambda: "clock differs" in skewed.tail(200), 60, "the skewed replica's refusal")
         assert not skewed.leading() and _epoch(scene) == epoch, "a skewed replica led"
