@@ -2,16 +2,18 @@
 operator replica (kube-apiserver, MariaDB, sidecar pods) whose Tasks fire while the page is open.
 
 One stack per module: a leading replica, an Executor ``pool`` of two sidecar pods, the Tasks of
-:data:`TASKS`, and callers minted by TokenRequest (``callers.token``) with Roles of their own.
+:data:`TASKS`, and callers minted by TokenRequest (``callers.token``) with Roles of their own. The
+namespace, database and callers are those of ``tests/api/conftest.py`` (imported here, as the
+CLI's are); the replica is a :func:`~tests.support.scenario.scenario`'s, for its pods and Tasks.
 Chromium runs headless with the flags this machine's closed network needs (no background
 connections) and a fresh profile; Playwright's own browser downloads are never used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,8 +23,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
 
-from cadenza.devenv import mariadb
 from cadenza.devenv.controlplane import ControlPlane
+from tests.api import conftest as api_fixtures
 from tests.api.conftest import ALL_VERBS, EXECUTOR_VERBS, Callers
 from tests.support import db
 from tests.support.scenario import Scenario, executor, scenario, task
@@ -48,6 +50,11 @@ READ_REPLICAS = {
     "rules": [{"nonResourceURLs": ["/api/v1/replicas"], "verbs": ["get"]}],
 }
 
+# The REST API's namespace, database and callers, one of each per module as there.
+module_namespace = api_fixtures.module_namespace
+module_database = api_fixtures.module_database
+callers = api_fixtures.callers
+
 
 @dataclass
 class Stack:
@@ -65,43 +72,33 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(
     controlplane: ControlPlane,
-    crds: None,
-    mariadb_server: mariadb.Server,
+    module_namespace: str,
+    module_database: str,
+    callers: Callers,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    namespace = f"console-{secrets.token_hex(4)}"
-    controlplane.kubectl("create", "namespace", namespace)
-    callers = Callers(controlplane, namespace)
+    namespace = module_namespace
     workdir: Path = tmp_path_factory.mktemp("console")
     env = {"CADENZA_API_DEFAULT_NAMESPACE": namespace, "CADENZA_API_OPEN_METRICS": "false"}
-    try:
-        with (
-            mariadb.scratch_database(mariadb_server) as database,
-            scenario(controlplane, mariadb_server.url(database), namespace, workdir, **env) as s,
-        ):
-            s.replicas.wait_for_leader()
-            s.add_pods("pool", 2)
-            s.apply(executor("pool"), *TASKS)
-            tokens = {
-                "admin": callers.token(
-                    "admin", ALL_VERBS, cluster_wide=True, executor_verbs=EXECUTOR_VERBS
-                ),
-                "viewer": callers.token("viewer", ("get", "list", "watch")),
-            }
-            _allow_replicas(controlplane, namespace, "admin")
+    with scenario(controlplane, module_database, namespace, workdir, **env) as s:
+        s.replicas.wait_for_leader()
+        s.add_pods("pool", 2)
+        s.apply(executor("pool"), *TASKS)
+        tokens = {
+            "admin": callers.token(
+                "admin", ALL_VERBS, cluster_wide=True, executor_verbs=EXECUTOR_VERBS
+            ),
+            "viewer": callers.token("viewer", ("get", "list", "watch")),
+        }
+        with _replicas_readable(controlplane, namespace, "admin"):
             member = s.replicas.members[0]
-            yield Stack(member.url, namespace, mariadb_server.url(database), s, tokens)
-    finally:
-        for name in (*callers.made, "replicas"):
-            controlplane.kubectl(
-                "delete", "clusterrole,clusterrolebinding", f"{namespace}-{name}",
-                "--ignore-not-found", check=False,
-            )  # fmt: skip
-        controlplane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+            yield Stack(member.url, namespace, module_database, s, tokens)
 
 
-def _allow_replicas(plane: ControlPlane, namespace: str, account: str) -> None:
-    """Let ``account`` read ``/api/v1/replicas`` (a non-resource URL: cluster-wide only)."""
+@contextlib.contextmanager
+def _replicas_readable(plane: ControlPlane, namespace: str, account: str) -> Iterator[None]:
+    """Let ``account`` read ``/api/v1/replicas``: a non-resource URL, so cluster-wide objects,
+    which the namespace's deletion would leave behind and this deletes."""
     name = f"{namespace}-replicas"
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -112,7 +109,13 @@ def _allow_replicas(plane: ControlPlane, namespace: str, account: str) -> None:
     }
     role = {**READ_REPLICAS, "metadata": {"name": name}}
     doc = {"apiVersion": "v1", "kind": "List", "items": [role, binding]}
-    plane.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    try:
+        plane.kubectl("apply", "-f", "-", input=json.dumps(doc))
+        yield
+    finally:
+        plane.kubectl(
+            "delete", "clusterrole,clusterrolebinding", name, "--ignore-not-found", check=False
+        )
 
 
 @pytest.fixture(scope="module")

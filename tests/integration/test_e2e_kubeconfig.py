@@ -15,7 +15,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -27,8 +26,9 @@ from pathlib import Path
 import pytest
 
 from cadenza.devenv import mariadb
-from cadenza.devenv.pods import APP_PORT, SIDECAR_PORT, loopback_ip
+from cadenza.devenv.pods import loopback_ip
 from tests.support import wait_for
+from tests.support.scenario import bindable
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.mariadb]
 
@@ -50,23 +50,12 @@ class Demo:
         return {name: value for name, value in pairs}
 
 
-def _bindable(ip: str) -> bool:
-    for port in (SIDECAR_PORT, APP_PORT):
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((ip, port))
-            except OSError:
-                return False
-    return True
-
-
 def free_pod_network() -> str:
     """A 127.x.y block none of whose demo pod addresses is taken (127.0.0.x is the developer's
     demo's and the sidecar tests')."""
     for _ in range(50):
         network = f"127.{random.randrange(16, 250)}.{random.randrange(256)}"
-        if all(_bindable(loopback_ip(i, network)) for i in range(EXECUTOR_PODS)):
+        if all(bindable(loopback_ip(i, network)) for i in range(EXECUTOR_PODS)):
             return network
     raise RuntimeError("no free 127.x.y block for the demo's pods")
 

@@ -37,7 +37,8 @@ _start = os.getpid() % len(_ADDRESSES)
 _addresses = itertools.cycle(_ADDRESSES[_start:] + _ADDRESSES[:_start])
 
 
-def _bindable(ip: str) -> bool:
+def bindable(ip: str) -> bool:
+    """Whether a sidecar pod could start on ``ip`` now: another test session may hold its ports."""
     for port in (SIDECAR_PORT, APP_PORT):
         with socket.socket() as probe:
             # As the sidecar and the app bind: a port left in TIME_WAIT is no obstacle.
@@ -52,7 +53,7 @@ def _bindable(ip: str) -> bool:
 def _free_address() -> str:
     for _ in _ADDRESSES:
         ip = next(_addresses)
-        if _bindable(ip):
+        if bindable(ip):
             return ip
     raise RuntimeError("every scenario pod address is in use")
 
