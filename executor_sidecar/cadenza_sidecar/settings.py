@@ -4,15 +4,11 @@ Invariants:
 - Precedence is flag, then environment variable, then default. Every flag ``--some-name`` has an
   environment twin ``CADENZA_SIDECAR_SOME_NAME``; the pod name also honours the downward-API
   convention ``POD_NAME``, and ``CADENZA_SIDECAR_TOKEN`` carries the dispatch token itself.
-- Without a dispatch token the sidecar refuses to start, unless it registers with a scheduler
-  (which answers the token) or ``--insecure-no-auth`` says so: open dispatch is never a default.
 - This is the only module that reads ``os.environ``; everything else receives settings explicitly.
 - Exactly one handler mode is configured: ``--handler-url`` or ``--command``.
-- TLS is off unless configured, and both of ``--tls-cert-file`` and ``--tls-key-file`` or
-  neither are given; the pair, and ``--callback-ca-file``, are loaded once here, so a file that
-  cannot serve stops the start with a message naming the flag (:mod:`cadenza_sidecar.tls`).
-- With ``--handler-user`` the sidecar can switch to that user and the token file is not readable
-  by it, or the start is refused (:mod:`cadenza_sidecar.handler_user`).
+- The secrets and trust (dispatch and API tokens, TLS material, the handler user's distance from
+  the token) are read and checked by :mod:`cadenza_sidecar.security_settings`, which keeps their
+  invariants: no dispatch token is a refused start, not open dispatch.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cadenza_sidecar import dispatch_tokens, flags, handler_user, tls
+from cadenza_sidecar import flags, handler_user, security_settings
 from cadenza_sidecar.flags import (
     DEFAULT_CALLBACK_BATCH_MAX_ITEMS,
     DEFAULT_MAX_BATCH_BYTES,
@@ -34,34 +30,15 @@ from cadenza_sidecar.flags import (
     DEFAULT_SPOOL_DIR,
     DEFAULT_SPOOL_MAX_BYTES,
     DEFAULT_SPOOL_MAX_FILES,
-    DEFAULT_TLS_POLL_SECONDS,
-    DEFAULT_TOKEN_GRACE_SECONDS,
-    DEFAULT_TOKEN_POLL_SECONDS,
     ENV_PREFIX,
 )
 from cadenza_sidecar.flags import SettingsError as SettingsError
 from cadenza_sidecar.handler_user import HandlerUser
+from cadenza_sidecar.security_settings import AuthSettings, ServerTls
 
 # One result's spool record beyond its output fields: keys, timestamps, status, pod, ids, URLs and
 # token of a typical dispatch. Only the floor of --spool-max-bytes uses it; reservations measure.
 RECORD_OVERHEAD_BYTES = 2048
-
-
-@dataclass(frozen=True)
-class ServerTls:
-    """``--tls-cert-file`` and ``--tls-key-file``: the sidecar serves HTTPS with this pair."""
-
-    cert_file: Path
-    """PEM serving certificate, its chain after it. The operator dials the pod by IP and checks
-    the certificate against it, so it must hold the pod IP as an IP SAN (the host of
-    ``baseUrl`` for an endpoint outside the cluster)."""
-
-    key_file: Path
-    """PEM private key of that certificate."""
-
-    poll_seconds: float = DEFAULT_TLS_POLL_SECONDS
-    """``--tls-poll-seconds``: how often both files are checked; a renewed pair is served from
-    the next handshake on, without a restart."""
 
 
 @dataclass(frozen=True)
@@ -82,33 +59,6 @@ class ServerSettings:
 
     tls: ServerTls | None = None
     """HTTPS for dispatch; None: plain HTTP (the default)."""
-
-
-@dataclass(frozen=True)
-class AuthSettings:
-    token: str | None = None
-    """Dispatch token expected as ``Authorization: Bearer <token>`` on ``/v1/*``.
-
-    Read from ``--token-file`` (``CADENZA_SIDECAR_TOKEN_FILE``; surrounding whitespace stripped)
-    or ``CADENZA_SIDECAR_TOKEN``. ``None`` only with ``insecure_no_auth`` (the check is off, which
-    the sidecar logs as a warning at start) or with registration (the scheduler answers one).
-    """
-
-    insecure_no_auth: bool = False
-    """``--insecure-no-auth`` (``CADENZA_SIDECAR_INSECURE_NO_AUTH=true``): allow starting without
-    a token. For development only: any caller that reaches the port can run handlers."""
-
-    token_file: Path | None = None
-    """``--token-file``: watched while the sidecar runs; when its content changes (the kubelet
-    updates a mounted Secret in place after a rotation) the new token is accepted at once."""
-
-    grace_seconds: float = DEFAULT_TOKEN_GRACE_SECONDS
-    """``--token-grace-seconds``: after the token file changed, the token it held before is still
-    accepted this long, then refused."""
-
-    poll_seconds: float = DEFAULT_TOKEN_POLL_SECONDS
-    """``--token-poll-seconds``: how often the token file is checked (one ``stat``; the file is
-    read only when that changes)."""
 
 
 @dataclass(frozen=True)
@@ -268,53 +218,6 @@ class Settings:
     """Self-registration with the scheduler; None: the operator finds this sidecar's pod."""
 
 
-def _token(resolve: flags.Resolver, environ: Mapping[str, str]) -> str | None:
-    token_file = resolve.get("token_file", Path, None)
-    if token_file is None:
-        return environ.get(ENV_PREFIX + "TOKEN") or None
-    try:
-        return dispatch_tokens.read_token_file(token_file)
-    except ValueError as exc:
-        raise SettingsError(
-            f"--token-file {token_file}: {exc}; put the dispatch token in it"
-        ) from None
-
-
-def _server_tls(resolve: flags.Resolver) -> ServerTls | None:
-    cert = resolve.get("tls_cert_file", Path, None)
-    key = resolve.get("tls_key_file", Path, None)
-    if cert is None and key is None:
-        return None
-    if cert is None or key is None:
-        names = ("tls-cert-file", "tls-key-file")
-        given, missing = names if key is None else names[::-1]
-        raise SettingsError(
-            f"--{given} needs --{missing} (or {ENV_PREFIX}{missing.upper().replace('-', '_')}):"
-            " give both, the certificate and its private key, or neither for plain HTTP"
-        )
-    for flag, path in (("--tls-cert-file", cert), ("--tls-key-file", key)):
-        try:
-            path.read_bytes()
-        except OSError as exc:
-            raise SettingsError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
-    try:
-        tls.server_context(cert, key)
-    except ValueError as exc:
-        raise SettingsError(f"--tls-cert-file {cert} and --tls-key-file {key}: {exc}") from None
-    poll = resolve.get("tls_poll_seconds", flags.positive_float, DEFAULT_TLS_POLL_SECONDS)
-    return ServerTls(cert, key, poll)
-
-
-def _callback_ca_file(resolve: flags.Resolver) -> Path | None:
-    ca_file = resolve.get("callback_ca_file", Path, None)
-    if ca_file is not None:
-        try:
-            tls.client_context(ca_file)
-        except ValueError as exc:
-            raise SettingsError(f"--callback-ca-file {ca_file}: {exc}") from None
-    return ca_file
-
-
 def _handler(
     args: argparse.Namespace, resolve: flags.Resolver, environ: Mapping[str, str]
 ) -> HandlerSettings:
@@ -381,19 +284,9 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             max_batch_bytes=resolve.get(
                 "max_batch_bytes", flags.positive_int, DEFAULT_MAX_BATCH_BYTES
             ),
-            tls=_server_tls(resolve),
+            tls=security_settings.server_tls(resolve),
         ),
-        auth=AuthSettings(
-            token=_token(resolve, env),
-            insecure_no_auth=resolve.get("insecure_no_auth", flags.boolean, False),
-            token_file=resolve.get("token_file", Path, None),
-            grace_seconds=resolve.get(
-                "token_grace_seconds", flags.non_negative_float, DEFAULT_TOKEN_GRACE_SECONDS
-            ),
-            poll_seconds=resolve.get(
-                "token_poll_seconds", flags.positive_float, DEFAULT_TOKEN_POLL_SECONDS
-            ),
-        ),
+        auth=security_settings.auth_settings(resolve, env),
         handler=handler,
         runs=RunSettings(
             max_concurrency=resolve.get("max_concurrency", flags.positive_int, 4),
@@ -418,7 +311,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 "callback_batch_max_items", flags.positive_int, DEFAULT_CALLBACK_BATCH_MAX_ITEMS
             ),
             allowed_urls=resolve.get("callback_allow", flags.url_prefixes, ()),
-            ca_file=_callback_ca_file(resolve),
+            ca_file=security_settings.callback_ca_file(resolve),
         ),
         spool=_spool(resolve, handler.max_output_bytes),
         drain=DrainSettings(
@@ -428,33 +321,15 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         log_level=resolve.get("log_level", flags.log_level, "info"),
         registration=_registration(args, resolve, env, pod_name or socket.gethostname()),
     )
-    auth = loaded.auth
-    if auth.token is None and not auth.insecure_no_auth and loaded.registration is None:
-        raise SettingsError(
-            f"no dispatch token: give --token-file PATH (or {ENV_PREFIX}TOKEN_FILE, or the token"
-            f" in {ENV_PREFIX}TOKEN), or --insecure-no-auth to let any caller run handlers"
-            " (development only)"
-        )
+    security_settings.check_token(loaded.auth, registers=loaded.registration is not None)
     if loaded.handler.user is not None:
         if loaded.handler.command is None:
             raise SettingsError(
                 "--handler-user applies to --command only: in --handler-url mode the handler is"
                 " another container, which simply does not mount the token or spool volumes"
             )
-        _check_handler_user(loaded.handler.user, auth.token_file)
+        security_settings.check_handler_user(loaded.handler.user, loaded.auth.token_file)
     return loaded
-
-
-def _check_handler_user(user: HandlerUser, token_file: Path | None) -> None:
-    flag = f"--handler-user {user.name} (or {ENV_PREFIX}HANDLER_USER)"
-    why = handler_user.cannot_switch_reason(user)
-    if why is not None:
-        raise SettingsError(f"{flag} {why}")
-    if token_file is not None and handler_user.readable_by(token_file, user):
-        raise SettingsError(
-            f"{flag}: that user could read --token-file {token_file}; make it readable by the"
-            " sidecar only (mount the Secret with defaultMode: 0400, or chmod 600 the file)"
-        )
 
 
 def _registration(
@@ -488,21 +363,7 @@ def _registration(
         instance_id=resolve.get("instance_id", str, pod_name),
         advertise_url=advertise.rstrip("/"),
         tasks=tasks,
-        api_token=_secret_file(resolve, environ, "api_token_file", "API_TOKEN"),
+        api_token=security_settings.secret_file(resolve, environ, "api_token_file", "API_TOKEN"),
         heartbeat_seconds=resolve.get("heartbeat_seconds", flags.positive_int, 10),
         namespace=resolve.get("namespace", str, None),
     )
-
-
-def _secret_file(
-    resolve: flags.Resolver, environ: Mapping[str, str], flag: str, env_name: str
-) -> str | None:
-    path = resolve.get(flag, Path, None)
-    if path is None:
-        return environ.get(ENV_PREFIX + env_name) or None
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        option = "--" + flag.replace("_", "-")
-        raise SettingsError(f"{option} {path}: cannot read it ({exc.strerror})") from None
-    return value or None

@@ -1,0 +1,52 @@
+"""``CADENZA_*`` variables of the leader's run pipeline: deadlines, status write pacing, history
+pruning and the dispatch token's rotation grace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cadenza.settings.reading import Reader
+
+
+@dataclass(frozen=True)
+class SchedulingSettings:
+    deadline_grace_seconds: float = 10.0
+    """How long past a run's deadline the leader waits for the pod's own timeout report before
+    it cancels the run there and counts the attempt as lost (``CADENZA_DEADLINE_GRACE_SECONDS``)."""
+
+    status_min_interval_seconds: float = 2.0
+    """A Task's status is written at most once per this many seconds, however often it fires
+    (``CADENZA_STATUS_MIN_INTERVAL_SECONDS``)."""
+
+    status_max_writes_per_second: float = 20.0
+    """Task status writes per second across all Tasks (``CADENZA_STATUS_MAX_WRITES_PER_SECOND``)."""
+
+    retention_interval_seconds: float = 60.0
+    """How often finished runs beyond each Task's ``spec.history`` are pruned
+    (``CADENZA_RETENTION_INTERVAL_SECONDS``)."""
+
+    dispatch_token_grace_seconds: float = 300.0
+    """After an Executor's dispatch token was rotated (``cadenza.dev/rotate-token``), how long
+    a sidecar that refuses the new token with 401 is sent the previous one instead, while its
+    kubelet has not delivered the new one yet (``CADENZA_DISPATCH_TOKEN_GRACE_SECONDS``). Keep it
+    no longer than the sidecars' ``--token-grace-seconds`` (300 by default)."""
+
+
+def read_scheduling(read: Reader) -> SchedulingSettings:
+    return SchedulingSettings(
+        deadline_grace_seconds=read(
+            "CADENZA_DEADLINE_GRACE_SECONDS", float, 10.0, minimum=0, maximum=3600
+        ),
+        status_min_interval_seconds=read(
+            "CADENZA_STATUS_MIN_INTERVAL_SECONDS", float, 2.0, minimum=0.1, maximum=3600
+        ),
+        status_max_writes_per_second=read(
+            "CADENZA_STATUS_MAX_WRITES_PER_SECOND", float, 20.0, minimum=0.1, maximum=1000
+        ),
+        retention_interval_seconds=read(
+            "CADENZA_RETENTION_INTERVAL_SECONDS", float, 60.0, minimum=1, maximum=86400
+        ),
+        dispatch_token_grace_seconds=read(
+            "CADENZA_DISPATCH_TOKEN_GRACE_SECONDS", float, 300.0, minimum=0, maximum=86400
+        ),
+    )
