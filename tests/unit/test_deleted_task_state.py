@@ -61,25 +61,6 @@ def tracked(metrics: Metrics, part: str) -> float | None:
 # -- the status book ------------------------------------------------------------------------
 
 
-class NoDatabase:
-    """An engine whose connections run nothing: the summary is stubbed."""
-
-    def connect(self) -> NoDatabase:
-        return self
-
-    def execution_options(self, **options: Any) -> NoDatabase:
-        return self
-
-    def begin(self) -> contextlib.nullcontext[None]:
-        return contextlib.nullcontext()
-
-    def __enter__(self) -> NoDatabase:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 class Book:
     """A status book whose writes reach no API server: each patch of a status is taken, or
     waits for the test, or finds the Task gone (404). Every write has a new status to patch."""
@@ -87,18 +68,18 @@ class Book:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.metrics = Metrics()
         client = kubernetes.client.ApiClient()
-        engine: Any = NoDatabase()
+        engine: Any = None  # the summary is stubbed
         self.book = TaskStatusBook(client, engine, self.metrics, seeds=lambda ns, n: StatusSeed())
         self.hold: asyncio.Event | None = None
         self.missing = False
         self.runs = 0
         self.streak = 0
         """The consecutive failures the summary reports."""
-        monkeypatch.setattr(summary, "task_summary", self._summary)
+        monkeypatch.setattr(summary, "read", self._summary)
         monkeypatch.setattr(self.book._objects, "patch_status", self._patch)
         monkeypatch.setattr(self.book._events, "post", lambda *args: None)
 
-    def _summary(self, conn: Any, task: TaskUid) -> summary.Summary:
+    def _summary(self, engine: Any, task: TaskUid) -> summary.Summary:
         self.runs += 1  # a new run each time: the status differs from the one last written
         counters = {"succeeded": self.runs, "skipped": 0}
         return summary.Summary(None, None, None, [], counters, self.streak)

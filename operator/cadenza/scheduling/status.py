@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -37,7 +39,7 @@ from cadenza.kube.conditions import Condition
 from cadenza.kube.views import StatusSeed
 from cadenza.metrics import Metrics
 from cadenza.scheduling.plans import TaskPlan
-from cadenza.store import executions, summary
+from cadenza.store import summary
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,8 @@ class _Entry:
     """``Ready=False`` for what the engine found wrong with the Task's plan; it stands in for the
     mirror's ``Ready`` (which sees only the spec) until the plan changes."""
     conditions: dict[str, Condition] = dataclasses.field(default_factory=dict)
-    dirty: bool = True
+    dirty: bool = False
+    """Waiting in the book's queue to be written."""
     last_write: float = float("-inf")
     written: dict[str, Any] | None = None
     transitions: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
@@ -108,7 +111,10 @@ class TaskStatusBook:
         self._clock = clock
         self._seeds = seeds
         self._entries: dict[TaskUid, _Entry] = {}
-        self._wake = asyncio.Event()
+        self._due: list[tuple[float, int, _Entry]] = []
+        """The dirty entries, a heap by their last write: the flusher looks at the ones it may
+        write now, never at every Task."""
+        self._order = itertools.count()
         self._writers = asyncio.Semaphore(WRITERS)
 
     # -- what the engine tells ----------------------------------------------------------------
@@ -117,6 +123,7 @@ class TaskStatusBook:
         entry = self._entries.get(uid)
         if entry is None:
             entry = self._entries[uid] = _Entry(uid, namespace, name, generation)
+            self._touch(entry)
         entry.generation = max(entry.generation, generation)
         return entry
 
@@ -196,8 +203,9 @@ class TaskStatusBook:
             series.remove(_series(entry))
 
     def _touch(self, entry: _Entry) -> None:
-        entry.dirty = True
-        self._wake.set()
+        if not entry.dirty:
+            entry.dirty = True
+            heapq.heappush(self._due, (entry.last_write, next(self._order), entry))
 
     # -- the flusher --------------------------------------------------------------------------
 
@@ -222,18 +230,15 @@ class TaskStatusBook:
             now = self._clock()
             budget = min(self._max_per_second, budget + (now - last) * self._max_per_second)
             last = now
-            due = sorted(
-                (
-                    e
-                    for e in self._entries.values()
-                    if e.dirty and now - e.last_write >= self._min_interval
-                ),
-                key=lambda e: e.last_write,
-            )
             chosen: list[_Entry] = []
-            for entry in due:
-                if budget < 1 or not lease_valid():
+            # Least recently written first, so a Task never written comes before refreshes.
+            while self._due and budget >= 1 and lease_valid():
+                last_write, _, entry = self._due[0]
+                if now - last_write < self._min_interval:
                     break
+                heapq.heappop(self._due)
+                if self._entries.get(entry.uid) is not entry:
+                    continue  # the Task went
                 budget -= 1
                 entry.dirty = False
                 entry.last_write = now
@@ -252,12 +257,12 @@ class TaskStatusBook:
                     if self._entries.get(entry.uid) is entry:
                         self.forget(entry.uid)
                     return
-                entry.dirty = True
+                self._touch(entry)
                 log.warning(
                     "status of task %s/%s not written: %s", entry.namespace, entry.name, exc.reason
                 )
             except Exception as exc:
-                entry.dirty = True
+                self._touch(entry)
                 log.warning(
                     "status of task %s/%s not written: %r", entry.namespace, entry.name, exc
                 )
@@ -271,13 +276,7 @@ class TaskStatusBook:
 
     def _flush(self, entry: _Entry, seed: StatusSeed | None = None) -> bool:
         """Write the entry's status if it changed (True when it did) and post its events."""
-        # One snapshot for all the summary's queries: read committed would let a run finish
-        # between them (a "Running" last execution beside a streak its success just reset).
-        with (
-            self._engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn,
-            conn.begin(),
-        ):
-            facts = summary.task_summary(conn, entry.uid)
+        facts = summary.read(self._engine, entry.uid)
         if not entry.seeded:
             self._seed(entry, seed)
         status = self._status(entry, facts)
@@ -388,7 +387,7 @@ def _series(entry: _Entry) -> str:
     return f"{entry.namespace}/{entry.name}"
 
 
-def _execution(run: executions.Execution) -> dict[str, Any]:
+def _execution(run: summary.RunBrief) -> dict[str, Any]:
     return {
         "id": str(run.id),
         "attempt": run.attempt,

@@ -1,40 +1,80 @@
-"""What a Task's status shows, read from its execution history in a few indexed queries.
+"""What a Task's status shows, read from its execution history in three indexed queries.
 
 Counters cover the history that retention keeps (``spec.history``), so they may shrink when old
 runs are pruned; they are a summary, the rows are the record.
+
+Only the columns a status shows are read: the status is written for every Task every few
+seconds, and the leader's cost of a query grows with the columns it returns (PyMySQL parses a
+descriptor per column per result).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.engine import Connection
+from sqlalchemy import func, or_, select
+from sqlalchemy.engine import Connection, Engine, Row
 
-from cadenza.core.ids import TaskUid
+from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.store import executions, schema
 from cadenza.store.runs import OPEN
 
 _runs = schema.task_executions
 _FAILURES = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.LOST)
-_RECENT = 100
+_STREAK_CAP = 100
+"""A failure streak is counted up to this many runs."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunBrief:
+    """What a status shows of one run."""
+
+    id: ExecutionId
+    status: RunStatus
+    attempt: int
+    error: str | None
+    scheduled_at: datetime | None
+    dispatched_at: datetime | None
+    pod_name: str | None
 
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-    last: executions.Execution | None
+    last: RunBrief | None
     last_schedule_at: datetime | None
     last_success_at: datetime | None
-    open: list[executions.Execution]
+    open: list[RunBrief]
     counters: dict[str, int]
     consecutive_failures: int
 
 
+_BRIEF = (
+    _runs.c.id,
+    _runs.c.status,
+    _runs.c.attempt,
+    _runs.c.error,
+    _runs.c.scheduled_at,
+    _runs.c.dispatched_at,
+    _runs.c.pod_name,
+)
+
+
+def read(engine: Engine, task: TaskUid) -> Summary:
+    """The Task's summary, all of it from one snapshot of the history: read committed would let
+    a run finish between the queries (a "Running" last run beside a streak its success just
+    reset). Repeatable read is set for this transaction only, so the pooled session keeps its
+    read committed and needs no reset when it goes back to the pool."""
+    with engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        return task_summary(conn, task)
+
+
 def task_summary(conn: Connection, task: TaskUid) -> Summary:
-    """Four indexed queries: the counts and latest times per status, the open runs, and the
-    latest finished statuses (for the failure streak) with the last run."""
+    """Three indexed queries: the counts and latest times per status; the open runs with the
+    last run; the failure streak. :func:`read` runs them in one snapshot."""
     mine = _runs.c.task_uid == task
     misfire = (_runs.c.origin == executions.Origin.MISFIRE.value).label("misfire")
     groups = conn.execute(
@@ -48,36 +88,64 @@ def task_summary(conn: Connection, task: TaskUid) -> Summary:
         .where(mine)
         .group_by(_runs.c.status, misfire)
     ).all()
+    latest = select(func.max(_runs.c.id)).where(mine).scalar_subquery()
+    rows = conn.execute(
+        select(*_BRIEF)
+        .where(mine, or_(_runs.c.status.in_([s.value for s in OPEN]), _runs.c.id == latest))
+        .order_by(_runs.c.id)
+    ).all()
+    briefs = [_brief(row) for row in rows]
     by_status: dict[str, int] = {}
     for status, _, count, _, _ in groups:
         by_status[status] = by_status.get(status, 0) + int(count)
     scheduled = [at for _, _, _, at, _ in groups if at is not None]
     succeeded = [at for status, _, _, _, at in groups if status == RunStatus.SUCCEEDED.value and at]
-    last_row = conn.execute(select(_runs).where(mine).order_by(_runs.c.id.desc()).limit(1)).first()
-    open_rows = conn.execute(
-        select(_runs).where(mine, _runs.c.status.in_([s.value for s in OPEN])).order_by(_runs.c.id)
-    )
-    recent = conn.execute(
-        select(_runs.c.status)
-        .where(mine, _runs.c.finished_at.is_not(None), _runs.c.status != RunStatus.SKIPPED.value)
-        .order_by(_runs.c.id.desc())
-        .limit(_RECENT)
-    ).scalars()
-    streak = 0
-    for status in recent:
-        if RunStatus(status) not in _FAILURES:
-            break
-        streak += 1
     return Summary(
-        last=executions.execution_from_row(last_row) if last_row is not None else None,
+        last=briefs[-1] if briefs else None,
         last_schedule_at=max(scheduled, default=None),
         last_success_at=max(succeeded, default=None),
-        open=[executions.execution_from_row(r) for r in open_rows],
+        open=[b for b in briefs if b.status in OPEN],
         counters={
             "succeeded": by_status.get(RunStatus.SUCCEEDED.value, 0),
             "failed": sum(by_status.get(s.value, 0) for s in _FAILURES),
             "skipped": by_status.get(RunStatus.SKIPPED.value, 0),
             "misfired": sum(int(count) for _, m, count, _, _ in groups if m),
         },
-        consecutive_failures=streak,
+        consecutive_failures=_streak(conn, task),
+    )
+
+
+def _streak(conn: Connection, task: TaskUid) -> int:
+    """Finished runs that failed since the last finished run that did not (skipped runs do not
+    count either way), up to the cap: one number, counted by the server."""
+    mine = _runs.c.task_uid == task
+    finished = _runs.c.finished_at.is_not(None)
+    failures = [s.value for s in _FAILURES]
+    last_good = (
+        select(func.coalesce(func.max(_runs.c.id), 0))
+        .where(
+            mine,
+            finished,
+            _runs.c.status.not_in([*failures, RunStatus.SKIPPED.value]),
+        )
+        .scalar_subquery()
+    )
+    since = (
+        select(_runs.c.id)
+        .where(mine, finished, _runs.c.status.in_(failures), _runs.c.id > last_good)
+        .limit(_STREAK_CAP)
+        .subquery()
+    )
+    return int(conn.execute(select(func.count()).select_from(since)).scalar_one())
+
+
+def _brief(row: Row[Any, Any, Any, Any, Any, Any, Any]) -> RunBrief:
+    return RunBrief(
+        id=ExecutionId(int(row.id)),
+        status=RunStatus(row.status),
+        attempt=int(row.attempt),
+        error=row.error,
+        scheduled_at=row.scheduled_at,
+        dispatched_at=row.dispatched_at,
+        pod_name=row.pod_name,
     )
