@@ -69,3 +69,47 @@ def test_rows_must_name_the_same_columns(engine: Engine, probe: sa.Table) -> Non
         bulk.update_by_key(conn, probe, "id", [{"id": 1, "name": "a"}, {"id": 2, "at": AT}])
     with engine.begin() as conn:
         assert bulk.update_by_key(conn, probe, "id", []) == 0
+
+
+def test_a_key_of_two_columns_and_expressions_that_read_the_row(engine: Engine) -> None:
+    table = sa.Table(
+        "bulk_pairs",
+        sa.MetaData(),
+        sa.Column("run", sa.BigInteger, primary_key=True),
+        sa.Column("attempt", sa.Integer, primary_key=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("at", UtcDateTime(), nullable=True),
+    )
+    table.create(engine)
+    earlier = AT - timedelta(days=1)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(table),
+            [
+                {"run": r, "attempt": a, "status": "open", "at": earlier}
+                for r in (1, 2)
+                for a in (1, 2)
+            ],
+        )
+        matched = bulk.update_by_key(
+            conn,
+            table,
+            ("run", "attempt"),
+            [
+                {"run": 1, "attempt": 2, "status": "done", "at": AT},
+                {"run": 2, "attempt": 1, "status": "failed", "at": None},
+            ],
+            # the row's own time when it has one, else the table's
+            {"at": "COALESCE(v.`at`, t.`at`)"},
+        )
+    assert matched == 2
+    with engine.connect() as conn:
+        got = {(r.run, r.attempt): (r.status, r.at) for r in conn.execute(sa.select(table))}
+    assert got == {
+        (1, 1): ("open", earlier.replace(microsecond=123000)),
+        (1, 2): ("done", AT.replace(microsecond=123000)),
+        (2, 1): ("failed", earlier.replace(microsecond=123000)),
+        (2, 2): ("open", earlier.replace(microsecond=123000)),
+    }
+    with engine.begin() as conn, pytest.raises(ValueError, match="same columns"):
+        bulk.update_by_key(conn, table, ("run", "attempt"), [{"run": 1, "status": "x"}])

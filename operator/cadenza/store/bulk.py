@@ -21,18 +21,23 @@ from sqlalchemy.engine import Connection
 def update_by_key(
     conn: Connection,
     table: Table,
-    key: str,
+    key: str | Sequence[str],
     rows: Sequence[Mapping[str, Any]],
     fixed: Mapping[str, str] | None = None,
 ) -> int:
-    """Set, for each row, the columns it names (except ``key``) on the table's row of its
-    ``key``, and the columns of ``fixed`` to their SQL expressions (the same for every row);
-    the rows matched. Every row must name the same columns."""
+    """Set, for each row, the columns it names (except the ``key`` columns) on the table's row
+    of its key, and the columns of ``fixed`` to their SQL expressions (the same for every row);
+    the rows matched. Every row must name the same columns, and no two rows the same key.
+
+    An expression of ``fixed`` may read the row's values as ``v.`name```; for a column the rows
+    name too, it replaces the plain copy (``COALESCE(v.`finished_at`, UTC_TIMESTAMP(3))``)."""
     if not rows:
         return 0
+    keys = [key] if isinstance(key, str) else list(key)
     columns = list(rows[0])
-    if key not in columns or any(list(row) != columns for row in rows):
-        raise ValueError(f"every row must name the same columns, {key!r} among them")
+    if not set(keys) <= set(columns) or any(list(row) != columns for row in rows):
+        raise ValueError(f"every row must name the same columns, {keys!r} among them")
+    fixed = fixed or {}
     dialect = conn.dialect
     processors = [table.c[name].type.bind_processor(dialect) for name in columns]
     params: list[Any] = []
@@ -42,10 +47,13 @@ def update_by_key(
     first = ", ".join(f"%s AS `{name}`" for name in columns)
     more = ", ".join("%s" for _ in columns)
     derived = " UNION ALL ".join([f"SELECT {first}"] + [f"SELECT {more}"] * (len(rows) - 1))
-    assignments = [f"t.`{name}` = v.`{name}`" for name in columns if name != key]
-    assignments += [f"t.`{name}` = {expression}" for name, expression in (fixed or {}).items()]
+    assignments = [
+        f"t.`{name}` = v.`{name}`" for name in columns if name not in keys and name not in fixed
+    ]
+    assignments += [f"t.`{name}` = {expression}" for name, expression in fixed.items()]
+    joined = " AND ".join(f"t.`{name}` = v.`{name}`" for name in keys)
     sql = (
-        f"UPDATE `{table.name}` AS t JOIN ({derived}) AS v ON t.`{key}` = v.`{key}` "
+        f"UPDATE `{table.name}` AS t JOIN ({derived}) AS v ON {joined} "
         f"SET {', '.join(assignments)}"
     )
     return conn.exec_driver_sql(sql, tuple(params)).rowcount

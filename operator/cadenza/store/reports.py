@@ -18,13 +18,13 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.runs import Outcome
 from cadenza.core.transitions import RunStatus, is_terminal
-from cadenza.store import schema
+from cadenza.store import bulk, schema
 
 _NOW = func.utc_timestamp(3)
 _runs = schema.task_executions
@@ -96,52 +96,19 @@ def lock_many_for_reports(
     return found
 
 
-_FINISH = (
-    update(_runs)
-    .where(_runs.c.id == bindparam("b_run"))
-    .values(
-        status=bindparam("b_status"),
-        error=bindparam("b_error"),
-        result=bindparam("b_result", type_=_runs.c.result.type),
-        exit_code=bindparam("b_exit"),
-        started_at=func.coalesce(
-            bindparam("b_started", type_=_runs.c.started_at.type), _runs.c.started_at
-        ),
-        finished_at=func.coalesce(bindparam("b_finished", type_=_runs.c.finished_at.type), _NOW),
-        next_attempt_at=None,
-        updated_at=_NOW,
-    )
-)
-
-
-_RETRY = (
-    update(_runs)
-    .where(_runs.c.id == bindparam("b_run"))
-    .values(
-        status=RunStatus.QUEUED.value,
-        error=bindparam("b_error"),
-        exit_code=bindparam("b_exit"),
-        next_attempt_at=bindparam("b_at"),
-        callback_token_hash=None,
-        updated_at=_NOW,
-    )
-)
-
-
-_CLOSE = (
-    update(_attempts)
-    .where(
-        _attempts.c.execution_id == bindparam("b_run"),
-        _attempts.c.attempt == bindparam("b_attempt"),
-    )
-    .values(
-        status=bindparam("b_status"),
-        error=bindparam("b_error"),
-        finished_at=func.coalesce(
-            bindparam("b_finished", type_=_attempts.c.finished_at.type), _NOW
-        ),
-    )
-)
+_NOW_SQL = "UTC_TIMESTAMP(3)"
+_FINISH = {
+    "started_at": "COALESCE(v.`started_at`, t.`started_at`)",
+    "finished_at": f"COALESCE(v.`finished_at`, {_NOW_SQL})",
+    "next_attempt_at": "NULL",
+    "updated_at": _NOW_SQL,
+}
+_RETRY = {
+    "status": f"'{RunStatus.QUEUED.value}'",
+    "callback_token_hash": "NULL",
+    "updated_at": _NOW_SQL,
+}
+_CLOSE = {"finished_at": f"COALESCE(v.`finished_at`, {_NOW_SQL})"}
 
 
 def end_many_checked(
@@ -155,42 +122,36 @@ def end_many_checked(
     finishes = [(r, a, o) for r, a, o, at in ends if at is None]
     retries = [(r, a, o, at) for r, a, o, at in ends if at is not None]
     if finishes:
-        conn.execute(
-            _FINISH,
-            [
-                {
-                    "b_run": run,
-                    "b_status": o.status.value,
-                    "b_error": o.error,
-                    "b_result": o.result,
-                    "b_exit": o.exit_code,
-                    "b_started": o.started_at,
-                    "b_finished": o.finished_at,
-                }
-                for run, _, o in finishes
-            ],
-        )
-    if retries:
-        conn.execute(
-            _RETRY,
-            [
-                {"b_run": run, "b_error": o.error, "b_exit": o.exit_code, "b_at": at}
-                for run, _, o, at in retries
-            ],
-        )
-    conn.execute(
-        _CLOSE,
-        [
+        rows = [
             {
-                "b_run": run,
-                "b_attempt": attempt,
-                "b_status": o.status.value,
-                "b_error": o.error,
-                "b_finished": o.finished_at,
+                "id": run,
+                "status": o.status.value,
+                "error": o.error,
+                "result": o.result,
+                "exit_code": o.exit_code,
+                "started_at": o.started_at,
+                "finished_at": o.finished_at,
             }
-            for run, attempt, o, _ in ends
-        ],
-    )
+            for run, _, o in finishes
+        ]
+        bulk.update_by_key(conn, _runs, "id", rows, _FINISH)
+    if retries:
+        rows = [
+            {"id": run, "error": o.error, "exit_code": o.exit_code, "next_attempt_at": at}
+            for run, _, o, at in retries
+        ]
+        bulk.update_by_key(conn, _runs, "id", rows, _RETRY)
+    closes = [
+        {
+            "execution_id": run,
+            "attempt": attempt,
+            "status": o.status.value,
+            "error": o.error,
+            "finished_at": o.finished_at,
+        }
+        for run, attempt, o, _ in ends
+    ]
+    bulk.update_by_key(conn, _attempts, ("execution_id", "attempt"), closes, _CLOSE)
     now = datetime.now(UTC)
     conn.execute(
         _changes.insert(), [{"execution_id": run, "created_at": now} for run, _, _, _ in ends]
