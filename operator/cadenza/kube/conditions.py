@@ -2,7 +2,8 @@
 
 ``Ready`` says whether the Task can be scheduled at all (every field of its spec is one the
 engine can use: the schedule and time zone parse, every number is within its bounds);
-``ExecutorAvailable`` whether every Executor it names exists. A Task that reached the cluster
+``ExecutorAvailable`` whether every Executor it names exists; ``Scheduled`` (derived by the
+leader from the plan) whether ticks fire. A Task that reached the cluster
 invalid (no admission webhook installed, or stored before a bound existed) gets ``Ready=False``
 and a Warning event (posted by the status book when the condition turns bad), never a crash.
 The reason is ``InvalidSchedule`` when only the schedule or the time zone is wrong, else
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from cadenza.core import taskspec
 from cadenza.core.fields import FieldError
@@ -56,6 +58,30 @@ def ready(generation: int, problems: Sequence[FieldError]) -> Condition:
         "; ".join(_spec_path(str(p)) for p in problems),
         generation,
     )
+
+
+def scheduled(
+    generation: int, problems: Sequence[FieldError], suspend: bool, next_fire: datetime | None
+) -> Condition:
+    """Whether ticks fire, and if not, why: an invalid spec (see ``Ready``), ``spec.suspend``,
+    or a schedule with no tick left."""
+    if next_fire is not None:
+        return Condition(
+            "Scheduled", "True", "Scheduled", "ticks fire; see nextScheduleTime", generation
+        )
+    if problems:
+        return Condition(
+            "Scheduled",
+            "False",
+            invalid_reason(problems),
+            "no ticks fire: the spec is invalid (see Ready)",
+            generation,
+        )
+    if suspend:
+        return Condition(
+            "Scheduled", "False", "Suspended", "spec.suspend is true: no ticks fire", generation
+        )
+    return Condition("Scheduled", "False", "NotScheduled", "no tick to fire", generation)
 
 
 def invalid_reason(problems: Sequence[FieldError]) -> str:

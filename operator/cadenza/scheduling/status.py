@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import heapq
 import itertools
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -66,7 +68,7 @@ def rfc3339(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Entry:
     uid: TaskUid
     namespace: str
@@ -81,10 +83,13 @@ class _Entry:
     dirty: bool = False
     """Waiting in the book's queue to be written."""
     last_write: float = float("-inf")
-    written: dict[str, Any] | None = None
+    written: bytes | None = None
+    """A digest of the status last written: all a write needs to know whether the next one
+    changes anything, where the status itself would be kept for every Task."""
     transitions: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     seeded: bool = False
-    reported: dict[str, int] = dataclasses.field(default_factory=dict)
+    reported_failures: int = 0
+    reported_skipped: int = 0
     pending_events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
 
 
@@ -130,35 +135,9 @@ class TaskStatusBook:
     def schedule(self, plan: TaskPlan, next_fire: datetime | None) -> None:
         entry = self._entry(plan.uid, plan.namespace, plan.name, plan.generation)
         entry.next_fire = next_fire
-        if next_fire is not None:
-            scheduled = Condition(
-                "Scheduled",
-                "True",
-                "Scheduled",
-                "ticks fire; see nextScheduleTime",
-                plan.generation,
-            )
-        elif plan.problems:
-            scheduled = Condition(
-                "Scheduled",
-                "False",
-                task_conditions.invalid_reason(plan.problems),
-                "no ticks fire: the spec is invalid (see Ready)",
-                plan.generation,
-            )
-        elif plan.suspend:
-            scheduled = Condition(
-                "Scheduled",
-                "False",
-                "Suspended",
-                "spec.suspend is true: no ticks fire",
-                plan.generation,
-            )
-        else:
-            scheduled = Condition(
-                "Scheduled", "False", "NotScheduled", "no tick to fire", plan.generation
-            )
-        entry.scheduled = scheduled
+        entry.scheduled = task_conditions.scheduled(
+            plan.generation, plan.problems, plan.suspend, next_fire
+        )
         entry.fault = (
             task_conditions.ready(plan.generation, plan.problems) if plan.problems else None
         )
@@ -272,7 +251,7 @@ class TaskStatusBook:
             if patched and self._entries.get(entry.uid) is entry:
                 self._metrics.status_writes.labels(task=_series(entry)).inc()
                 failures = self._metrics.consecutive_failures.labels(task=_series(entry))
-                failures.set((entry.written or {}).get("consecutiveFailures", 0))
+                failures.set(entry.reported_failures)
 
     def _flush(self, entry: _Entry, seed: StatusSeed | None = None) -> bool:
         """Write the entry's status if it changed (True when it did) and post its events."""
@@ -280,10 +259,11 @@ class TaskStatusBook:
         if not entry.seeded:
             self._seed(entry, seed)
         status = self._status(entry, facts)
-        patched = status != entry.written
+        digest = _digest(status)
+        patched = digest != entry.written
         if patched:
             self._objects.patch_status("tasks", entry.namespace, entry.name, status)
-            entry.written = status
+            entry.written = digest
         self._post_events(entry, facts)
         return patched
 
@@ -292,8 +272,8 @@ class TaskStatusBook:
             seed = StatusSeed.of(self._objects.status_of("tasks", entry.namespace, entry.name))
         for kind, status, since in seed.transitions:
             entry.transitions[kind] = (status, since)
-        entry.reported["failures"] = seed.failures
-        entry.reported["skipped"] = seed.skipped
+        entry.reported_failures = seed.failures
+        entry.reported_skipped = seed.skipped
         entry.seeded = True
 
     def _status(self, entry: _Entry, facts: summary.Summary) -> dict[str, Any]:
@@ -353,7 +333,7 @@ class TaskStatusBook:
         return out
 
     def _post_events(self, entry: _Entry, facts: summary.Summary) -> None:
-        failures, was = facts.consecutive_failures, entry.reported.get("failures", 0)
+        failures, was = facts.consecutive_failures, entry.reported_failures
         if failures > was and facts.last is not None:
             entry.pending_events.append(
                 (
@@ -367,7 +347,7 @@ class TaskStatusBook:
             entry.pending_events.append(
                 ("Normal", "Recovered", f"a run succeeded after {was} failed in a row")
             )
-        skipped, skipped_was = facts.counters["skipped"], entry.reported.get("skipped", 0)
+        skipped, skipped_was = facts.counters["skipped"], entry.reported_skipped
         if skipped > skipped_was:
             entry.pending_events.append(
                 (
@@ -376,10 +356,15 @@ class TaskStatusBook:
                     f"{skipped - skipped_was} tick(s) skipped: a run was still going",
                 )
             )
-        entry.reported.update(failures=failures, skipped=skipped)
+        entry.reported_failures, entry.reported_skipped = failures, skipped
         for kind, reason, message in entry.pending_events:
             self._events.post(entry.namespace, entry.name, entry.uid, kind, reason, message)
         entry.pending_events.clear()
+
+
+def _digest(status: dict[str, Any]) -> bytes:
+    canonical = json.dumps(status, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode(), digest_size=16).digest()
 
 
 def _series(entry: _Entry) -> str:
