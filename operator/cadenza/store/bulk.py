@@ -53,7 +53,6 @@ def update_by_key(
     assignments += [f"t.`{name}` = {expression}" for name, expression in fixed.items()]
     joined = " AND ".join(f"t.`{name}` = v.`{name}`" for name in keys)
     sql = (
-        f"UPDATE `{table.name}` AS t JOIN ({derived}) AS v ON {joined} "
-        f"SET {', '.join(assignments)}"
+        f"UPDATE `{table.name}` AS t JOIN ({derived}) AS v ON {joined} SET {', '.join(assignments)}"
     )
     return conn.exec_driver_sql(sql, tuple(params)).rowcount
