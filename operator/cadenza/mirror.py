@@ -20,10 +20,10 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -100,7 +100,7 @@ def task_row(view: TaskView) -> rows.TaskRow:
         load_balance_strategy=spec.strategy.value,
         handler=spec.handler,
         timeout_seconds=spec.timeout_seconds,
-        spec=_storable(view.spec, problems),
+        spec_json=_storable(view, problems),
         spec_hash=view.spec_hash,
         valid=invalid is None,
         invalid_reason=invalid,
@@ -111,14 +111,15 @@ def task_row(view: TaskView) -> rows.TaskRow:
     )
 
 
-def _storable(spec: Mapping[str, Any], problems: Sequence[fields.FieldError]) -> dict[str, Any]:
+def _storable(view: TaskView, problems: Sequence[fields.FieldError]) -> str:
     """The spec as the ``spec`` JSON column can hold it: a payload nested deeper than the
     database accepts would fail the whole mirror transaction, so it is left out (the Task is
     invalid and never runs anyway)."""
-    stored = dict(spec)
-    if any(p.field == "spec.payload" for p in problems):
-        stored.pop("payload", None)
-    return stored
+    if not any(p.field == "spec.payload" for p in problems):
+        return view.spec_json  # the view's own text: one copy per Task
+    stored = view.spec
+    stored.pop("payload", None)
+    return json.dumps(stored, separators=(",", ":"))
 
 
 def executor_row(view: ExecutorView) -> rows.ExecutorRow:
@@ -147,28 +148,13 @@ def instance_row(pod: PodView) -> rows.InstanceRow:
     )
 
 
-RowCache = dict[str, tuple[str, int, rows.TaskRow]]
-"""A Task's row by uid, with the spec hash and generation it was built from."""
-
-
-def _cached_row(view: TaskView, cache: RowCache | None) -> rows.TaskRow:
-    if cache is None:
-        return task_row(view)
-    hit = cache.get(view.uid)
-    if hit is not None and hit[0] == view.spec_hash and hit[1] == view.generation:
-        return hit[2]
-    row = task_row(view)
-    cache[view.uid] = (view.spec_hash, view.generation, row)
-    return row
-
-
-def snapshot(hub: Hub, cache: RowCache | None = None) -> Snapshot:
+def snapshot(hub: Hub) -> Snapshot:
     executors = hub.executors()
     known = {(e.namespace, e.name) for e in executors}
     tasks: list[rows.TaskRow] = []
     task_conditions: dict[TaskUid, TaskConditions] = {}
     for view in hub.tasks():
-        row, wanted = _task_entry(view, known, cache)
+        row, wanted = _task_entry(view, known)
         if row is not None:
             tasks.append(row)
         task_conditions[TaskUid(view.uid)] = wanted
@@ -193,12 +179,12 @@ def _instances(
 
 
 def _task_entry(
-    view: TaskView, known: set[tuple[str, str]], cache: RowCache | None
+    view: TaskView, known: set[tuple[str, str]]
 ) -> tuple[rows.TaskRow | None, TaskConditions]:
     """One Task's row (None if it cannot be built) and the conditions the mirror derives."""
     row: rows.TaskRow | None
     try:
-        row = _cached_row(view, cache)
+        row = task_row(view)
     except Exception as exc:  # a bug must cost this Task its row, not every Task theirs
         log.exception("task %s/%s cannot be mirrored", view.namespace, view.name)
         row = None
@@ -241,7 +227,6 @@ class MirrorLoop:
         self._epoch = epoch
         self._on_conditions = on_conditions
         self._on_written = on_written
-        self._rows: RowCache = {}
         self._tasks: dict[TaskUid, rows.TaskRow] = {}
         self._conditions: dict[TaskUid, TaskConditions] = {}
         self._by_name: dict[tuple[str, str], TaskUid] = {}
@@ -291,13 +276,11 @@ class MirrorLoop:
 
     def _read_all(self) -> set[TaskUid]:
         """Every object read again; the Tasks whose row or conditions may have changed."""
-        snap = snapshot(self._hub, self._rows)
+        snap = snapshot(self._hub)
         before = set(self._conditions)
         self._tasks = {row.uid: row for row in snap.tasks}
         self._conditions = snap.task_conditions
         self._by_name = {(c.namespace, c.name): uid for uid, c in snap.task_conditions.items()}
-        for gone in self._rows.keys() - self._conditions.keys():
-            del self._rows[gone]
         self._executors = snap.executors
         self._known = {(e.namespace, e.name) for e in snap.executors}
         self._instances = snap.instances
@@ -326,12 +309,11 @@ class MirrorLoop:
             if before is not None and (view is None or view.uid != before):
                 self._tasks.pop(before, None)
                 self._conditions.pop(before, None)
-                self._rows.pop(before, None)
                 touched.add(before)
             if view is None:
                 continue
             uid = TaskUid(view.uid)
-            row, wanted = _task_entry(view, self._known, self._rows)
+            row, wanted = _task_entry(view, self._known)
             if row is None:
                 self._tasks.pop(uid, None)
             else:

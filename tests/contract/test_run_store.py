@@ -60,7 +60,7 @@ def _task_row(uid: TaskUid) -> mirror.TaskRow:
         load_balance_strategy="RoundRobin",
         handler="echo",
         timeout_seconds=30,
-        spec={"schedule": "* * * * * *"},
+        spec_json='{"schedule":"* * * * * *"}',
         spec_hash=uid.replace("-", "").ljust(64, "0")[:64],
     )
 

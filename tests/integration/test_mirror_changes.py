@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine, make_url
 from cadenza.core.ids import Epoch, TaskUid
 from cadenza.devenv import mariadb
 from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
-from cadenza.kube.views import ExecutorView, PodView, TaskView, spec_hash
+from cadenza.kube.views import ExecutorView, PodView, TaskView
 from cadenza.mirror import MirrorLoop, TaskConditions, snapshot
 from cadenza.settings import Settings
 from cadenza.store import fencing, mirror_reads
@@ -28,16 +28,7 @@ LOCK = "cadenza.leader"
 
 def task(name: str, uid: str, schedule: str, executor: str) -> TaskView:
     spec = {"schedule": schedule, "executors": [{"name": executor}], "handler": "echo"}
-    return TaskView(
-        uid=uid,
-        namespace="ns",
-        name=name,
-        generation=1,
-        spec=spec,
-        original_name=None,
-        trigger=None,
-        spec_hash=spec_hash(spec),
-    )
+    return TaskView.of(uid, "ns", name, 1, spec)
 
 
 def executor(name: str, uid: str, app: str) -> ExecutorView:

@@ -77,7 +77,7 @@ def task(
         load_balance_strategy="RoundRobin",
         handler="echo",
         timeout_seconds=300,
-        spec=spec,
+        spec_json=json.dumps(spec),
         spec_hash=digest(spec),
         executors=tuple(
             mirror.ExecutorRef(r, weight=i + 1, priority=i) for i, r in enumerate(refs)
@@ -115,7 +115,11 @@ def pod(name: str, ip: str | None = "10.0.0.1", ready: bool = True) -> mirror.In
 def changed(row: mirror.TaskRow, **spec_changes: Any) -> mirror.TaskRow:
     spec = {**row.spec, **spec_changes}
     return dataclasses.replace(
-        row, spec=spec, spec_hash=digest(spec), generation=row.generation + 1, **spec_changes
+        row,
+        spec_json=json.dumps(spec),
+        spec_hash=digest(spec),
+        generation=row.generation + 1,
+        **spec_changes,
     )
 
 
@@ -400,6 +404,8 @@ def test_resync_makes_the_mirror_equal_to_the_snapshot(engine: Engine, leader: L
 
     state = snapshot(engine)
     assert state.tasks == [kept_task, edited, created]
+    # Rows compare by spec_hash; the stored spec is the one written.
+    assert [t.spec for t in state.tasks] == [t.spec for t in (kept_task, edited, created)]
     assert state.executors == [new_exec, kept_exec, respawned]
     assert state.instances == {
         uid: tuple(sorted(p, key=lambda x: x.pod_name)) for uid, p in pods.items()

@@ -17,7 +17,7 @@ from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.dispatch.client import DispatchRequest, DispatchResult, Outcome
 from cadenza.executors.members import PodCandidate
-from cadenza.kube.views import TaskView, spec_hash
+from cadenza.kube.views import TaskView
 from cadenza.metrics import Metrics
 from cadenza.scheduling.lifecycle import Lifecycle
 from cadenza.scheduling.plans import plan_of
@@ -78,7 +78,7 @@ async def until(check: Any, what: str) -> None:
 def lifecycle_over(store: MemoryRunStore, pod: HeldPod | None, metrics: Metrics) -> Lifecycle:
     """The leader's run half for one every-second Task, its pool one pod, ``pod`` its client."""
     spec = {"schedule": "* * * * * *", "executors": [{"name": "workers"}]}
-    view = TaskView(str(TASK), "ns", "cancelled", 1, spec, None, None, spec_hash(spec))
+    view = TaskView.of(str(TASK), "ns", "cancelled", 1, spec)
     return Lifecycle(
         store=store,
         epoch=store.epoch,

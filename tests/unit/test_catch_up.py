@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from cadenza.core import misfire
 from cadenza.core.misfire import MisfirePolicy, catch_up, latest_ticks, plan_misfires
 from cadenza.core.schedule import Schedule, parse_schedule
-from cadenza.kube.views import TaskView, spec_hash
+from cadenza.kube.views import TaskView
 from cadenza.scheduling.misfires import missed_ticks
 from cadenza.scheduling.plans import TaskPlan, plan_of
 
@@ -96,7 +96,7 @@ def plan(name: str, expression: str, policy: str = "FireAll") -> TaskPlan:
         "misfirePolicy": policy,
         "maxMisfireRuns": 3,
     }
-    return plan_of(TaskView(f"uid-{name}", "ns", name, 1, spec, None, None, spec_hash(spec)))
+    return plan_of(TaskView.of(f"uid-{name}", "ns", name, 1, spec))
 
 
 class Broken:

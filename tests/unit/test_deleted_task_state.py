@@ -21,7 +21,7 @@ from cadenza.dispatch.client import DispatchRequest, DispatchResult, Outcome
 from cadenza.executors.members import PodCandidate
 from cadenza.kube import objects
 from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
-from cadenza.kube.views import StatusSeed, TaskView, spec_hash
+from cadenza.kube.views import StatusSeed, TaskView
 from cadenza.metrics import Metrics
 from cadenza.scheduling import firetimes
 from cadenza.scheduling.dispatcher import Dispatcher, Sent
@@ -42,7 +42,7 @@ FAILURES = "cadenza_task_consecutive_failures"
 
 def view(name: str, **spec: Any) -> TaskView:
     body = {"schedule": "* * * * * *", "executors": [{"name": "workers"}], **spec}
-    return TaskView(f"uid-{name}", "ns", name, 1, body, None, None, spec_hash(body))
+    return TaskView.of(f"uid-{name}", "ns", name, 1, body)
 
 
 def series(metrics: Metrics, name: str, metric: str = WRITES) -> float | None:
@@ -254,7 +254,7 @@ async def test_a_task_created_again_under_its_name_forgets_the_old_one(
     tasks[("ns", "a")] = [view("a")]
     scheduler.load()
     again = view("a")
-    tasks[("ns", "a")] = [TaskView("uid-a2", "ns", "a", 1, again.spec, None, None, again.spec_hash)]
+    tasks[("ns", "a")] = [TaskView.of("uid-a2", "ns", "a", 1, again.spec)]
     scheduler._refresh({("ns", "a")})
     assert set(scheduler.plans) == {TaskUid("uid-a2")}
     assert ledger.gone == [TaskUid("uid-a")]

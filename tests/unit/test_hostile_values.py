@@ -23,7 +23,7 @@ from cadenza.core import fields, schedule, taskspec
 from cadenza.core.ids import TaskUid
 from cadenza.kube import conditions
 from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
-from cadenza.kube.views import ExecutorView, PodView, TaskView, spec_hash
+from cadenza.kube.views import ExecutorView, PodView, TaskView
 from cadenza.metrics import Metrics
 from cadenza.mirror import snapshot
 from cadenza.scheduling.plans import TaskPlan, plan_of, retry_policy
@@ -48,10 +48,7 @@ GOOD = {"schedule": "* * * * * *", "executors": [{"name": "pool"}]}
 
 def view(name: str, **spec: Any) -> TaskView:
     body = {**GOOD, **spec}
-    return TaskView(
-        uid=f"uid-{name}", namespace="ns", name=name, generation=1, spec=body,
-        original_name=None, trigger=None, spec_hash=spec_hash(body),
-    )  # fmt: skip
+    return TaskView.of(f"uid-{name}", "ns", name, 1, body)
 
 
 # -- Task specs: refused, naming the field, where plan_of or the scheduler raised ------------
@@ -390,15 +387,9 @@ def test_a_trigger_of_a_task_whose_run_could_not_be_made_is_not_fired(
 ) -> None:
     sched, _, _, tasks = scheduler
     body = {**GOOD, "timeoutSeconds": 10**12}
-    bad = TaskView(
-        uid="uid-bad", namespace="ns", name="bad", generation=1, spec=body,
-        original_name=None, trigger="now", spec_hash=spec_hash(body),
-    )  # fmt: skip
+    bad = TaskView.of("uid-bad", "ns", "bad", 1, body, trigger="now")
     body = {**GOOD, "schedule": "61 * * * *"}
-    unscheduled = TaskView(
-        uid="uid-unscheduled", namespace="ns", name="unscheduled", generation=1, spec=body,
-        original_name=None, trigger="now", spec_hash=spec_hash(body),
-    )  # fmt: skip
+    unscheduled = TaskView.of("uid-unscheduled", "ns", "unscheduled", 1, body, trigger="now")
     tasks[("ns", "bad")], tasks[("ns", "unscheduled")] = [bad], [unscheduled]
     sched.load()
     # Only the Task whose problem lies in when it fires is fired by hand (as before).

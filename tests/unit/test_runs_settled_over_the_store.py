@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from cadenza.core import runs as rules
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
-from cadenza.kube.views import TaskView, spec_hash
+from cadenza.kube.views import TaskView
 from cadenza.scheduling.dispatcher import Dispatcher, Sent
 from cadenza.scheduling.openruns import Run
 from cadenza.scheduling.plans import TaskPlan, plan_of
@@ -30,7 +30,7 @@ def plan(**retry: int) -> TaskPlan:
         "executors": [{"name": "workers"}],
         "retry": {"maxAttempts": 3, "backoffSeconds": 10, "jitterPercent": 0, **retry},
     }
-    view = TaskView(str(TASK), "ns", "retrying", 1, spec, None, None, spec_hash(spec))
+    view = TaskView.of(str(TASK), "ns", "retrying", 1, spec)
     return plan_of(view)
 
 

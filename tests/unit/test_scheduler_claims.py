@@ -14,7 +14,7 @@ import pytest
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
-from cadenza.kube.views import TaskView, spec_hash
+from cadenza.kube.views import TaskView
 from cadenza.metrics import Metrics
 from cadenza.scheduling.plans import TaskPlan
 from cadenza.scheduling.scheduler import Scheduler
@@ -73,16 +73,7 @@ class Runs:
 
 def task(name: str, schedule: str = "* * * * * *", **spec: Any) -> TaskView:
     body = {"schedule": schedule, "executors": [{"name": "workers"}], **spec}
-    return TaskView(
-        uid=f"uid-{name}",
-        namespace="ns",
-        name=name,
-        generation=1,
-        spec=body,
-        original_name=None,
-        trigger=None,
-        spec_hash=spec_hash(body),
-    )
+    return TaskView.of(f"uid-{name}", "ns", name, 1, body)
 
 
 @dataclass
@@ -236,16 +227,7 @@ async def test_many_tasks_due_together_are_claimed_in_one_batch(scene: Scene) ->
 
 def replaced(view: TaskView, uid: str | None = None, **spec: Any) -> TaskView:
     body = {**view.spec, **spec}
-    return TaskView(
-        uid=uid or view.uid,
-        namespace=view.namespace,
-        name=view.name,
-        generation=view.generation + 1,
-        spec=body,
-        original_name=None,
-        trigger=None,
-        spec_hash=spec_hash(body),
-    )
+    return TaskView.of(uid or view.uid, view.namespace, view.name, view.generation + 1, body)
 
 
 async def test_only_the_tasks_named_by_changes_are_read_again(scene: Scene) -> None:

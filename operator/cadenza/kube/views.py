@@ -74,7 +74,10 @@ class TaskView:
     namespace: str
     name: str
     generation: int
-    spec: Mapping[str, Any]
+    spec_json: str
+    """The spec as compact JSON text: a few hundred bytes, where the decoded dicts and strings
+    of a defaulted spec are a few KiB, for each of thousands of Tasks. :attr:`spec` decodes it;
+    :attr:`task_spec` is the parsed spec every part reads."""
     original_name: str | None
     trigger: str | None
     spec_hash: str
@@ -84,19 +87,48 @@ class TaskView:
     def from_body(cls, body: Mapping[str, Any]) -> TaskView:
         meta = body["metadata"]
         annotations = meta.get("annotations") or {}
-        spec = _spec(body)
-        original = annotations.get(ORIGINAL_NAME)
-        return cls(
-            uid=meta["uid"],
-            namespace=meta["namespace"],
-            name=meta["name"],
-            generation=int(meta.get("generation") or 0),
-            spec=spec,
-            original_name=original,
+        return cls.of(
+            meta["uid"],
+            meta["namespace"],
+            meta["name"],
+            int(meta.get("generation") or 0),
+            _spec(body),
+            original_name=annotations.get(ORIGINAL_NAME),
             trigger=annotations.get(TRIGGER),
-            spec_hash=spec_hash(spec, {ORIGINAL_NAME: original}),
             status_seed=StatusSeed.of(body.get("status")),
         )
+
+    @classmethod
+    def of(
+        cls,
+        uid: str,
+        namespace: str,
+        name: str,
+        generation: int,
+        spec: Mapping[str, Any],
+        *,
+        original_name: str | None = None,
+        trigger: str | None = None,
+        status_seed: StatusSeed = StatusSeed(),
+    ) -> TaskView:
+        """The view of a Task with this spec (JSON values) and these annotations."""
+        return cls(
+            uid=uid,
+            namespace=namespace,
+            name=name,
+            generation=generation,
+            spec_json=json.dumps(spec, separators=(",", ":")),
+            original_name=original_name,
+            trigger=trigger,
+            spec_hash=spec_hash(spec, {ORIGINAL_NAME: original_name}),
+            status_seed=status_seed,
+        )
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The spec, decoded anew on each call (the caller may keep or change it)."""
+        decoded = json.loads(self.spec_json)
+        return decoded if isinstance(decoded, dict) else {}
 
     @functools.cached_property
     def task_spec(self) -> tuple[taskspec.TaskSpec, tuple[fields.FieldError, ...]]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -75,10 +76,11 @@ class ExecutorRef:
 
 @dataclasses.dataclass(frozen=True)
 class TaskRow:
-    """A Task as mirrored; ``spec_hash`` covers ``spec`` and the annotations that matter.
+    """A Task as mirrored; ``spec_hash`` covers the spec and the annotations that matter.
 
-    ``spec`` holds plain JSON values (dicts, lists, str, numbers, bools, None), not views of a
-    kopf body.
+    ``spec_json`` is the spec as JSON text, what the ``spec`` column holds: the leader keeps a
+    row per Task, and text is a fraction of the decoded dicts' size. Rows compare by
+    ``spec_hash``, not by the text, whose spacing depends on who wrote it.
     """
 
     uid: TaskUid
@@ -92,12 +94,16 @@ class TaskRow:
     load_balance_strategy: str
     handler: str
     timeout_seconds: int
-    spec: Mapping[str, Any] = dataclasses.field(hash=False)
+    spec_json: str = dataclasses.field(hash=False, compare=False)
     spec_hash: str
     original_name: str | None = None
     valid: bool = True
     invalid_reason: str | None = None
     executors: tuple[ExecutorRef, ...] = ()
+
+    @property
+    def spec(self) -> Any:
+        return json.loads(self.spec_json)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,7 +356,11 @@ def resync(
 # -- helpers -----------------------------------------------------------------------------------
 
 
-_TASK_COLUMNS = [f.name for f in dataclasses.fields(TaskRow) if f.name != "executors"]
+_TASK_COLUMNS = [
+    "spec" if f.name == "spec_json" else f.name
+    for f in dataclasses.fields(TaskRow)
+    if f.name != "executors"
+]
 _UPDATE_TASK = (
     update(_tasks)
     .where(_tasks.c.uid == bindparam("b_uid"))

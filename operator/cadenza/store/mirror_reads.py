@@ -4,6 +4,7 @@ the API, the executor pool's persistence and the tests that compare the mirror w
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 from sqlalchemy import select
@@ -34,7 +35,15 @@ def read_tasks(conn: Connection, namespace: str | None = None) -> list[TaskRow]:
     refs: dict[str, list[ExecutorRef]] = defaultdict(list)
     for link in read_task_executors(conn, namespace):
         refs[link.task_uid].append(ExecutorRef(link.executor_name, link.weight, link.priority))
-    return [from_row(TaskRow, row, executors=tuple(refs[row.uid])) for row in conn.execute(query)]
+    return [
+        from_row(
+            TaskRow,
+            row,
+            executors=tuple(refs[row.uid]),
+            spec_json=json.dumps(row.spec, separators=(",", ":")),
+        )
+        for row in conn.execute(query)
+    ]
 
 
 def read_executors(conn: Connection, namespace: str | None = None) -> list[ExecutorRow]:
