@@ -215,7 +215,7 @@ class Lifecycle:
             if run is not None and not run.busy:
                 self._absorb(run, rows.get(run_id))
 
-    def _absorb(self, run: Run, row: executions.Execution | None) -> None:
+    def _absorb(self, run: Run, row: executions.RunState | None) -> None:
         """Take in the run's row as the store has it now."""
         if row is not None and row.status is RunStatus.CANCELLED and run.base_url:
             # Cancelled (through the API) while on its way to its pod: the canceller may have

@@ -46,6 +46,19 @@ class Origin(enum.StrEnum):
     """The REST API's trigger endpoint."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunState:
+    """Where a run stands: the part of its row the leader takes in when the run changed under
+    it."""
+
+    id: ExecutionId
+    status: RunStatus
+    attempt: int
+    pod_name: str | None
+    next_attempt_at: datetime | None
+    deadline_at: datetime | None
+
+
 @dataclasses.dataclass(frozen=True)
 class Execution:
     """One ``task_executions`` row."""

@@ -216,7 +216,7 @@ class LeaderStore:
     async def open_runs(self) -> list[executions.Execution]:
         return await self._books.read(lambda: self._read(store_runs.open_runs))
 
-    async def current(self, runs: Sequence[ExecutionId]) -> dict[ExecutionId, executions.Execution]:
+    async def current(self, runs: Sequence[ExecutionId]) -> dict[ExecutionId, executions.RunState]:
         ids = list(runs)
         if not ids:
             return {}

@@ -19,7 +19,7 @@ from typing import Any
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.runs import OPEN, Finish, Next, Outcome, may_send, sources_of
 from cadenza.core.transitions import TERMINAL, RunStatus
-from cadenza.store.executions import Execution, Origin
+from cadenza.store.executions import Execution, Origin, RunState
 from cadenza.store.fencing import Fenced
 from cadenza.store.port import Begin, Claims, NewRun
 
@@ -219,8 +219,12 @@ class MemoryRunStore:
     async def open_runs(self) -> list[Execution]:
         return [self.runs[i] for i in sorted(self.runs) if self.runs[i].status in OPEN]
 
-    async def current(self, runs: Sequence[ExecutionId]) -> dict[ExecutionId, Execution]:
-        return {i: self.runs[i] for i in runs if i in self.runs}
+    async def current(self, runs: Sequence[ExecutionId]) -> dict[ExecutionId, RunState]:
+        return {
+            i: RunState(r.id, r.status, r.attempt, r.pod_name, r.next_attempt_at, r.deadline_at)
+            for i in runs
+            if (r := self.runs.get(i)) is not None
+        }
 
     async def last_ticks(self, tasks: Sequence[TaskUid]) -> dict[TaskUid, datetime]:
         last: dict[TaskUid, datetime] = {}

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.runs import Next, Outcome
 from cadenza.core.transitions import RunStatus
-from cadenza.store.executions import Execution, Origin
+from cadenza.store.executions import Execution, Origin, RunState
 from cadenza.store.fencing import Fenced
 from cadenza.store.runs import Dispatch
 
@@ -104,8 +104,8 @@ class RunStore(Protocol):
         """Every run not over yet, oldest first."""
         ...
 
-    async def current(self, runs: Sequence[ExecutionId]) -> dict[ExecutionId, Execution]:
-        """The rows of ``runs`` as they are now (missing: pruned or never existed)."""
+    async def current(self, runs: Sequence[ExecutionId]) -> dict[ExecutionId, RunState]:
+        """Where ``runs`` stand now (missing: pruned or never existed)."""
         ...
 
     async def last_ticks(self, tasks: Sequence[TaskUid]) -> dict[TaskUid, datetime]:
