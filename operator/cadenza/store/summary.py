@@ -14,7 +14,7 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.engine import Connection, Engine, Row
 
 from cadenza.core.ids import ExecutionId, TaskUid
@@ -72,29 +72,61 @@ def read(engine: Engine, task: TaskUid) -> Summary:
         return task_summary(conn, task)
 
 
+_TASK = bindparam("task", type_=_runs.c.task_uid.type)
+_MINE = _runs.c.task_uid == _TASK
+_FINISHED = _runs.c.finished_at.is_not(None)
+_MISFIRE = (_runs.c.origin == executions.Origin.MISFIRE.value).label("misfire")
+# Built once: the status is written for every Task every few seconds, and building and keying
+# the statements cost the leader more than running them.
+_GROUPS = (
+    select(
+        _runs.c.status,
+        _MISFIRE,
+        func.count(),
+        func.max(_runs.c.scheduled_at),
+        func.max(_runs.c.finished_at),
+    )
+    .where(_MINE)
+    .group_by(_runs.c.status, _MISFIRE)
+)
+_OPEN_AND_LAST = (
+    select(*_BRIEF)
+    .where(
+        _MINE,
+        or_(
+            _runs.c.status.in_([s.value for s in OPEN]),
+            _runs.c.id == select(func.max(_runs.c.id)).where(_MINE).scalar_subquery(),
+        ),
+    )
+    .order_by(_runs.c.id)
+)
+_LAST_GOOD = (
+    select(func.coalesce(func.max(_runs.c.id), 0))
+    .where(
+        _MINE,
+        _FINISHED,
+        _runs.c.status.not_in([*(s.value for s in _FAILURES), RunStatus.SKIPPED.value]),
+    )
+    .scalar_subquery()
+)
+_STREAK = select(func.count()).select_from(
+    select(_runs.c.id)
+    .where(
+        _MINE,
+        _FINISHED,
+        _runs.c.status.in_([s.value for s in _FAILURES]),
+        _runs.c.id > _LAST_GOOD,
+    )
+    .limit(_STREAK_CAP)
+    .subquery()
+)
+
+
 def task_summary(conn: Connection, task: TaskUid) -> Summary:
     """Three indexed queries: the counts and latest times per status; the open runs with the
     last run; the failure streak. :func:`read` runs them in one snapshot."""
-    mine = _runs.c.task_uid == task
-    misfire = (_runs.c.origin == executions.Origin.MISFIRE.value).label("misfire")
-    groups = conn.execute(
-        select(
-            _runs.c.status,
-            misfire,
-            func.count(),
-            func.max(_runs.c.scheduled_at),
-            func.max(_runs.c.finished_at),
-        )
-        .where(mine)
-        .group_by(_runs.c.status, misfire)
-    ).all()
-    latest = select(func.max(_runs.c.id)).where(mine).scalar_subquery()
-    rows = conn.execute(
-        select(*_BRIEF)
-        .where(mine, or_(_runs.c.status.in_([s.value for s in OPEN]), _runs.c.id == latest))
-        .order_by(_runs.c.id)
-    ).all()
-    briefs = [_brief(row) for row in rows]
+    groups = conn.execute(_GROUPS, {"task": task}).all()
+    briefs = [_brief(row) for row in conn.execute(_OPEN_AND_LAST, {"task": task})]
     by_status: dict[str, int] = {}
     for status, _, count, _, _ in groups:
         by_status[status] = by_status.get(status, 0) + int(count)
@@ -118,25 +150,7 @@ def task_summary(conn: Connection, task: TaskUid) -> Summary:
 def _streak(conn: Connection, task: TaskUid) -> int:
     """Finished runs that failed since the last finished run that did not (skipped runs do not
     count either way), up to the cap: one number, counted by the server."""
-    mine = _runs.c.task_uid == task
-    finished = _runs.c.finished_at.is_not(None)
-    failures = [s.value for s in _FAILURES]
-    last_good = (
-        select(func.coalesce(func.max(_runs.c.id), 0))
-        .where(
-            mine,
-            finished,
-            _runs.c.status.not_in([*failures, RunStatus.SKIPPED.value]),
-        )
-        .scalar_subquery()
-    )
-    since = (
-        select(_runs.c.id)
-        .where(mine, finished, _runs.c.status.in_(failures), _runs.c.id > last_good)
-        .limit(_STREAK_CAP)
-        .subquery()
-    )
-    return int(conn.execute(select(func.count()).select_from(since)).scalar_one())
+    return int(conn.execute(_STREAK, {"task": task}).scalar_one())
 
 
 def _brief(row: Row[Any, Any, Any, Any, Any, Any, Any]) -> RunBrief:
