@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import BindParameter, bindparam, func, select
 from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import ExecutionId, TaskUid
@@ -46,17 +46,37 @@ class Locked:
     not over."""
 
 
+_RUNS: BindParameter[list[int]] = bindparam("runs", expanding=True)
+# Built once: every callback batch runs both, and building and keying a statement cost the
+# leader more than running it.
+_TOKEN_HASHES = select(
+    _attempts.c.execution_id, _attempts.c.attempt, _attempts.c.callback_token_hash
+).where(_attempts.c.execution_id.in_(_RUNS))
+_LOCK_FOR_REPORTS = (
+    select(
+        _runs.c.id,
+        _runs.c.task_uid,
+        _runs.c.status,
+        _runs.c.attempt,
+        _attempts.c.attempt,
+        _attempts.c.callback_token_hash,
+        _runs.c.updated_at,
+        func.utc_timestamp(3, type_=_runs.c.updated_at.type),
+    )
+    .select_from(_runs.outerjoin(_attempts, _attempts.c.execution_id == _runs.c.id))
+    .where(_runs.c.id.in_(_RUNS))
+    .order_by(_runs.c.id)
+    .with_for_update()
+)
+
+
 def token_hashes(
     conn: Connection, runs: Sequence[ExecutionId]
 ) -> dict[ExecutionId, dict[int, str | None]]:
     """The callback token hash of each attempt of the runs, read without locking anything (an
     attempt's hash never changes once written): callbacks are checked against it before they
     may wait for a run's lock."""
-    rows = conn.execute(
-        select(
-            _attempts.c.execution_id, _attempts.c.attempt, _attempts.c.callback_token_hash
-        ).where(_attempts.c.execution_id.in_(sorted(set(runs))))
-    )
+    rows = conn.execute(_TOKEN_HASHES, {"runs": sorted(set(runs))})
     found: dict[ExecutionId, dict[int, str | None]] = {}
     for run, attempt, token_hash in rows:
         found.setdefault(ExecutionId(int(run)), {})[int(attempt)] = token_hash
@@ -67,22 +87,7 @@ def lock_many_for_reports(
     conn: Connection, runs: Sequence[ExecutionId]
 ) -> dict[ExecutionId, Locked]:
     """The runs with their attempts' token hashes, in one locking read (in id order)."""
-    rows = conn.execute(
-        select(
-            _runs.c.id,
-            _runs.c.task_uid,
-            _runs.c.status,
-            _runs.c.attempt,
-            _attempts.c.attempt,
-            _attempts.c.callback_token_hash,
-            _runs.c.updated_at,
-            func.utc_timestamp(3, type_=_runs.c.updated_at.type),
-        )
-        .select_from(_runs.outerjoin(_attempts, _attempts.c.execution_id == _runs.c.id))
-        .where(_runs.c.id.in_(sorted(set(runs))))
-        .order_by(_runs.c.id)
-        .with_for_update()
-    )
+    rows = conn.execute(_LOCK_FOR_REPORTS, {"runs": sorted(set(runs))})
     found: dict[ExecutionId, Locked] = {}
     for run, task, status, current, attempt, token_hash, changed, now in rows:
         key = ExecutionId(int(run))

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, tuple_, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Connection
 
@@ -295,7 +295,7 @@ def current(
     ids = list(runs)
     if not ids:
         return {}
-    rows = conn.execute(select(*_STATE).where(_runs.c.id.in_(ids)))
+    rows = conn.execute(_CURRENT, {"runs": ids})
     return {
         ExecutionId(int(row.id)): executions.RunState(
             id=ExecutionId(int(row.id)),
@@ -309,14 +309,14 @@ def current(
     }
 
 
-_STATE = (
+_CURRENT = select(
     _runs.c.id,
     _runs.c.status,
     _runs.c.attempt,
     _runs.c.pod_name,
     _runs.c.next_attempt_at,
     _runs.c.deadline_at,
-)
+).where(_runs.c.id.in_(bindparam("runs", expanding=True)))
 
 
 def last_ticks(conn: Connection, tasks: Sequence[TaskUid]) -> dict[TaskUid, datetime]:
