@@ -72,6 +72,8 @@ class Book:
         self.book = TaskStatusBook(client, engine, self.metrics, seeds=lambda ns, n: StatusSeed())
         self.hold: asyncio.Event | None = None
         self.missing = False
+        self.refusal: int | None = None
+        """The status the API server answers a patch with, when it refuses it."""
         self.runs = 0
         self.streak = 0
         """The consecutive failures the summary reports."""
@@ -87,6 +89,8 @@ class Book:
     def _patch(self, *args: Any) -> None:
         if self.missing:
             raise objects.ApiError(404, "Not Found")
+        if self.refusal is not None:
+            raise objects.ApiError(self.refusal, "Refused")
         if self.hold is not None:
             # In a thread of the pool: wait for the test's word.
             asyncio.run_coroutine_threadsafe(self.hold.wait(), self.loop).result(10)
@@ -144,6 +148,24 @@ async def test_a_write_that_finds_the_task_gone_drops_its_entry_and_series(
     await b.write(plan)
     assert plan.uid not in b.book._entries
     assert task_series(b.metrics, "vanished") == [None, None]
+
+
+@pytest.mark.parametrize("refusal", [403, 429, 500, 503])
+async def test_a_write_the_api_server_refuses_is_tried_again_later(
+    monkeypatch: pytest.MonkeyPatch, refusal: int
+) -> None:
+    """As while an API server restarts: the write fails, the Task stays due, nothing raises."""
+    b = Book(monkeypatch)
+    plan = plan_of(view("refused"))
+    b.book.schedule(plan, NOW)
+    b.refusal = refusal
+    await b.write(plan)
+    entry = b.book._entries[plan.uid]
+    assert entry.dirty
+    assert series(b.metrics, "refused") is None
+    b.refusal = None
+    await b.write(plan)
+    assert series(b.metrics, "refused") == 1.0
 
 
 async def test_a_book_that_stops_leading_removes_every_task_series(

@@ -1,14 +1,16 @@
 """The kopf registry: only index, event, startup, login and admission handlers, which is what
-lets the replicas tell kopf to keep no diff base (``NoDiffBase``)."""
+lets the replicas tell kopf to keep no diff base (``NoDiffBase``); and the settings the startup
+handler gives kopf."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import kopf
 
-from cadenza.kube.handlers import NoDiffBase, build_registry
-from cadenza.kube.hub import Hub
+from cadenza.kube.handlers import API_RETRY_BACKOFFS, NoDiffBase, build_registry
+from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
 from cadenza.settings import Settings
 
 
@@ -32,3 +34,16 @@ def test_the_diff_base_is_nothing() -> None:
     storage = NoDiffBase()
     assert storage.fetch(body=body) is None
     assert storage.build(body=body) == {}
+
+
+async def test_startup_settings_keep_no_diff_base_and_retry_the_api_server_often() -> None:
+    registry = build_registry(Settings.from_env({}), Hub())
+    handlers = registry._activities.get_all_handlers()
+    (startup,) = [h for h in handlers if h.activity is not None and h.activity.value == "startup"]
+    settings = kopf.OperatorSettings()
+    indexes: dict[str, Any] = {k: {} for k in (TASKS_INDEX, EXECUTORS_INDEX, PODS_INDEX)}
+    await startup.fn(settings=settings, **indexes)
+    assert isinstance(settings.persistence.diffbase_storage, NoDiffBase)
+    backoffs = list(settings.networking.error_backoffs)  # type: ignore[arg-type]
+    assert backoffs == list(API_RETRY_BACKOFFS)
+    assert max(backoffs) <= 5

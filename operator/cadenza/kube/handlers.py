@@ -22,6 +22,12 @@ from cadenza.settings import Settings
 
 GROUP, VERSION = "cadenza.dev", "v1alpha1"
 
+API_RETRY_BACKOFFS = (0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0) + (5.0,) * 8
+"""Seconds between kopf's retries of a failed API request (its lists and watches). kopf's default,
+(1, 1, 2, 3, 5, 8, 13, 21), can leave a watch asleep for 21 s after an API server that restarted
+is back, and every Task, Executor and pod change waits with it. Past the last retry kopf starts
+the watch over, so while the API server is away a replica asks at most every 5 s."""
+
 
 class NoDiffBase(kopf.DiffBaseStorage):
     """Keeps no diff base: kopf computes one for every event (a deep copy of the object, and a
@@ -59,6 +65,7 @@ def build_registry(settings: Settings, hub: Hub) -> kopf.OperatorRegistry:
         settings.persistence.diffbase_storage = NoDiffBase()
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
+        settings.networking.error_backoffs = API_RETRY_BACKOFFS
         hub.attach(kwargs)
         if webhook.enabled:
             admission.serve(settings, webhook)

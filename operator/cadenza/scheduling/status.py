@@ -240,6 +240,7 @@ class TaskStatusBook:
                 log.warning(
                     "status of task %s/%s not written: %s", entry.namespace, entry.name, exc.reason
                 )
+                return
             except Exception as exc:
                 self._touch(entry)
                 log.warning(
