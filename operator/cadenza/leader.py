@@ -26,7 +26,8 @@ from cadenza.executors.tokens import TokenSource
 from cadenza.kube import objects
 from cadenza.kube.hub import Hub
 from cadenza.metrics import Metrics
-from cadenza.mirror import MirrorLoop, TaskConditions
+from cadenza.mirror import MirrorLoop
+from cadenza.mirror_snapshot import TaskConditions
 from cadenza.scheduling import retention
 from cadenza.scheduling.lifecycle import Lifecycle
 from cadenza.scheduling.plans import TaskPlan

@@ -12,195 +12,42 @@ Invariants:
 - Nothing is written while the lease is in doubt (no recent good heartbeat).
 - Conditions derived from the mirror (an Executor that does not exist, a spec with problems) go
   to the status book, which writes them only when they change.
-- One object never fails the mirror: rows hold each bad field at its default (within the
-  columns' bounds), and a Task whose row cannot be built at all is left out and reported
-  ``Ready=False``; every other Task is still written.
+- One object never fails the mirror: the rows come from :mod:`cadenza.mirror_snapshot`, which
+  holds each bad field at its default and leaves out (``Ready=False``) a Task whose row cannot
+  be built at all; every other Task is still written.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection, Engine
 
-from cadenza.core import fields
 from cadenza.core.ids import Epoch, TaskUid
-from cadenza.executors import members
-from cadenza.executors import spec as executor_spec
-from cadenza.kube import conditions
 from cadenza.kube.hub import Hub, Key, names
-from cadenza.kube.views import ExecutorView, PodView, TaskView
+from cadenza.mirror_snapshot import (
+    TaskConditions,
+    executor_row,
+    instance_rows,
+    snapshot,
+    task_entry,
+)
 from cadenza.settings import Settings
 from cadenza.store import fencing
 from cadenza.store import mirror as rows
+from cadenza.store.mirror_rows import ExecutorRow, InstanceRow, TaskRow
 
 log = logging.getLogger(__name__)
 
 Fenced = fencing.Fenced
 DEBOUNCE_SECONDS = 0.2
 
-
-@dataclass(frozen=True)
-class TaskConditions:
-    namespace: str
-    name: str
-    generation: int
-    conditions: list[conditions.Condition]
-
-
 ConditionsHook = Callable[[TaskUid, TaskConditions], None]
 WrittenHook = Callable[[list[TaskUid]], None]
 """Told which Tasks' rows a write created or changed (the scheduler's claims wait for them)."""
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The mirror as it should be, computed purely from the indexes."""
-
-    tasks: list[rows.TaskRow]
-    executors: list[rows.ExecutorRow]
-    instances: dict[str, list[rows.InstanceRow]]
-    task_conditions: dict[TaskUid, TaskConditions] = field(default_factory=dict)
-
-
-ORIGINAL_NAME_LIMIT = 255
-"""The ``tasks.original_name`` column; the admission webhook refuses longer annotations."""
-
-
-def task_row(view: TaskView) -> rows.TaskRow:
-    """The Task's row, from its spec as the shared reader reads it: a bad field holds its default
-    (so every column's bounds hold and one Task never fails the mirror's transaction) and the
-    problems go to ``invalid_reason``."""
-    spec, problems = view.task_spec
-    original = view.original_name
-    if original is not None and len(original) > ORIGINAL_NAME_LIMIT:
-        # One oversized annotation must not fail the whole mirror transaction.
-        log.warning(
-            "task %s/%s: original-name annotation longer than %d characters ignored",
-            view.namespace,
-            view.name,
-            ORIGINAL_NAME_LIMIT,
-        )
-        original = None
-    invalid = "; ".join(str(p) for p in problems) or None
-    return rows.TaskRow(
-        uid=TaskUid(view.uid),
-        namespace=view.namespace,
-        name=view.name,
-        original_name=original,
-        generation=view.generation,
-        cron_expression=spec.expression,
-        time_zone=spec.time_zone,
-        suspend=spec.suspend,
-        execution_mode=spec.mode.value,
-        load_balance_strategy=spec.strategy.value,
-        handler=spec.handler,
-        timeout_seconds=spec.timeout_seconds,
-        spec_json=_storable(view, problems),
-        spec_hash=view.spec_hash,
-        valid=invalid is None,
-        invalid_reason=invalid,
-        executors=tuple(
-            rows.ExecutorRef(name=e.name, weight=e.weight, priority=e.priority)
-            for e in spec.executors
-        ),
-    )
-
-
-def _storable(view: TaskView, problems: Sequence[fields.FieldError]) -> str:
-    """The spec as the ``spec`` JSON column can hold it: a payload nested deeper than the
-    database accepts would fail the whole mirror transaction, so it is left out (the Task is
-    invalid and never runs anyway)."""
-    if not any(p.field == "spec.payload" for p in problems):
-        return view.spec_json  # the view's own text: one copy per Task
-    stored = view.spec
-    stored.pop("payload", None)
-    return json.dumps(stored, separators=(",", ":"))
-
-
-def executor_row(view: ExecutorView) -> rows.ExecutorRow:
-    spec = executor_spec.parse_spec(view.spec)
-    return rows.ExecutorRow(
-        uid=view.uid,
-        namespace=view.namespace,
-        name=view.name,
-        selector=dict(view.selector),
-        port=spec.port,
-        scheme=spec.scheme,
-        spec=dict(view.spec),
-        spec_hash=view.spec_hash,
-        generation=view.generation,
-    )
-
-
-def instance_row(pod: PodView) -> rows.InstanceRow:
-    return rows.InstanceRow(
-        pod_uid=pod.uid,
-        pod_name=pod.name,
-        namespace=pod.namespace,
-        ip=pod.ip,
-        phase=pod.phase,
-        ready=pod.ready,
-    )
-
-
-def snapshot(hub: Hub) -> Snapshot:
-    executors = hub.executors()
-    known = {(e.namespace, e.name) for e in executors}
-    tasks: list[rows.TaskRow] = []
-    task_conditions: dict[TaskUid, TaskConditions] = {}
-    for view in hub.tasks():
-        row, wanted = _task_entry(view, known)
-        if row is not None:
-            tasks.append(row)
-        task_conditions[TaskUid(view.uid)] = wanted
-    return Snapshot(
-        tasks=tasks,
-        executors=[executor_row(e) for e in executors],
-        instances=_instances(executors, hub.pods()),
-        task_conditions=task_conditions,
-    )
-
-
-def _instances(
-    executors: Sequence[ExecutorView], pods: Sequence[PodView]
-) -> dict[str, list[rows.InstanceRow]]:
-    pods_by_ns: dict[str, list[PodView]] = {}
-    for pod in pods:
-        pods_by_ns.setdefault(pod.namespace, []).append(pod)
-    return {
-        e.uid: [instance_row(p) for p in members.selected(e, pods_by_ns.get(e.namespace, []))]
-        for e in executors
-    }
-
-
-def _task_entry(
-    view: TaskView, known: set[tuple[str, str]]
-) -> tuple[rows.TaskRow | None, TaskConditions]:
-    """One Task's row (None if it cannot be built) and the conditions the mirror derives."""
-    row: rows.TaskRow | None
-    try:
-        row = task_row(view)
-    except Exception as exc:  # a bug must cost this Task its row, not every Task theirs
-        log.exception("task %s/%s cannot be mirrored", view.namespace, view.name)
-        row = None
-        problems: tuple[fields.FieldError, ...] = (
-            fields.FieldError("spec", f"cannot be mirrored: {exc!r}"),
-        )
-    else:
-        problems = view.task_spec[1]
-    missing = [n for n in view.executor_names if (view.namespace, n) not in known]
-    wanted = TaskConditions(
-        view.namespace,
-        view.name,
-        view.generation,
-        conditions.for_task(view.generation, problems, missing),
-    )
-    return row, wanted
 
 
 class MirrorLoop:
@@ -227,12 +74,12 @@ class MirrorLoop:
         self._epoch = epoch
         self._on_conditions = on_conditions
         self._on_written = on_written
-        self._tasks: dict[TaskUid, rows.TaskRow] = {}
+        self._tasks: dict[TaskUid, TaskRow] = {}
         self._conditions: dict[TaskUid, TaskConditions] = {}
         self._by_name: dict[tuple[str, str], TaskUid] = {}
-        self._executors: list[rows.ExecutorRow] = []
+        self._executors: list[ExecutorRow] = []
         self._known: set[tuple[str, str]] = set()
-        self._instances: dict[str, list[rows.InstanceRow]] = {}
+        self._instances: dict[str, list[InstanceRow]] = {}
         self._written: _Written | None = None
         """What this leader's last write left in MySQL (None before its first resync)."""
         self._whole = True
@@ -297,7 +144,7 @@ class MirrorLoop:
         if {(e.namespace, e.name) for e in executors} != self._known:
             return False
         self._executors = [executor_row(e) for e in executors]
-        self._instances = _instances(executors, self._hub.pods())
+        self._instances = instance_rows(executors, self._hub.pods())
         return True
 
     def _read_tasks(self, names: set[tuple[str, str]]) -> set[TaskUid]:
@@ -313,7 +160,7 @@ class MirrorLoop:
             if view is None:
                 continue
             uid = TaskUid(view.uid)
-            row, wanted = _task_entry(view, self._known)
+            row, wanted = task_entry(view, self._known)
             if row is None:
                 self._tasks.pop(uid, None)
             else:
@@ -337,13 +184,13 @@ class _Written:
 
     tasks: dict[TaskUid, str]
     executors: dict[str, str]
-    instances: dict[str, tuple[rows.InstanceRow, ...]]
+    instances: dict[str, tuple[InstanceRow, ...]]
 
 
 _NONE = _Written({}, {}, {})
 
 
-def _pods_key(pods: Sequence[rows.InstanceRow]) -> tuple[rows.InstanceRow, ...]:
+def _pods_key(pods: Sequence[InstanceRow]) -> tuple[InstanceRow, ...]:
     return tuple(sorted(pods, key=lambda p: p.pod_uid))
 
 
@@ -351,11 +198,11 @@ def _pods_key(pods: Sequence[rows.InstanceRow]) -> tuple[rows.InstanceRow, ...]:
 class _Delta:
     """What differs between MySQL (as last written) and the mirror as it should be."""
 
-    tasks: list[rows.TaskRow]
+    tasks: list[TaskRow]
     tasks_gone: list[TaskUid]
-    executors: list[rows.ExecutorRow]
+    executors: list[ExecutorRow]
     executors_gone: list[str]
-    instances: dict[str, tuple[rows.InstanceRow, ...]]
+    instances: dict[str, tuple[InstanceRow, ...]]
     first: bool
 
     def __bool__(self) -> bool:

@@ -22,6 +22,7 @@ from cadenza.store import changelog, fencing, mirror
 from cadenza.store.executions import Origin
 from cadenza.store.leader_store import LeaderStore
 from cadenza.store.memory import MemoryRunStore
+from cadenza.store.mirror_rows import TaskRow
 from cadenza.store.port import Balance, Begin, NewRun, RunStore
 from cadenza.store.runs import Dispatch
 
@@ -47,8 +48,8 @@ def _bump(session: Any, instance: str) -> Epoch:
     return Epoch(int(row[0]))
 
 
-def _task_row(uid: TaskUid) -> mirror.TaskRow:
-    return mirror.TaskRow(
+def _task_row(uid: TaskUid) -> TaskRow:
+    return TaskRow(
         uid=uid,
         namespace="ns",
         name=f"task-{uid[:8]}",

@@ -41,6 +41,7 @@ from cadenza.kube.views import ExecutorView, PodView
 from cadenza.settings import KubeSettings
 from cadenza.store import engine as engines
 from cadenza.store import fencing, migrations, mirror, schema
+from cadenza.store.mirror_rows import ExecutorRow, InstanceRow
 from tests.support import async_wait_for, wait_for
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.mariadb]
@@ -185,7 +186,7 @@ def mirror_rows(harness_api: ClusterView, engine: Engine, epoch: Epoch) -> None:
     with fencing.leader_transaction(engine, LOCK, epoch) as conn:
         mirror.upsert_executor(
             conn,
-            mirror.ExecutorRow(
+            ExecutorRow(
                 uid=view.uid, namespace=view.namespace, name=view.name,
                 selector=dict(view.selector), port=9090, scheme="http", spec=spec,
                 spec_hash=view.spec_hash, generation=view.generation,
@@ -195,7 +196,7 @@ def mirror_rows(harness_api: ClusterView, engine: Engine, epoch: Epoch) -> None:
             conn,
             view.uid,
             [
-                mirror.InstanceRow(p.uid, p.name, p.namespace, p.ip, p.phase, p.ready)
+                InstanceRow(p.uid, p.name, p.namespace, p.ip, p.phase, p.ready)
                 for p in pods
                 if p.labels.get("app") == "workers"
             ],

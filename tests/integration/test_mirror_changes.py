@@ -16,10 +16,11 @@ from cadenza.core.ids import Epoch, TaskUid
 from cadenza.devenv import mariadb
 from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
 from cadenza.kube.views import ExecutorView, PodView, TaskView
-from cadenza.mirror import MirrorLoop, TaskConditions, snapshot
+from cadenza.mirror import MirrorLoop
+from cadenza.mirror_snapshot import TaskConditions, snapshot
 from cadenza.settings import Settings
 from cadenza.store import fencing, mirror_reads
-from cadenza.store import mirror as rows
+from cadenza.store.mirror_rows import InstanceRow
 
 pytestmark = pytest.mark.mariadb
 
@@ -60,7 +61,7 @@ def epoch_of(mariadb_server: mariadb.Server, database: str) -> Epoch:
 
 
 def ready_pods(
-    instances: Mapping[str, Sequence[rows.InstanceRow]],
+    instances: Mapping[str, Sequence[InstanceRow]],
 ) -> dict[str, list[str]]:
     return {u: sorted(p.pod_uid for p in ps if p.ready) for u, ps in instances.items() if ps}
 

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine, make_url
 from cadenza.core.ids import Epoch
 from cadenza.devenv import mariadb
 from cadenza.store import fencing, mirror, mirror_reads
+from cadenza.store.mirror_rows import ExecutorRow
 from tests.support import wait_for
 
 pytestmark = pytest.mark.mariadb
@@ -41,8 +42,8 @@ def bump(session: pymysql.connections.Connection[Any], instance: str = "replica-
     return Epoch(int(row[0]))
 
 
-def executor(name: str) -> mirror.ExecutorRow:
-    return mirror.ExecutorRow(
+def executor(name: str) -> ExecutorRow:
+    return ExecutorRow(
         uid=f"00000000-0000-0000-0000-{abs(hash(name)) % 10**12:012d}",
         namespace="ns",
         name=name,

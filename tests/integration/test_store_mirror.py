@@ -17,8 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from cadenza.core.ids import Epoch, TaskUid
+from cadenza.core.taskspec import ExecutorRef
 from cadenza.devenv import mariadb
 from cadenza.store import executions, fencing, mirror, mirror_reads, schema
+from cadenza.store.mirror_rows import ExecutorLink, ExecutorRow, InstanceRow, ResyncCounts, TaskRow
 from tests.support import wait_for
 
 pytestmark = pytest.mark.mariadb
@@ -62,9 +64,9 @@ def task(
     uid: str | None = None,
     schedule: str = "*/10 * * * * *",
     **fields: Any,
-) -> mirror.TaskRow:
+) -> TaskRow:
     spec = {"schedule": schedule, "executors": [{"name": r} for r in refs], "handler": "echo"}
-    row = mirror.TaskRow(
+    row = TaskRow(
         uid=TaskUid(uid or str(uuid.uuid4())),
         namespace=namespace,
         name=name,
@@ -79,16 +81,14 @@ def task(
         timeout_seconds=300,
         spec_json=json.dumps(spec),
         spec_hash=digest(spec),
-        executors=tuple(
-            mirror.ExecutorRef(r, weight=i + 1, priority=i) for i, r in enumerate(refs)
-        ),
+        executors=tuple(ExecutorRef(r, weight=i + 1, priority=i) for i, r in enumerate(refs)),
     )
     return dataclasses.replace(row, **fields)
 
 
-def executor(name: str, namespace: str = "ns", port: int = 9090) -> mirror.ExecutorRow:
+def executor(name: str, namespace: str = "ns", port: int = 9090) -> ExecutorRow:
     spec = {"selector": {"matchLabels": {"app": name}}, "port": port}
-    return mirror.ExecutorRow(
+    return ExecutorRow(
         uid=str(uuid.uuid4()),
         namespace=namespace,
         name=name,
@@ -101,8 +101,8 @@ def executor(name: str, namespace: str = "ns", port: int = 9090) -> mirror.Execu
     )
 
 
-def pod(name: str, ip: str | None = "10.0.0.1", ready: bool = True) -> mirror.InstanceRow:
-    return mirror.InstanceRow(
+def pod(name: str, ip: str | None = "10.0.0.1", ready: bool = True) -> InstanceRow:
+    return InstanceRow(
         pod_uid=str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
         pod_name=name,
         namespace="ns",
@@ -112,7 +112,7 @@ def pod(name: str, ip: str | None = "10.0.0.1", ready: bool = True) -> mirror.In
     )
 
 
-def changed(row: mirror.TaskRow, **spec_changes: Any) -> mirror.TaskRow:
+def changed(row: TaskRow, **spec_changes: Any) -> TaskRow:
     spec = {**row.spec, **spec_changes}
     return dataclasses.replace(
         row,
@@ -143,10 +143,10 @@ def db_clock_passes(engine: Engine, moment: datetime) -> None:
 
 @dataclasses.dataclass
 class Mirror:
-    tasks: list[mirror.TaskRow]
-    executors: list[mirror.ExecutorRow]
-    instances: dict[str, tuple[mirror.InstanceRow, ...]]
-    links: list[mirror.ExecutorLink]
+    tasks: list[TaskRow]
+    executors: list[ExecutorRow]
+    instances: dict[str, tuple[InstanceRow, ...]]
+    links: list[ExecutorLink]
 
 
 def snapshot(engine: Engine) -> Mirror:
@@ -418,13 +418,13 @@ def test_resync_makes_the_mirror_equal_to_the_snapshot(engine: Engine, leader: L
         (created.uid, "nowhere"): None,
     }
     assert missing(engine, created.uid) == ["nowhere"]
-    assert counts == mirror.ResyncCounts(created=3, updated=3, deleted=3)
+    assert counts == ResyncCounts(created=3, updated=3, deleted=3)
 
     with leader() as conn:
         again = mirror.resync(
             conn, [kept_task, edited, created], [kept_exec, respawned, new_exec], pods
         )
-    assert again == mirror.ResyncCounts()
+    assert again == ResyncCounts()
     assert snapshot(engine) == state
 
 
@@ -454,7 +454,7 @@ def test_resync_refuses_pods_of_an_executor_it_was_not_given(leader: Leader) -> 
         pytest.param(
             lambda row: dataclasses.replace(
                 changed(row, handler="x"),
-                executors=(mirror.ExecutorRef("pool"), mirror.ExecutorRef("pool")),
+                executors=(ExecutorRef("pool"), ExecutorRef("pool")),
             ),
             id="duplicate-executor-name",
         ),
@@ -464,7 +464,7 @@ def test_resync_refuses_pods_of_an_executor_it_was_not_given(leader: Leader) -> 
     ],
 )
 def test_a_refused_write_leaves_the_previous_rows(
-    engine: Engine, leader: Leader, bad: Callable[[mirror.TaskRow], mirror.TaskRow]
+    engine: Engine, leader: Leader, bad: Callable[[TaskRow], TaskRow]
 ) -> None:
     pool = executor("pool")
     row = task("test-task", "pool")

@@ -25,7 +25,7 @@ from cadenza.kube import conditions
 from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
 from cadenza.kube.views import ExecutorView, PodView, TaskView
 from cadenza.metrics import Metrics
-from cadenza.mirror import snapshot
+from cadenza.mirror_snapshot import snapshot
 from cadenza.scheduling.plans import TaskPlan, plan_of, retry_policy
 from cadenza.scheduling.scheduler import Scheduler
 from cadenza.scheduling.status import TaskStatusBook

@@ -23,7 +23,7 @@ from cadenza.core.triggers import trigger_key
 from cadenza.executors.members import selected
 from cadenza.executors.spec import HEALTH_PATH, read_spec
 from cadenza.kube.views import ExecutorView, PodView, TaskView, spec_hash
-from cadenza.mirror import task_row
+from cadenza.mirror_snapshot import task_row
 from cadenza.scheduling.plans import plan_of, retry_policy
 from tests.support import crd_values
 

@@ -1,7 +1,7 @@
 """The leader's copy of the Task and Executor resources (and the Executors' pods) in MySQL.
 
-Kubernetes is the source of truth; the kube adapter turns objects into the rows below and the
-leader writes them here, always through a connection from
+Kubernetes is the source of truth; the mirror turns objects into rows
+(:mod:`cadenza.store.mirror_rows`) and the leader writes them here, always through a connection from
 :func:`cadenza.store.fencing.leader_transaction`, so a deposed leader cannot write. The readers
 return the same dataclasses, so the mirror can be compared with the API's view.
 
@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -38,15 +37,20 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import TaskUid
+from cadenza.core.taskspec import ExecutorRef
 from cadenza.store import fencing, schema
+from cadenza.store.mirror_rows import (
+    ExecutorRow,
+    InstanceRow,
+    ResyncCounts,
+    TaskRow,
+    from_row,
+    row_values,
+)
 
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
-_Row = TypeVar("_Row", bound="DataclassInstance")
 _NOW = func.utc_timestamp(3)
 # Set by ``fencing.leader_transaction`` for the length of each leader transaction.
 _EPOCH: ColumnElement[int] = literal_column(f"@{fencing.EPOCH_VARIABLE}")
@@ -63,95 +67,6 @@ _tasks = schema.tasks
 _executors = schema.executors
 _links = schema.task_executors
 _pods = schema.executor_instances
-
-
-@dataclasses.dataclass(frozen=True)
-class ExecutorRef:
-    """One entry of a Task's ``spec.executors``."""
-
-    name: str
-    weight: int = 1
-    priority: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskRow:
-    """A Task as mirrored; ``spec_hash`` covers the spec and the annotations that matter.
-
-    ``spec_json`` is the spec as JSON text, what the ``spec`` column holds: the leader keeps a
-    row per Task, and text is a fraction of the decoded dicts' size. Rows compare by
-    ``spec_hash``, not by the text, whose spacing depends on who wrote it.
-    """
-
-    uid: TaskUid
-    namespace: str
-    name: str
-    generation: int
-    cron_expression: str
-    time_zone: str
-    suspend: bool
-    execution_mode: str
-    load_balance_strategy: str
-    handler: str
-    timeout_seconds: int
-    spec_json: str = dataclasses.field(hash=False, compare=False)
-    spec_hash: str
-    original_name: str | None = None
-    valid: bool = True
-    invalid_reason: str | None = None
-    executors: tuple[ExecutorRef, ...] = ()
-
-    @property
-    def spec(self) -> Any:
-        return json.loads(self.spec_json)
-
-
-@dataclasses.dataclass(frozen=True)
-class ExecutorRow:
-    """An Executor as mirrored."""
-
-    uid: str
-    namespace: str
-    name: str
-    selector: Mapping[str, Any] = dataclasses.field(hash=False)
-    port: int
-    scheme: str
-    spec: Mapping[str, Any] = dataclasses.field(hash=False)
-    spec_hash: str
-    generation: int
-
-
-@dataclasses.dataclass(frozen=True)
-class InstanceRow:
-    """A pod selected by an Executor, as Kubernetes reports it (health is the leader's own)."""
-
-    pod_uid: str
-    pod_name: str
-    namespace: str
-    ip: str | None
-    phase: str
-    ready: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class ExecutorLink:
-    """A ``task_executors`` row: a Task's reference, resolved to the Executor's uid if present."""
-
-    task_uid: TaskUid
-    executor_name: str
-    executor_uid: str | None
-    weight: int
-    priority: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ResyncCounts:
-    """What :func:`resync` changed: Tasks and Executors created, updated and deleted; a changed
-    set of pods of one Executor counts as one update."""
-
-    created: int = 0
-    updated: int = 0
-    deleted: int = 0
 
 
 class _Change(enum.Enum):
@@ -291,14 +206,14 @@ def upsert_instances(conn: Connection, executor_uid: str, pods: Iterable[Instanc
     if new:
         conn.execute(
             insert(_pods).values(updated_at=_NOW, epoch=_EPOCH),
-            [{**_values(pod), "executor_uid": executor_uid} for pod in new],
+            [{**row_values(pod), "executor_uid": executor_uid} for pod in new],
         )
     changed = [pod for uid, pod in wanted.items() if uid in current and current[uid] != pod]
     for pod in changed:
         conn.execute(
             update(_pods)
             .where(_pods.c.executor_uid == executor_uid, _pods.c.pod_uid == pod.pod_uid)
-            .values(**_values(pod), updated_at=_NOW, epoch=_EPOCH)
+            .values(**row_values(pod), updated_at=_NOW, epoch=_EPOCH)
         )
     return bool(stale or new or changed)
 
@@ -409,7 +324,7 @@ def _upsert_executor(conn: Connection, row: ExecutorRow, resolve: bool = True) -
     ).scalar_one_or_none()
     if stored == row.spec_hash:
         return _Change.UNCHANGED
-    values = _values(row, exclude="uid")
+    values = row_values(row, exclude="uid")
     if stored is not None:
         conn.execute(
             update(_executors)
@@ -459,18 +374,6 @@ def _refresh_missing(conn: Connection, where: ColumnElement[bool] | None) -> lis
             )
             changed.append(TaskUid(uid))
     return changed
-
-
-def _values(row: DataclassInstance, exclude: str = "") -> dict[str, Any]:
-    """A row dataclass's fields as column values (shallow, unlike ``dataclasses.asdict``)."""
-    return {f.name: getattr(row, f.name) for f in dataclasses.fields(row) if f.name != exclude}
-
-
-def from_row(row_type: type[_Row], row: Row[Any], **given: Any) -> _Row:
-    """A row dataclass from a result row holding a column for each field not ``given``."""
-    columns = row._mapping
-    names = [f.name for f in dataclasses.fields(row_type)]
-    return row_type(**{name: columns[name] for name in names if name not in given}, **given)
 
 
 def _instances(conn: Connection, where: ColumnElement[bool]) -> list[InstanceRow]:

@@ -11,15 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import TaskUid
+from cadenza.core.taskspec import ExecutorRef
 from cadenza.store import schema
-from cadenza.store.mirror import (
-    ExecutorLink,
-    ExecutorRef,
-    ExecutorRow,
-    InstanceRow,
-    TaskRow,
-    from_row,
-)
+from cadenza.store.mirror_rows import ExecutorLink, ExecutorRow, InstanceRow, TaskRow, from_row
 
 _tasks = schema.tasks
 _executors = schema.executors
