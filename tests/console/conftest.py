@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from cadenza.devenv.controlplane import ControlPlane
 from tests.api import conftest as api_fixtures
@@ -150,6 +157,11 @@ class Tab:
         self.open()
         self.page.fill("#token", token)
         self.page.click("#sign-in-form button[type=submit]")
+
+
+# Playwright's assertions wait 5 s by default, its actions 30 s: on a loaded 2-core machine a
+# trigger's answer or a run's start can take longer than 5 s to show.
+expect.set_options(timeout=30_000)
 
 
 @pytest.fixture
