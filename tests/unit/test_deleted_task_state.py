@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -152,20 +153,23 @@ async def test_a_write_that_finds_the_task_gone_drops_its_entry_and_series(
 
 @pytest.mark.parametrize("refusal", [403, 429, 500, 503])
 async def test_a_write_the_api_server_refuses_is_tried_again_later(
-    monkeypatch: pytest.MonkeyPatch, refusal: int
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, refusal: int
 ) -> None:
     """As while an API server restarts: the write fails, the Task stays due, nothing raises."""
     b = Book(monkeypatch)
-    plan = plan_of(view("refused"))
-    b.book.schedule(plan, NOW)
+    plans = [plan_of(view(f"refused-{i}")) for i in range(3)]
     b.refusal = refusal
-    await b.write(plan)
-    entry = b.book._entries[plan.uid]
-    assert entry.dirty
-    assert series(b.metrics, "refused") is None
+    with caplog.at_level(logging.WARNING, "cadenza.scheduling.status"):
+        for plan in plans:
+            b.book.schedule(plan, NOW)
+            await b.write(plan)
+    assert all(b.book._entries[plan.uid].dirty for plan in plans)
+    assert series(b.metrics, "refused-0") is None
+    # One warning for the three, not one for each (the next one, 30 s on, counts the others).
+    assert caplog.messages == ["status of task ns/refused-0 not written: Refused"]
     b.refusal = None
-    await b.write(plan)
-    assert series(b.metrics, "refused") == 1.0
+    await b.write(plans[0])
+    assert series(b.metrics, "refused-0") == 1.0
 
 
 async def test_a_book_that_stops_leading_removes_every_task_series(

@@ -39,6 +39,7 @@ from cadenza.kube import conditions as task_conditions
 from cadenza.kube import events, objects
 from cadenza.kube.conditions import Condition
 from cadenza.kube.views import StatusSeed
+from cadenza.logthrottle import Throttled
 from cadenza.metrics import Metrics
 from cadenza.scheduling.plans import TaskPlan
 from cadenza.store import summary
@@ -121,6 +122,8 @@ class TaskStatusBook:
         write now, never at every Task."""
         self._order = itertools.count()
         self._writers = asyncio.Semaphore(WRITERS)
+        self._failures = Throttled(log, "status writes", clock=clock)
+        """While the API server is away every write fails: one warning per 30 s, not each."""
 
     # -- what the engine tells ----------------------------------------------------------------
 
@@ -237,13 +240,13 @@ class TaskStatusBook:
                         self.forget(entry.uid)
                     return
                 self._touch(entry)
-                log.warning(
+                self._failures.failed(
                     "status of task %s/%s not written: %s", entry.namespace, entry.name, exc.reason
                 )
                 return
-            except Exception as exc:
+            except Exception as exc:  # the API server is unreachable: the Task stays due
                 self._touch(entry)
-                log.warning(
+                self._failures.failed(
                     "status of task %s/%s not written: %r", entry.namespace, entry.name, exc
                 )
                 return
