@@ -141,13 +141,13 @@ def test_all_of_it_comes_from_one_snapshot(
     """A run that succeeds while the summary is read does not reset the streak beside a last run
     that still shows the failure."""
     record(engine, task, S.SUCCEEDED, S.FAILED, S.FAILED)
-    streak = summary._streak
+    streaks = summary._streaks
 
-    def meanwhile(conn: Connection, of: TaskUid) -> int:
+    def meanwhile(conn: Connection, of: list[TaskUid]) -> dict[str, int]:
         record(engine, task, S.SUCCEEDED, start=3)  # committed on a session of its own
-        return streak(conn, of)
+        return streaks(conn, of)
 
-    monkeypatch.setattr(summary, "_streak", meanwhile)
+    monkeypatch.setattr(summary, "_streaks", meanwhile)
     facts = summarise(engine, task)
 
     assert facts.last is not None and facts.last.status is S.FAILED
@@ -155,3 +155,46 @@ def test_all_of_it_comes_from_one_snapshot(
     assert facts.consecutive_failures == 2
     monkeypatch.undo()
     assert summarise(engine, task).consecutive_failures == 0
+
+
+def test_many_tasks_in_one_read_get_what_each_would_alone(engine: Engine) -> None:
+    """The status flusher reads every Task it writes in one go: each summary is the one a read of
+    that Task alone gives, runs of the others never counted in."""
+    tasks = [TaskUid(str(uuid.uuid4())) for _ in range(4)]
+    record(engine, tasks[0], S.SUCCEEDED, S.FAILED, S.FAILED, S.RUNNING)
+    record(engine, tasks[1], S.FAILED, S.SKIPPED, S.SUCCEEDED, S.QUEUED, S.CLAIMED)
+    record(engine, tasks[2], S.SUCCEEDED, S.TIMED_OUT, origin="misfire")
+    # tasks[3] has no runs
+
+    together = summary.read_many(engine, [*tasks, tasks[0]])
+
+    assert list(together) == tasks
+    assert together == {task: summarise(engine, task) for task in tasks}
+    assert together[tasks[0]].consecutive_failures == 2
+    assert [b.status for b in together[tasks[1]].open] == [S.QUEUED, S.CLAIMED]
+    assert together[tasks[2]].counters["misfired"] == 2
+    assert together[tasks[3]].last is None
+    assert summary.read_many(engine, []) == {}
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["stale statistics", "fresh statistics"])
+def test_a_summary_reads_the_rows_of_its_tasks_only(engine: Engine, analyzed: bool) -> None:
+    """Its cost follows the Tasks' own history, not the table: counted by the server's row
+    reads. Before, with the statistics of a table that had just grown, the server walked the
+    primary key and read every Task's runs for each status write."""
+    mine = [TaskUid(str(uuid.uuid4())) for _ in range(2)]
+    for task in mine:
+        record(engine, task, *[S.SUCCEEDED, S.FAILED, S.SKIPPED] * 10, S.RUNNING)
+    for _ in range(100):
+        record(engine, TaskUid(str(uuid.uuid4())), *[S.SUCCEEDED, S.FAILED] * 15, S.QUEUED)
+    with engine.connect() as conn:
+        if analyzed:
+            conn.exec_driver_sql("ANALYZE TABLE task_executions").all()
+        conn.exec_driver_sql("FLUSH STATUS")  # this session's counters
+        facts = summary.summaries(conn, mine)
+        counters = dict(conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Handler_read%%'").all())
+        conn.rollback()
+
+    assert facts[mine[0]].counters == {"succeeded": 10, "failed": 10, "skipped": 10, "misfired": 0}
+    rows_read = sum(int(v) for k, v in counters.items() if k != "Handler_read_key")
+    assert rows_read < 10 * 31 * len(mine), counters  # of 3,162 rows in the table

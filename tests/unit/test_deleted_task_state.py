@@ -78,14 +78,16 @@ class Book:
         self.runs = 0
         self.streak = 0
         """The consecutive failures the summary reports."""
-        monkeypatch.setattr(summary, "read", self._summary)
+        monkeypatch.setattr(summary, "read_many", self._summaries)
         monkeypatch.setattr(self.book._objects, "patch_status", self._patch)
         monkeypatch.setattr(self.book._events, "post", lambda *args: None)
 
-    def _summary(self, engine: Any, task: TaskUid) -> summary.Summary:
+    def _summaries(self, engine: Any, tasks: list[TaskUid]) -> dict[TaskUid, summary.Summary]:
         self.runs += 1  # a new run each time: the status differs from the one last written
         counters = {"succeeded": self.runs, "skipped": 0}
-        return summary.Summary(None, None, None, [], counters, self.streak)
+        return {
+            task: summary.Summary(None, None, None, [], counters, self.streak) for task in tasks
+        }
 
     def _patch(self, *args: Any) -> None:
         if self.missing:
@@ -98,7 +100,7 @@ class Book:
 
     async def write(self, plan: TaskPlan) -> None:
         self.loop = asyncio.get_running_loop()
-        await self.book._write(self.book._entries[plan.uid])
+        await self.book._write_all([self.book._entries[plan.uid]])
 
 
 async def test_a_deleted_task_leaves_no_status_entry_and_no_series(

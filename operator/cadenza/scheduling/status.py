@@ -225,29 +225,39 @@ class TaskStatusBook:
                 entry.dirty = False
                 entry.last_write = now
                 chosen.append(entry)
-            # Written side by side (each waits on the API server, not on us), up to the rate.
-            await asyncio.gather(*(self._write(entry) for entry in chosen))
+            await self._write_all(chosen)
 
-    async def _write(self, entry: _Entry) -> None:
+    async def _write_all(self, entries: list[_Entry]) -> None:
+        """One read of the history for all ``entries``, then their writes side by side (each
+        waits on the API server, not on us)."""
+        if not entries:
+            return
+        try:
+            facts = await asyncio.to_thread(
+                summary.read_many, self._engine, [e.uid for e in entries]
+            )
+        except Exception as exc:  # the database is unreachable: they stay due
+            for entry in entries:
+                self._touch(entry)
+            self._failures.failed("status of %d task(s) not written: %r", len(entries), exc)
+            return
+        await asyncio.gather(*(self._write(entry, facts[entry.uid]) for entry in entries))
+
+    async def _write(self, entry: _Entry, facts: summary.Summary) -> None:
         async with self._writers:
             # Read on the event loop, which owns the indexes the seeds come from.
             seed = None if entry.seeded else self._seeds(entry.namespace, entry.name)
             try:
-                patched = await asyncio.to_thread(self._flush, entry, seed)
-            except objects.ApiError as exc:
-                if exc.status == 404:
+                patched = await asyncio.to_thread(self._flush, entry, facts, seed)
+            except Exception as exc:  # refused or unreachable: the Task stays due, unless gone
+                if isinstance(exc, objects.ApiError) and exc.status == 404:
                     if self._entries.get(entry.uid) is entry:
                         self.forget(entry.uid)
                     return
                 self._touch(entry)
+                why = exc.reason if isinstance(exc, objects.ApiError) else repr(exc)
                 self._failures.failed(
-                    "status of task %s/%s not written: %s", entry.namespace, entry.name, exc.reason
-                )
-                return
-            except Exception as exc:  # the API server is unreachable: the Task stays due
-                self._touch(entry)
-                self._failures.failed(
-                    "status of task %s/%s not written: %r", entry.namespace, entry.name, exc
+                    "status of task %s/%s not written: %s", entry.namespace, entry.name, why
                 )
                 return
             # Counted on the event loop, and only for a Task still kept: a Task that went while
@@ -257,9 +267,8 @@ class TaskStatusBook:
                 failures = self._metrics.consecutive_failures.labels(task=_series(entry))
                 failures.set(entry.reported_failures)
 
-    def _flush(self, entry: _Entry, seed: StatusSeed | None = None) -> bool:
+    def _flush(self, entry: _Entry, facts: summary.Summary, seed: StatusSeed | None) -> bool:
         """Write the entry's status if it changed (True when it did) and post its events."""
-        facts = summary.read(self._engine, entry.uid)
         if not entry.seeded:
             self._seed(entry, seed)
         status = self._status(entry, facts)

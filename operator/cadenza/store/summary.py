@@ -11,10 +11,12 @@ descriptor per column per result).
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.engine import Connection, Engine, Row
 
 from cadenza.core.ids import ExecutionId, TaskUid
@@ -63,75 +65,107 @@ _BRIEF = (
 
 
 def read(engine: Engine, task: TaskUid) -> Summary:
-    """The Task's summary, all of it from one snapshot of the history: read committed would let
-    a run finish between the queries (a "Running" last run beside a streak its success just
+    """The Task's summary (see :func:`read_many`)."""
+    return read_many(engine, [task])[task]
+
+
+def read_many(engine: Engine, tasks: Sequence[TaskUid]) -> dict[TaskUid, Summary]:
+    """Each Task's summary, all of them from one snapshot of the history: read committed would
+    let a run finish between the queries (a "Running" last run beside a streak its success just
     reset). Repeatable read is set for this transaction only, so the pooled session keeps its
-    read committed and needs no reset when it goes back to the pool."""
+    read committed and needs no reset when it goes back to the pool.
+
+    Three queries whatever the number of Tasks: the status flusher reads the summaries of every
+    Task it writes in one go, and each statement costs the leader more than each row."""
+    wanted = list(dict.fromkeys(tasks))
+    if not wanted:
+        return {}
     with engine.connect() as conn, conn.begin():
         conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        return task_summary(conn, task)
+        return summaries(conn, wanted)
 
 
-_TASK = bindparam("task", type_=_runs.c.task_uid.type)
-_MINE = _runs.c.task_uid == _TASK
+_TASKS = bindparam("tasks", expanding=True, type_=_runs.c.task_uid.type)
+_THEIRS = _runs.c.task_uid.in_(_TASKS)
 _FINISHED = _runs.c.finished_at.is_not(None)
 _MISFIRE = (_runs.c.origin == executions.Origin.MISFIRE.value).label("misfire")
+_NOT_A_FAILURE = [*(s.value for s in _FAILURES), RunStatus.SKIPPED.value]
 # Built once: the status is written for every Task every few seconds, and building and keying
 # the statements cost the leader more than running them.
 _GROUPS = (
     select(
+        _runs.c.task_uid,
         _runs.c.status,
         _MISFIRE,
         func.count(),
         func.max(_runs.c.scheduled_at),
         func.max(_runs.c.finished_at),
+        # The group's last finished run: a failure streak counts the failures after the last
+        # finished run that was not one.
+        func.max(case((_FINISHED, _runs.c.id), else_=None)),
     )
-    .where(_MINE)
-    .group_by(_runs.c.status, _MISFIRE)
+    .where(_THEIRS)
+    .group_by(_runs.c.task_uid, _runs.c.status, _MISFIRE)
 )
+_LAST_IDS = select(func.max(_runs.c.id)).where(_THEIRS).group_by(_runs.c.task_uid)
 _OPEN_AND_LAST = (
-    select(*_BRIEF)
-    .where(
-        _MINE,
-        or_(
-            _runs.c.status.in_([s.value for s in OPEN]),
-            _runs.c.id == select(func.max(_runs.c.id)).where(_MINE).scalar_subquery(),
-        ),
+    select(_runs.c.task_uid, *_BRIEF).where(
+        _THEIRS,
+        or_(_runs.c.status.in_([s.value for s in OPEN]), _runs.c.id.in_(_LAST_IDS)),
     )
-    .order_by(_runs.c.id)
-)
-_LAST_GOOD = (
-    select(func.coalesce(func.max(_runs.c.id), 0))
-    .where(
-        _MINE,
-        _FINISHED,
-        _runs.c.status.not_in([*(s.value for s in _FAILURES), RunStatus.SKIPPED.value]),
-    )
-    .scalar_subquery()
-)
-_STREAK = select(func.count()).select_from(
-    select(_runs.c.id)
-    .where(
-        _MINE,
-        _FINISHED,
-        _runs.c.status.in_([s.value for s in _FAILURES]),
-        _runs.c.id > _LAST_GOOD,
-    )
-    .limit(_STREAK_CAP)
-    .subquery()
+    # Not ordered by id: that would have the server walk the primary key of the whole table.
 )
 
 
-def task_summary(conn: Connection, task: TaskUid) -> Summary:
-    """Three indexed queries: the counts and latest times per status; the open runs with the
-    last run; the failure streak. :func:`read` runs them in one snapshot."""
-    groups = conn.execute(_GROUPS, {"task": task}).all()
-    briefs = [_brief(row) for row in conn.execute(_OPEN_AND_LAST, {"task": task})]
+def summaries(conn: Connection, tasks: list[TaskUid]) -> dict[TaskUid, Summary]:
+    """Three indexed queries for all of ``tasks``: the counts and latest times per status; the
+    open runs with the last run; the failure streaks. :func:`read_many` runs them in one
+    snapshot."""
+    groups: dict[str, list[tuple[Any, ...]]] = {task: [] for task in tasks}
+    for row in conn.execute(_GROUPS, {"tasks": tasks}):
+        groups[row[0]].append(tuple(row))
+    briefs: dict[str, list[RunBrief]] = {task: [] for task in tasks}
+    for row in sorted(conn.execute(_OPEN_AND_LAST, {"tasks": tasks}), key=lambda r: int(r.id)):
+        briefs[row.task_uid].append(_brief(row))
+    last_good = {
+        task: max((int(g[6]) for g in rows if g[1] not in _NOT_A_FAILURE and g[6]), default=0)
+        for task, rows in groups.items()
+    }
+    streaks = _streaks(conn, last_good)
+    return {task: _summary(groups[task], briefs[task], streaks.get(task, 0)) for task in tasks}
+
+
+def _streaks(conn: Connection, last_good: dict[str, int]) -> dict[str, int]:
+    """Each Task's finished runs that failed after its last good one, counted by the server
+    from the (task, id) index: only the rows after the last good run are read."""
+    statement = _streak_statement(len(last_good))
+    values: dict[str, str | int] = {}
+    for i, (task, good) in enumerate(last_good.items()):
+        values[f"t{i}"] = task
+        values[f"g{i}"] = good
+    return {task: int(count) for task, count in conn.execute(statement, values)}
+
+
+@functools.lru_cache(maxsize=64)
+def _streak_statement(tasks: int) -> Select[str, int]:
+    """The streak query for this many Tasks, built once per size."""
+    since = [
+        and_(_runs.c.task_uid == bindparam(f"t{i}"), _runs.c.id > bindparam(f"g{i}"))
+        for i in range(tasks)
+    ]
+    return (
+        select(_runs.c.task_uid, func.count())
+        .where(or_(*since), _FINISHED, _runs.c.status.in_([s.value for s in _FAILURES]))
+        .group_by(_runs.c.task_uid)
+    )
+
+
+def _summary(groups: list[tuple[Any, ...]], briefs: list[RunBrief], streak: int) -> Summary:
     by_status: dict[str, int] = {}
-    for status, _, count, _, _ in groups:
+    for _, status, _, count, _, _, _ in groups:
         by_status[status] = by_status.get(status, 0) + int(count)
-    scheduled = [at for _, _, _, at, _ in groups if at is not None]
-    succeeded = [at for status, _, _, _, at in groups if status == RunStatus.SUCCEEDED.value and at]
+    scheduled = [row[4] for row in groups if row[4] is not None]
+    succeeded = [row[5] for row in groups if row[1] == RunStatus.SUCCEEDED.value and row[5]]
     return Summary(
         last=briefs[-1] if briefs else None,
         last_schedule_at=max(scheduled, default=None),
@@ -141,19 +175,13 @@ def task_summary(conn: Connection, task: TaskUid) -> Summary:
             "succeeded": by_status.get(RunStatus.SUCCEEDED.value, 0),
             "failed": sum(by_status.get(s.value, 0) for s in _FAILURES),
             "skipped": by_status.get(RunStatus.SKIPPED.value, 0),
-            "misfired": sum(int(count) for _, m, count, _, _ in groups if m),
+            "misfired": sum(int(row[3]) for row in groups if row[2]),
         },
-        consecutive_failures=_streak(conn, task),
+        consecutive_failures=min(streak, _STREAK_CAP),
     )
 
 
-def _streak(conn: Connection, task: TaskUid) -> int:
-    """Finished runs that failed since the last finished run that did not (skipped runs do not
-    count either way), up to the cap: one number, counted by the server."""
-    return int(conn.execute(_STREAK, {"task": task}).scalar_one())
-
-
-def _brief(row: Row[Any, Any, Any, Any, Any, Any, Any]) -> RunBrief:
+def _brief(row: Row[Any, Any, Any, Any, Any, Any, Any, Any]) -> RunBrief:
     return RunBrief(
         id=ExecutionId(int(row.id)),
         status=RunStatus(row.status),
