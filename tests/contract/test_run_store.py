@@ -8,7 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -138,6 +138,14 @@ async def test_a_tick_is_claimed_once_and_triggers_once_per_key(backend: Backend
     assert (await backend.store.claim([manual])).runs[0] is not None
     assert (await backend.store.claim([manual])).runs == [None]
     assert await backend.store.last_ticks([uid]) == {uid: TICK + timedelta(seconds=1)}
+
+
+async def test_a_tick_given_in_another_zone_is_the_same_tick(backend: Backend) -> None:
+    uid = new_task(backend)
+    first = await backend.store.claim([tick_run(uid)])
+    elsewhere = TICK.astimezone(timezone(timedelta(hours=5, minutes=30)))
+    again = await backend.store.claim([tick_run(uid, elsewhere)])
+    assert first.runs[0] is not None and again.runs == [None]
 
 
 async def test_runs_without_tick_or_trigger_are_never_deduplicated(backend: Backend) -> None:

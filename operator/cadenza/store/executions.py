@@ -19,8 +19,8 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import bindparam, func, insert, select, tuple_
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, insert, select, tuple_
 from sqlalchemy.engine import Connection, Engine, Row
 
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
@@ -248,20 +248,21 @@ def _ids_of(
     triggers = [(uid, value) for kind, uid, value in keys if kind == "trigger"]
     found: dict[tuple[str, str, Any], ExecutionId] = {}
     if ticks:
-        rows = conn.execute(
-            select(_runs.c.id, _runs.c.task_uid, _runs.c.scheduled_at).where(
-                tuple_(_runs.c.task_uid, _runs.c.scheduled_at).in_(ticks)
-            )
-        )
+        rows = conn.execute(_BY_TICK, {"keys": ticks})
         found.update({("tick", uid, at): ExecutionId(int(i)) for i, uid, at in rows})
     if triggers:
-        rows = conn.execute(
-            select(_runs.c.id, _runs.c.task_uid, _runs.c.trigger_key).where(
-                tuple_(_runs.c.task_uid, _runs.c.trigger_key).in_(triggers)
-            )
-        )
+        rows = conn.execute(_BY_TRIGGER, {"keys": triggers})
         found.update({("trigger", uid, key): ExecutionId(int(i)) for i, uid, key in rows})
     return found
+
+
+# Built once: each tick's claim runs both, and building a tuple IN anew cost more than its rows.
+_BY_TICK = select(_runs.c.id, _runs.c.task_uid, _runs.c.scheduled_at).where(
+    tuple_(_runs.c.task_uid, _runs.c.scheduled_at).in_(bindparam("keys", expanding=True))
+)
+_BY_TRIGGER = select(_runs.c.id, _runs.c.task_uid, _runs.c.trigger_key).where(
+    tuple_(_runs.c.task_uid, _runs.c.trigger_key).in_(bindparam("keys", expanding=True))
+)
 
 
 def get_execution(engine: Engine, execution_id: ExecutionId) -> Execution | None:
