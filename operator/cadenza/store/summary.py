@@ -1,4 +1,5 @@
-"""What a Task's status shows, read from its execution history in three indexed queries.
+"""What a Task's status shows, read from its execution history: three indexed queries for all the
+Tasks of a status flush.
 
 Counters cover the history that retention keeps (``spec.history``), so they may shrink when old
 runs are pruned; they are a summary, the rows are the record.
