@@ -21,17 +21,8 @@ from typing import Any
 import history
 import kubeapi
 import plotting
-from system import (
-    NAMESPACE,
-    Measurement,
-    System,
-    cpu_seconds,
-    resources,
-    say,
-    task_manifest,
-    utc,
-    wait_for,
-)
+from measuring import Measurement, resources, say, utc, wait_for
+from system import NAMESPACE, System, cpu_seconds, task_manifest
 
 SCHEDULE = "0 * * * * *"
 TERMINAL = tuple(history.TERMINAL)

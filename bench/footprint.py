@@ -27,16 +27,8 @@ from typing import Any
 import history
 import kubeapi
 import plotting
-from system import (
-    NAMESPACE,
-    Measurement,
-    System,
-    cpu_seconds,
-    resources,
-    say,
-    task_manifest,
-    wait_for,
-)
+from measuring import Measurement, resources, say, wait_for
+from system import NAMESPACE, System, cpu_seconds, task_manifest
 
 STATUS_WRITES = "cadenza_task_status_writes_total"
 

@@ -35,17 +35,8 @@ import history
 import kubeapi
 import plotting
 from cadenza.devenv import controlplane as cp
-from system import (
-    NAMESPACE,
-    Measurement,
-    System,
-    resources,
-    say,
-    sleep_until,
-    task_manifest,
-    utc,
-    wait_for,
-)
+from measuring import Measurement, resources, say, sleep_until, utc, wait_for
+from system import NAMESPACE, System, task_manifest
 
 SCHEDULE = "0 * * * * *"
 CRON_SCHEDULE = "* * * * *"

@@ -48,13 +48,8 @@ import footprint
 import peer
 import plotting
 import sustained
-from system import (
-    REPO,
-    Measurement,
-    System,
-    leftovers,
-    say,
-)
+from measuring import Measurement, leftovers, say
+from system import REPO, System
 
 SCENARIOS = ("sustained", "burst", "footprint", "peer")
 DEFAULT_TASKS = {"sustained": 50, "burst": 10_000, "footprint": 10_000, "peer": 600}

@@ -17,16 +17,8 @@ import history
 import plotting
 import procstats
 from cadenza.devenv import controlplane as cp
-from system import (
-    NAMESPACE,
-    Measurement,
-    System,
-    resources,
-    say,
-    sleep_until,
-    task_manifest,
-    utc,
-)
+from measuring import Measurement, resources, say, sleep_until, utc
+from system import NAMESPACE, System, task_manifest
 
 
 def wait_first_ticks(system: System, tasks: int, timeout: float = 60) -> None:
