@@ -57,7 +57,7 @@ def record(
 
 
 def summarise(engine: Engine, task: TaskUid) -> summary.Summary:
-    return summary.read(engine, task)
+    return summary.read_many(engine, [task])[task]
 
 
 @pytest.fixture

@@ -65,11 +65,6 @@ _BRIEF = (
 )
 
 
-def read(engine: Engine, task: TaskUid) -> Summary:
-    """The Task's summary (see :func:`read_many`)."""
-    return read_many(engine, [task])[task]
-
-
 def read_many(engine: Engine, tasks: Sequence[TaskUid]) -> dict[TaskUid, Summary]:
     """Each Task's summary, all of them from one snapshot of the history: read committed would
     let a run finish between the queries (a "Running" last run beside a streak its success just
