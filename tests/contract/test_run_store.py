@@ -18,12 +18,12 @@ from cadenza.core import runs as rules
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.devenv import mariadb
-from cadenza.store import changelog, fencing, mirror
+from cadenza.store import changelog, fencing, mirror, retention
 from cadenza.store.executions import Origin
 from cadenza.store.leader_store import LeaderStore
 from cadenza.store.memory import MemoryRunStore
 from cadenza.store.mirror_rows import TaskRow
-from cadenza.store.port import Balance, Begin, NewRun, RunStore
+from cadenza.store.port import Balance, Begin, HistoryLimit, NewRun, RunStore
 from cadenza.store.runs import Dispatch
 
 LOCK = "cadenza-leader"
@@ -281,9 +281,60 @@ async def test_retention_prunes_only_finished_runs_beyond_the_limit(backend: Bac
     runs = [r for r in (await backend.store.claim(ticks)).runs if r is not None]
     for r in runs[:4]:
         await backend.store.end_attempt(r, 1, rules.Finish(rules.Outcome(RunStatus.CANCELLED)))
-    assert await backend.store.prune(uid, 86400, 2) == 3
+    assert await backend.store.prune([HistoryLimit(uid, 86400, 2)]) == 3
     left = await backend.store.current(runs)
     assert sorted(left) == runs[3:]
+
+
+async def finished_runs(
+    backend: Backend, uid: TaskUid, n: int, finished_at: datetime | None = None
+) -> list[ExecutionId]:
+    ticks = [tick_run(uid, TICK + timedelta(seconds=i)) for i in range(n)]
+    runs = [r for r in (await backend.store.claim(ticks)).runs if r is not None]
+    outcome = rules.Outcome(RunStatus.SUCCEEDED, finished_at=finished_at)
+    for r in runs:
+        assert await backend.store.end_attempt(r, 1, rules.Finish(outcome))
+    return runs
+
+
+async def test_one_retention_call_prunes_each_task_by_its_own_limits(backend: Backend) -> None:
+    over, under, aged = new_task(backend), new_task(backend), new_task(backend)
+    over_runs = await finished_runs(backend, over, 4)
+    under_runs = await finished_runs(backend, under, 2)
+    # Finished long ago: beyond a day's age though well under the number.
+    aged_runs = await finished_runs(backend, aged, 2, finished_at=TICK)
+    still_open = (await backend.store.claim([tick_run(aged, TICK + timedelta(hours=1))])).runs[0]
+    assert still_open is not None
+    limits = [
+        HistoryLimit(over, 86400, 1),
+        HistoryLimit(under, 86400, 5),
+        HistoryLimit(aged, 86400, 1000),
+    ]
+    assert await backend.store.prune(limits) == 3 + 2
+    left = await backend.store.current([*over_runs, *under_runs, *aged_runs, still_open])
+    assert sorted(left) == sorted([over_runs[-1], *under_runs, still_open])
+    assert await backend.store.prune(limits) == 0
+
+
+async def test_retention_over_many_tasks_spans_transactions(backend: Backend) -> None:
+    tasks = [new_task(backend) for _ in range(retention.TASKS_PER_TRANSACTION + 20)]
+    kept = []
+    for uid in tasks:
+        kept.append((await finished_runs(backend, uid, 2))[-1])
+    assert await backend.store.prune([HistoryLimit(uid, 86400, 1) for uid in tasks]) == len(tasks)
+    assert sorted(await backend.store.current(kept)) == sorted(kept)
+
+
+async def test_retention_with_nothing_to_prune_writes_nothing(backend: Backend) -> None:
+    uid = new_task(backend)
+    runs = await finished_runs(backend, uid, 3)
+    backend.fence()
+    # An overtaken leader learns nothing is due without a write; with something due it is
+    # refused before anything goes.
+    assert await backend.store.prune([HistoryLimit(uid, 86400, 3)]) == 0
+    with pytest.raises(fencing.Fenced):
+        await backend.store.prune([HistoryLimit(uid, 86400, 1)])
+    assert sorted(await backend.store.current(runs)) == sorted(runs)
 
 
 async def test_an_overtaken_epoch_writes_nothing(backend: Backend) -> None:

@@ -1,8 +1,10 @@
 """History retention: each Task's finished runs beyond ``spec.history`` are pruned in batches.
 
-Small batches in short transactions keep the leader's other writes flowing; a Task with a large
-backlog is simply visited again on the next round. Pruning goes through the store's bookkeeping
-lane, so it never delays a claim or a dispatch.
+A round asks the store once for every Task: the store finds the few Tasks with something to prune
+in a few reads and visits only those, several to a transaction. Small batches in short
+transactions keep the leader's other writes flowing; a Task with a large backlog is simply
+visited again on the next round. Pruning goes through the store's bookkeeping lane, so it never
+delays a claim or a dispatch.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 from cadenza.core.ids import TaskUid
 from cadenza.scheduling.plans import TaskPlan
-from cadenza.store.port import RunStore
+from cadenza.store.port import HistoryLimit, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,9 @@ async def prune_forever(
 
 
 async def prune_once(store: RunStore, plans: list[TaskPlan]) -> int:
-    pruned = 0
-    for plan in plans:
-        pruned += await store.prune(plan.uid, plan.history_max_age_seconds, plan.history_max_runs)
+    pruned = await store.prune(
+        [HistoryLimit(p.uid, p.history_max_age_seconds, p.history_max_runs) for p in plans]
+    )
     if pruned:
         log.info("pruned %d finished runs beyond the Tasks' history limits", pruned)
     return pruned

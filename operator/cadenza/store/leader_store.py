@@ -33,9 +33,9 @@ from cadenza.batching import Coalescer
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.runs import Finish, Next, Outcome
 from cadenza.metrics import Metrics
-from cadenza.store import balance, changelog, deadlocks, executions, fencing
+from cadenza.store import balance, changelog, deadlocks, executions, fencing, retention
 from cadenza.store import runs as store_runs
-from cadenza.store.port import Begin, Claims, NewRun
+from cadenza.store.port import Begin, Claims, HistoryLimit, NewRun
 
 log = logging.getLogger(__name__)
 
@@ -206,12 +206,17 @@ class LeaderStore:
             )
         )
 
-    async def prune(self, task: TaskUid, max_age_seconds: int, max_runs: int) -> int:
-        return int(
-            await self._books.write(
-                lambda c: store_runs.prune(c, task, max_age_seconds, max_runs, PRUNE_BATCH)
-            )
-        )
+    async def prune(self, limits: Sequence[HistoryLimit]) -> int:
+        wanted = list(limits)
+        due = await self._books.read(lambda: self._read(retention.beyond_limits, wanted))
+        pending = [limit for limit in wanted if limit.task in due]
+        pruned = 0
+        while pending:
+            some = functools.partial(_prune_some, pending)
+            gone, visited = await self._books.write(some)
+            pruned += gone
+            pending = pending[visited:]
+        return pruned
 
     async def open_runs(self) -> list[executions.Execution]:
         return await self._books.read(lambda: self._read(store_runs.open_runs))
@@ -245,3 +250,7 @@ class LeaderStore:
     def _read(self, fn: Callable[..., T], *args: Any) -> T:
         with self._engine.connect() as conn:
             return fn(conn, *args)
+
+
+def _prune_some(limits: list[HistoryLimit], conn: Connection) -> tuple[int, int]:
+    return retention.prune_some(conn, limits, PRUNE_BATCH)

@@ -21,7 +21,7 @@ from cadenza.core.runs import OPEN, Finish, Next, Outcome, may_send, sources_of
 from cadenza.core.transitions import TERMINAL, RunStatus
 from cadenza.store.executions import Execution, Origin, RunState
 from cadenza.store.fencing import Fenced
-from cadenza.store.port import Begin, Claims, NewRun
+from cadenza.store.port import Begin, Claims, HistoryLimit, NewRun
 
 FIRST_EPOCH = Epoch(1)
 
@@ -239,13 +239,20 @@ class MemoryRunStore:
             return {}
         return dict(saved[1])
 
-    async def prune(self, task: TaskUid, max_age_seconds: int, max_runs: int) -> int:
-        now = self._write()
-        mine = sorted((i for i, r in self.runs.items() if r.task_uid == task), reverse=True)
-        beyond = set(mine[max_runs:])
-        too_old = now - timedelta(seconds=max_age_seconds)
+    async def prune(self, limits: Sequence[HistoryLimit]) -> int:
+        pruned = 0
+        for limit in limits:
+            pruned += self._prune(limit)
+        return pruned
+
+    def _prune(self, limit: HistoryLimit) -> int:
+        mine = sorted((i for i, r in self.runs.items() if r.task_uid == limit.task), reverse=True)
+        beyond = set(mine[limit.max_runs :])
+        too_old = self._now() - timedelta(seconds=limit.max_age_seconds)
         gone = [i for i in mine if i in beyond or _finished_before(self.runs[i], too_old)]
         gone = [i for i in gone if self.runs[i].status in TERMINAL]
+        if gone:
+            self._write()  # a write only when there is something to delete, as in MySQL
         for i in gone:
             del self.runs[i]
             for key in [k for k in self.attempts if k[0] == i]:

@@ -28,9 +28,10 @@ from cadenza.core.runs import Next, Outcome
 from cadenza.core.transitions import RunStatus
 from cadenza.store.executions import Execution, Origin, RunState
 from cadenza.store.fencing import Fenced
+from cadenza.store.retention import HistoryLimit
 from cadenza.store.runs import Dispatch
 
-__all__ = ["Balance", "Begin", "Claims", "Fenced", "NewRun", "RunStore"]
+__all__ = ["Balance", "Begin", "Claims", "Fenced", "HistoryLimit", "NewRun", "RunStore"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +117,10 @@ class RunStore(Protocol):
         """The Task's saved load-balancer state for ``strategy`` ({} when none or another's)."""
         ...
 
-    async def prune(self, task: TaskUid, max_age_seconds: int, max_runs: int) -> int:
-        """Delete one batch of the Task's finished runs beyond its history limits."""
+    async def prune(self, limits: Sequence[HistoryLimit]) -> int:
+        """Delete the finished runs beyond each Task's history limits (a batch per Task at most:
+        a Task with more left is pruned further by the next call); how many runs went. Tasks
+        with nothing to prune cost no write."""
         ...
 
     async def changes_since(

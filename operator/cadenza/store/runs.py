@@ -22,13 +22,13 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, text, tuple_, update
+from sqlalchemy import and_, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.runs import DISPATCHABLE, OPEN, Outcome, may_send, sources_of
-from cadenza.core.transitions import TERMINAL, RunStatus
+from cadenza.core.transitions import RunStatus
 from cadenza.store import bulk, executions, schema
 
 __all__ = ["OPEN", "Dispatch", "Outcome"]
@@ -338,32 +338,6 @@ def mirrored_tasks(conn: Connection, tasks: Iterable[TaskUid]) -> set[TaskUid]:
         return set()
     rows = conn.execute(select(schema.tasks.c.uid).where(schema.tasks.c.uid.in_(uids)))
     return {TaskUid(uid) for (uid,) in rows}
-
-
-def prune(
-    conn: Connection, task: TaskUid, max_age_seconds: int, max_runs: int, batch: int = 1000
-) -> int:
-    """Delete up to ``batch`` finished runs of ``task`` older than the age or beyond the newest
-    ``max_runs``, with their attempts; how many runs went."""
-    mine = _runs.c.task_uid == task
-    cutoff = conn.execute(
-        select(_runs.c.id).where(mine).order_by(_runs.c.id.desc()).offset(max_runs).limit(1)
-    ).scalar_one_or_none()
-    too_old = _runs.c.finished_at < func.utc_timestamp(3) - text(
-        f"INTERVAL {int(max_age_seconds)} SECOND"
-    )
-    condition = too_old if cutoff is None else or_(too_old, _runs.c.id <= cutoff)
-    ids = list(
-        conn.execute(
-            select(_runs.c.id)
-            .where(mine, _runs.c.status.in_([s.value for s in TERMINAL]), condition)
-            .limit(batch)
-        ).scalars()
-    )
-    if not ids:
-        return 0
-    conn.execute(delete(_attempts).where(_attempts.c.execution_id.in_(ids)))
-    return int(conn.execute(delete(_runs).where(_runs.c.id.in_(ids))).rowcount)
 
 
 def attempts(conn: Connection, run: ExecutionId) -> list[dict[str, Any]]:
