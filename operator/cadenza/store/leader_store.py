@@ -208,8 +208,7 @@ class LeaderStore:
 
     async def prune(self, limits: Sequence[HistoryLimit]) -> int:
         wanted = list(limits)
-        due = await self._books.read(lambda: self._read(retention.beyond_limits, wanted))
-        pending = [limit for limit in wanted if limit.task in due]
+        pending = await self._books.read(lambda: self._read(retention.beyond_limits, wanted))
         pruned = 0
         while pending:
             some = functools.partial(_prune_some, pending)
@@ -252,5 +251,5 @@ class LeaderStore:
             return fn(conn, *args)
 
 
-def _prune_some(limits: list[HistoryLimit], conn: Connection) -> tuple[int, int]:
-    return retention.prune_some(conn, limits, PRUNE_BATCH)
+def _prune_some(due: list[retention.Due], conn: Connection) -> tuple[int, int]:
+    return retention.prune_some(conn, due, PRUNE_BATCH)
