@@ -20,7 +20,7 @@ from cadenza.core.transitions import RunStatus
 from cadenza.devenv import mariadb
 from cadenza.store import changelog, fencing, mirror, retention
 from cadenza.store.executions import Origin
-from cadenza.store.leader_store import LeaderStore
+from cadenza.store.leader_store import PRUNE_BATCH, LeaderStore
 from cadenza.store.memory import MemoryRunStore
 from cadenza.store.mirror_rows import TaskRow
 from cadenza.store.port import Balance, Begin, HistoryLimit, NewRun, RunStore
@@ -323,6 +323,24 @@ async def test_retention_over_many_tasks_spans_transactions(backend: Backend) ->
         kept.append((await finished_runs(backend, uid, 2))[-1])
     assert await backend.store.prune([HistoryLimit(uid, 86400, 1) for uid in tasks]) == len(tasks)
     assert sorted(await backend.store.current(kept)) == sorted(kept)
+
+
+async def test_a_large_backlog_never_keeps_another_task_from_being_pruned(
+    backend: Backend,
+) -> None:
+    # The heavy Task sorts first, so its runs come first where the index is read in order.
+    heavy, light = sorted([new_task(backend), new_task(backend)])
+    backlog = PRUNE_BATCH + 50
+    ticks = [tick_run(heavy, TICK + timedelta(seconds=i)) for i in range(backlog)]
+    runs = [r for r in (await backend.store.claim(ticks)).runs if r is not None]
+    done = rules.Finish(rules.Outcome(RunStatus.SUCCEEDED))
+    assert all(await asyncio.gather(*(backend.store.end_attempt(r, 1, done) for r in runs)))
+    light_runs = await finished_runs(backend, light, 3)
+    limits = [HistoryLimit(heavy, 86400, 1), HistoryLimit(light, 86400, 1)]
+    await backend.store.prune(limits)
+    assert sorted(await backend.store.current(light_runs)) == light_runs[-1:]
+    await backend.store.prune(limits)
+    assert sorted(await backend.store.current(runs)) == runs[-1:]
 
 
 async def test_retention_with_nothing_to_prune_writes_nothing(backend: Backend) -> None:

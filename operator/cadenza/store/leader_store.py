@@ -211,10 +211,8 @@ class LeaderStore:
         pending = await self._books.read(lambda: self._read(retention.beyond_limits, wanted))
         pruned = 0
         while pending:
-            some = functools.partial(_prune_some, pending)
-            gone, visited = await self._books.write(some)
+            gone, pending = await self._books.write(functools.partial(_prune_some, pending))
             pruned += gone
-            pending = pending[visited:]
         return pruned
 
     async def open_runs(self) -> list[executions.Execution]:
@@ -251,5 +249,5 @@ class LeaderStore:
             return fn(conn, *args)
 
 
-def _prune_some(due: list[retention.Due], conn: Connection) -> tuple[int, int]:
+def _prune_some(due: list[retention.Due], conn: Connection) -> tuple[int, list[retention.Due]]:
     return retention.prune_some(conn, due, PRUNE_BATCH)

@@ -118,9 +118,9 @@ class RunStore(Protocol):
         ...
 
     async def prune(self, limits: Sequence[HistoryLimit]) -> int:
-        """Delete the finished runs beyond each Task's history limits (a batch per Task at most:
-        a Task with more left is pruned further by the next call); how many runs went. Tasks
-        with nothing to prune cost no write."""
+        """Delete the finished runs beyond each Task's history limits; how many runs went. A Task
+        with a large backlog may keep some for the next call, but never keeps another Task from
+        being pruned. Tasks with nothing to prune cost no write."""
         ...
 
     async def changes_since(

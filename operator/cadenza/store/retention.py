@@ -96,12 +96,15 @@ def beyond_limits(conn: Connection, limits: Sequence[HistoryLimit]) -> list[Due]
     ]
 
 
-def prune_some(conn: Connection, due: Sequence[Due], batch: int) -> tuple[int, int]:
+def prune_some(conn: Connection, due: Sequence[Due], batch: int) -> tuple[int, list[Due]]:
     """Delete up to ``batch`` finished runs, with their attempts, of the first
     :data:`TASKS_PER_TRANSACTION` Tasks of ``due``: those older than their Task's age or beyond
     its newest ``max_runs``. Four statements whatever the number of Tasks. Returns the runs
-    pruned and the Tasks visited (a Task with more left is pruned further by a later round)."""
+    pruned and the Tasks still to visit: those after the first hundred, and those that got no
+    run of the batch because other Tasks' runs filled it (a Task with a large backlog gets one
+    batch a round and never starves the others)."""
     chosen = list(due[:TASKS_PER_TRANSACTION])
+    later = list(due[TASKS_PER_TRANSACTION:])
     cutoffs = _cutoffs(conn, [d.limit for d in chosen if d.by_count])
     wanted = []
     for d in chosen:
@@ -111,17 +114,21 @@ def prune_some(conn: Connection, due: Sequence[Due], batch: int) -> tuple[int, i
         if d.by_age:
             wanted.append(and_(mine, _runs.c.finished_at < _older_than(d.limit.max_age_seconds)))
     if not wanted:
-        return 0, len(chosen)
-    ids = list(
-        conn.execute(
-            select(_runs.c.id).where(_runs.c.status.in_(_FINISHED), or_(*wanted)).limit(batch)
-        ).scalars()
-    )
-    if not ids:
-        return 0, len(chosen)
+        return 0, later
+    rows = conn.execute(
+        select(_runs.c.id, _runs.c.task_uid)
+        .where(_runs.c.status.in_(_FINISHED), or_(*wanted))
+        .limit(batch)
+    ).all()
+    if len(rows) == batch:
+        served = {TaskUid(uid) for _, uid in rows}
+        later = [d for d in chosen if d.limit.task not in served] + later
+    if not rows:
+        return 0, later
+    ids = [run for run, _ in rows]
     conn.execute(delete(_attempts).where(_attempts.c.execution_id.in_(ids)))
     gone = int(conn.execute(delete(_runs).where(_runs.c.id.in_(ids))).rowcount)
-    return gone, len(chosen)
+    return gone, later
 
 
 def _cutoffs(conn: Connection, limits: Sequence[HistoryLimit]) -> dict[TaskUid, int]:
