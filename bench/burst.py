@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from typing import Any
 
 import history
 import kubeapi
 import plotting
+import procstats
 from measuring import Measurement, resources, say, utc, wait_for
 from system import NAMESPACE, System, cpu_seconds, task_manifest
 
@@ -65,6 +67,28 @@ def tick_done(system: System, tick: float, tasks: int) -> bool:
     if finished >= tasks:
         return True
     return time.time() > tick + 60 and finished == system.count(query, NAMESPACE, utc(tick))
+
+
+def cpu_bill(sampler: procstats.Sampler, start: float, end: float) -> dict[str, Any]:
+    """What every watched process spent from ``start`` to ``end`` (the samples around them, so
+    up to a second more each side), their sum, and what the machine's cores could give."""
+    spent = {
+        name: used
+        for name, samples in sorted(sampler.samples.items())
+        if (used := procstats.spent(samples, start, end)) is not None
+    }
+    firsts = [s.at for samples in sampler.samples.values() for s in samples if s.at <= start]
+    lasts = [s.at for samples in sampler.samples.values() for s in samples if s.at >= end]
+    seconds = (min(lasts) - max(firsts)) if firsts and lasts else end - start
+    return {
+        "window_seconds": round(seconds, 2),
+        "cores_seconds_available": round(seconds * (os.cpu_count() or 1), 2),
+        "cpu_seconds_total": round(sum(u["cpu_seconds"] for u in spent.values()), 2),
+        "threads_cpu_wait_seconds_total": round(
+            sum(u["threads_cpu_wait_seconds"] for u in spent.values()), 2
+        ),
+        "per_process": spent,
+    }
 
 
 def measure(system: System, args: argparse.Namespace) -> Measurement:
@@ -120,6 +144,7 @@ def measure(system: System, args: argparse.Namespace) -> Measurement:
         "finished": [(r.finished_at - at).total_seconds() for r in due if r.finished_at],
     }
     window = (tick, end)
+    figures["cpu_during_tick"] = cpu_bill(sampler, tick - 1, end)
     result: dict[str, Any] = {"burst": figures, "resources": resources(sampler, tick - 5, end + 2)}
     say(
         f"last dispatch {figures['last_dispatch_ms']} ms after the tick; lost {figures['lost']},"

@@ -2,8 +2,10 @@
 
 A :class:`Sampler` thread records, for every watched process, its cumulative CPU time (user +
 system, children excluded), its RSS and how long its main thread waited for a CPU while runnable
-(``/proc/<pid>/schedstat``: for an asyncio process, the event loop starved of CPU), plus the
-whole machine's busy fraction from ``/proc/stat``. Use over an interval is the difference of two
+(``/proc/<pid>/schedstat``: for an asyncio process, the event loop starved of CPU) and how long
+all its threads together did (``/proc/<pid>/task/*/schedstat``: a database lane or a MariaDB
+connection thread starved the same way), plus the whole machine's busy fraction from
+``/proc/stat``. Use over an interval is the difference of two
 samples, so one sample per second costs a few file reads and nothing in the measured processes.
 
 Invariant: a process that has exited simply stops producing samples; the sampler never raises
@@ -37,6 +39,8 @@ class Sample:
     """Cumulative CPU time of the main thread alone (the event loop of an asyncio process)."""
     wait_seconds: float
     """Cumulative time the main thread was runnable but waiting for a CPU."""
+    threads_wait_seconds: float
+    """The same, summed over the threads alive now (an exited thread's share is gone)."""
     role: str
     """What the process was doing then: ``leader``, ``follower``, or its component name."""
 
@@ -48,8 +52,9 @@ class MachineSample:
     total_ticks: int
 
 
-def read_process(pid: int) -> tuple[float, int, float, float] | None:
-    """(CPU s, RSS bytes, main thread's CPU s, its run-queue wait s) of ``pid``; None if gone."""
+def read_process(pid: int) -> tuple[float, int, float, float, float] | None:
+    """(CPU s, RSS bytes, main thread's CPU s, its run-queue wait s, all threads' run-queue wait
+    s) of ``pid``; None if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read().decode()
@@ -63,7 +68,23 @@ def read_process(pid: int) -> tuple[float, int, float, float] | None:
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])
     cpu = (utime + stime) / CLOCK_TICKS
-    return cpu, int(statm[1]) * PAGE_SIZE, ran_ns / 1e9, waited_ns / 1e9
+    return cpu, int(statm[1]) * PAGE_SIZE, ran_ns / 1e9, waited_ns / 1e9, _threads_waited(pid)
+
+
+def _threads_waited(pid: int) -> float:
+    """Seconds the threads of ``pid`` alive now spent runnable, waiting for a CPU."""
+    waited = 0
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                waited += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the thread ended meanwhile
+    return waited / 1e9
 
 
 def read_machine() -> tuple[int, int]:
@@ -160,6 +181,22 @@ def machine_busy(machine: list[MachineSample], start: float, end: float) -> floa
     return (inside[-1].busy_ticks - inside[0].busy_ticks) / total if total else None
 
 
+def spent(samples: list[Sample], start: float, end: float) -> dict[str, float] | None:
+    """CPU seconds used and seconds its threads waited for a CPU, from the last sample at or
+    before ``start`` to the first at or after ``end`` (None without both)."""
+    before = [s for s in samples if s.at <= start]
+    after = [s for s in samples if s.at >= end]
+    if not before or not after:
+        return None
+    first, last = before[-1], after[0]
+    return {
+        "cpu_seconds": round(last.cpu_seconds - first.cpu_seconds, 2),
+        "threads_cpu_wait_seconds": round(
+            max(last.threads_wait_seconds - first.threads_wait_seconds, 0.0), 2
+        ),
+    }
+
+
 def summarize(samples: list[Sample], start: float, end: float) -> dict[str, Any]:
     """Mean and peak CPU (in cores), main-thread CPU wait and peak/last RSS (MiB) in a window."""
     inside = [s for s in samples if start <= s.at <= end]
@@ -176,6 +213,10 @@ def summarize(samples: list[Sample], start: float, end: float) -> dict[str, Any]
         ),
         "main_thread_cpu_wait_fraction": round(
             (last.wait_seconds - first.wait_seconds) / elapsed, 3
+        ),
+        # Threads runnable but without a CPU, summed: 1.0 is one thread waiting all the time.
+        "threads_cpu_wait_mean": round(
+            max(last.threads_wait_seconds - first.threads_wait_seconds, 0.0) / elapsed, 3
         ),
         "rss_mib_peak": round(max(s.rss_bytes for s in inside) / 2**20, 1),
         "rss_mib_last": round(last.rss_bytes / 2**20, 1),
