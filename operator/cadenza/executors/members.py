@@ -117,6 +117,14 @@ class Member:
         """The probes call it healthy and its heartbeats (if required) are fresh."""
         return self.health.healthy and self.beat_error is None
 
+    def listed(self, pod: PodView, endpoint: Endpoint | None) -> None:
+        """The pod as the source lists it now. One that is not probed any more (not Running: an
+        Offline endpoint, a pod not started or done) drops its last verdict, which no longer
+        holds: it is not reported healthy, nor sent runs on its return before a probe."""
+        self.pod, self.endpoint = pod, endpoint
+        if not self.probeable:
+            self.health = pod_health.INITIAL
+
     def base_url(self, spec: ExecutorSpec) -> str:
         return self.endpoint.base_url if self.endpoint else spec.base_url(self.pod.ip or "")
 

@@ -267,6 +267,8 @@ class ExecutorPool:
             result = ProbeResult(False, None, None, False, f"probe failed: {exc}")
         finally:
             member.probing = None
+        if not member.probeable:  # it stopped Running during the probe: the answer is stale
+            return
         was = member.healthy
         member.health = pod_health.observe(
             member.health, result.ok, at, check.thresholds, result.error
@@ -362,7 +364,7 @@ class ExecutorPool:
             for pod in selected(view, by_namespace[view.namespace]):
                 key = (view.uid, pod.uid)
                 member = self._members.get(key) or Member(pod, next_probe=now)
-                member.pod, member.endpoint = pod, static.get(pod.uid)
+                member.listed(pod, static.get(pod.uid))
                 members[key] = member
                 executor.members.append(key)
         for key in self._members.keys() - members.keys():
