@@ -29,7 +29,16 @@ def victim(api: Api) -> str:
     return name
 
 
-# (id, method, path with {ns} {task} {run} {victim}, verb the route needs, cluster-wide, body)
+def pending(api: Api) -> str:
+    """An open run for a cancel to end: no pod serves ``matrix-retrying``, so its first attempt
+    fails and the run waits an hour for its retry."""
+    fired = api.call("POST", "/api/v1/tasks/matrix_retrying/trigger")
+    assert fired.status == 200, fired.body
+    return str(fired.body["executionId"])
+
+
+# (id, method, path with {ns} {task} {run} {victim} {pending}, verb the route needs,
+# cluster-wide, body)
 Route = tuple[str, str, str, str, bool, Callable[[], Any] | None]
 ROUTES: list[Route] = []
 for form, prefix in (("short", "/api/v1"), ("namespaced", "/api/v1/namespaces/{ns}")):
@@ -62,6 +71,7 @@ ROUTES += [
     ("history-namespace-query", "GET", "/api/v1/executions?namespace={ns}", "list", False, None),
     ("history-cluster", "GET", "/api/v1/executions", "list", True, None),
     ("run", "GET", "/api/v1/executions/{run}", "get", False, None),
+    ("cancel", "POST", "/api/v1/executions/{pending}/cancel", "cancel", False, None),
 ]
 
 
@@ -72,12 +82,24 @@ def matrix(api: Api) -> dict[str, str]:
     assert api.call("POST", "/api/v1/tasks", body).status == 201
     fired = api.call("POST", "/api/v1/tasks/matrix/trigger")
     assert fired.status == 200, fired.body
+    retrying = {
+        "name": "matrix_retrying",
+        "schedule": "@hourly",
+        "enabled": False,
+        "execution_mode": "parallel",
+        "retry": {"maxAttempts": 5, "backoffSeconds": 3600, "maxBackoffSeconds": 3600},
+    }
+    assert api.call("POST", "/api/v1/tasks", retrying).status == 201
     return {"ns": api.namespace, "task": "matrix", "run": str(fired.body["executionId"])}
 
 
 def call(api: Api, route: Route, values: dict[str, str], token: str) -> int:
     _, method, path, _, _, body = route
-    filled = {**values, "victim": victim(api) if "{victim}" in path else ""}
+    filled = {
+        **values,
+        "victim": victim(api) if "{victim}" in path else "",
+        "pending": pending(api) if "{pending}" in path else "",
+    }
     return api.call(method, path.format(**filled), body() if body else None, token=token).status
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.api.conftest import Api, Callers
 from tests.support import wait_for
+from tests.support.scenario import task
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.mariadb]
 
@@ -147,6 +148,32 @@ def test_list_filters_and_pages(api: Api) -> None:
     assert sorted(t["name"] for t in active.body["items"]) == ["listed-1", "listed-3"]
     failing = api.call("GET", "/api/v1/tasks?labelSelector=group%3Dlisted&state=failing")
     assert failing.status == 200 and failing.body["items"] == []
+
+
+def test_state_invalid_lists_the_tasks_the_engine_refused(api: Api) -> None:
+    """A Task the schema lets through but the engine cannot schedule (31 February never comes;
+    no admission webhook in this module) gets ``Ready=False``: ``state=invalid`` lists it, and
+    only it."""
+    for name, schedule in (("never", "0 0 31 2 *"), ("sometimes", "@daily")):
+        manifest = task(name, schedule, executors=["default"])
+        manifest["metadata"]["labels"] = {"group": "validity"}
+        api.kubectl("apply", "-n", api.namespace, "-f", "-", input=json.dumps(manifest))
+
+    def invalid() -> list[str]:
+        answer = api.call("GET", "/api/v1/tasks?labelSelector=group%3Dvalidity&state=invalid")
+        assert answer.status == 200, answer.body
+        return [t["name"] for t in answer.body["items"]]
+
+    assert wait_for(invalid, 60, "the impossible schedule to list invalid") == ["never"]
+    ready = next(c for c in stored(api, "never")["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSchedule")
+    # Once the leader has judged both, the valid one is Ready and stays out.
+    wait_for(
+        lambda: any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in stored(api, "sometimes").get("status", {}).get("conditions") or []),
+        60, "the valid Task to be Ready",
+    )  # fmt: skip
+    assert invalid() == ["never"]
 
 
 def test_all_namespaces_lists_every_namespace_for_a_cluster_wide_role(
