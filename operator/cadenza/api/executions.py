@@ -15,26 +15,19 @@ first; ``cursor`` is opaque and continues after the last run served (see
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from cadenza.api import mapping
+from cadenza.api import mapping, parameters
 from cadenza.api.context import ApiContext, json
 from cadenza.api.errors import Problem
 from cadenza.api.models import AttemptOut, ExecutionDetail, ExecutionList, ExecutionOut
-from cadenza.api.tasks import page_limit, task_name
+from cadenza.api.parameters import AcrossTasks, HistoryFilter, Page, RunPath
+from cadenza.api.tasks import task_name
 from cadenza.core.fields import FieldError
-from cadenza.core.transitions import RunStatus
 from cadenza.kube.reviews import Access
 from cadenza.store import history
-from cadenza.store.executions import Origin
-
-_CURSOR_PREFIX = "v1:"
-_MAX_ID = 2**63 - 1
 
 
 def routes(ctx: ApiContext) -> list[web.RouteDef]:
@@ -42,7 +35,7 @@ def routes(ctx: ApiContext) -> list[web.RouteDef]:
         await ctx.guard.identify(request)  # 401 before any other answer
         ns = _namespace(ctx.namespace(request))
         name = task_name(request)
-        where = _filter(request, namespace=ns, task_name=name)
+        where = _filter(parameters.read(HistoryFilter, request.query), ns, name)
         await ctx.guard.check(request, Access("get", ns, name))
         return await _page(ctx, request, where)
 
@@ -50,13 +43,14 @@ def routes(ctx: ApiContext) -> list[web.RouteDef]:
         await ctx.guard.identify(request)
         ns = request.match_info.get("namespace") or request.query.get("namespace", "")
         ns = _namespace(ns) if ns else ""
-        where = _filter(request, namespace=ns, task_name=request.query.get("task", ""))
+        query = parameters.read(AcrossTasks, request.query)
+        where = _filter(query, ns, query.task)
         await ctx.guard.check(request, Access("list", ns))
         return await _page(ctx, request, where)
 
     async def one(request: web.Request) -> web.Response:
         await ctx.guard.identify(request)  # 401 before anything else, and before any read
-        run_id = parse_id(request.match_info["id"], "id")
+        run_id = parameters.read(RunPath, request.match_info).id
         found = await ctx.blocking(lambda: history.run(ctx.engine, run_id))
         if found is None:
             raise Problem(404, f"execution {run_id} not found")
@@ -80,33 +74,18 @@ def routes(ctx: ApiContext) -> list[web.RouteDef]:
 
 
 async def _page(ctx: ApiContext, request: web.Request, where: history.Filter) -> web.Response:
-    limit = page_limit(request.query.get("limit"), 50)
-    before = _cursor(request.query.get("cursor"))
-    found = await ctx.blocking(lambda: history.page(ctx.engine, where, limit, before))
-    cursor = None if found.next_before is None else encode_cursor(found.next_before)
+    page = parameters.read(Page, request.query)
+    found = await ctx.blocking(lambda: history.page(ctx.engine, where, page.limit, page.cursor))
+    cursor = None if found.next_before is None else parameters.encode_cursor(found.next_before)
     return json(ExecutionList(items=[_summary(r) for r in found.runs], cursor=cursor))
 
 
-def encode_cursor(before: int) -> str:
-    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{before}".encode()).decode().rstrip("=")
-
-
-def _cursor(raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
-    except (binascii.Error, ValueError):
-        text = ""
-    if not text.startswith(_CURSOR_PREFIX):
-        raise Problem(400, "is not a cursor this API gave out; start again without it", "cursor")
-    return parse_id(text.removeprefix(_CURSOR_PREFIX), "cursor")
-
-
 def parse_id(raw: str, field: str) -> int:
-    if not (0 < len(raw) <= 19 and raw.isascii() and raw.isdigit() and 0 < int(raw) <= _MAX_ID):
-        raise Problem(400, f"must be a positive whole number, got {raw[:40]!r}", field)
-    return int(raw)
+    """A run's id from ``raw`` (a path's part), 400 naming ``field`` otherwise."""
+    try:
+        return parameters.positive_id(raw)
+    except ValueError as exc:
+        raise Problem(400, str(exc), field) from None
 
 
 def _namespace(raw: str) -> str:
@@ -116,42 +95,11 @@ def _namespace(raw: str) -> str:
         raise Problem(400, exc.reason, exc.field) from None
 
 
-def _values(request: web.Request, key: str, allowed: frozenset[str]) -> tuple[str, ...]:
-    values = tuple(v for raw in request.query.getall(key, []) for v in raw.split(",") if v)
-    wrong = [v for v in values if v not in allowed]
-    if wrong:
-        raise Problem(
-            400, f"unknown value {wrong[0][:40]!r}; one of {', '.join(sorted(allowed))}", key
-        )
-    return values
-
-
-def _time(request: web.Request, key: str) -> datetime | None:
-    raw = request.query.get(key)
-    if raw is None:
-        return None
-    try:
-        value: datetime | None = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        if value is not None and value.tzinfo is not None:
-            value = value.astimezone(UTC)
-    except (ValueError, OverflowError):
-        value = None
-    if value is None or value.tzinfo is None or not 1970 <= value.year <= 9999:
-        raise Problem(
-            400, f"must be an RFC 3339 time with a zone, 1970-9999, got {raw[:40]!r}", key
-        )
-    return value
-
-
-def _filter(request: web.Request, namespace: str, task_name: str) -> history.Filter:
+def _filter(query: HistoryFilter, namespace: str, task_name: str) -> history.Filter:
     return history.Filter(
-        namespace=namespace,
-        task_name=task_name,
-        statuses=_values(request, "status", frozenset(s.value for s in RunStatus)),
-        origins=_values(request, "origin", frozenset(o.value for o in Origin)),
-        since=_time(request, "since"),
-        until=_time(request, "until"),
-    )
+        namespace=namespace, task_name=task_name, statuses=query.status, origins=query.origin,
+        since=query.since, until=query.until,
+    )  # fmt: skip
 
 
 def _summary(row: dict[str, Any]) -> ExecutionOut:

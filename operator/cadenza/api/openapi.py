@@ -1,8 +1,10 @@
 """The OpenAPI 3.1 document of the REST API, served at ``/api/v1/openapi.json``.
 
-The schemas are generated from the pydantic models that validate the requests
-(:mod:`cadenza.api.models`); only the list of operations is written here, beside the routes it
-describes, and ``tests/api`` checks that each operation answers on the running API.
+The schemas are generated from the pydantic models that validate the requests: the bodies'
+(:mod:`cadenza.api.models`, :mod:`cadenza.api.executor_models`) and the query, header and path
+parameters' (:mod:`cadenza.api.parameters`); only the list of operations, and which parameter
+sets each takes, is written here, beside the routes it describes, and ``tests/api`` checks that
+each operation answers on the running API.
 """
 
 from __future__ import annotations
@@ -13,7 +15,19 @@ from typing import Any
 from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
-from cadenza.api import executor_models, models
+from cadenza.api import executor_models, models, parameters
+from cadenza.api.parameters import (
+    AcrossTasks,
+    AllNamespaces,
+    HistoryFilter,
+    Instance,
+    Named,
+    Page,
+    RunPath,
+    Scope,
+    TaskListQuery,
+    TriggerHeaders,
+)
 
 _REF = "#/components/schemas/{model}"
 
@@ -45,43 +59,53 @@ _WRITE_ERRORS = {
 }
 
 
-def _param(name: str, where: str = "query", schema: dict[str, Any] | None = None,
-           required: bool = False) -> dict[str, Any]:  # fmt: skip
-    return {"name": name, "in": where, "required": required or where == "path",
-            "schema": schema or {"type": "string"}}  # fmt: skip
+def _params(route: str, *sets: type[parameters.Parameters]) -> list[dict[str, Any]]:
+    """The parameters of the models ``sets`` as ``route`` takes them: a field the route's
+    template names (``{namespace}``) is in its path, any other where its model says."""
+    found = []
+    for model in sets:
+        properties = model.model_json_schema(by_alias=True, ref_template=_REF)["properties"]
+        for name, field in model.model_fields.items():
+            key = field.alias or name
+            where = "path" if f"{{{key}}}" in route else model.IN
+            found.append({
+                "name": key, "in": where, "required": where == "path" or field.is_required(),
+                "description": field.description, "schema": _value_schema(properties[key]),
+            })  # fmt: skip
+    return found
 
 
-_LIST_TASKS = [_param("labelSelector"), _param("state", schema={"enum": ["active", "suspended",
-    "failing", "running", "invalid"]}), _param("limit", schema={"type": "integer", "minimum": 1,
-    "maximum": 500}), _param("continue")]  # fmt: skip
-_HISTORY = [_param("status"), _param("origin"),
-    _param("since", schema={"type": "string", "format": "date-time"}),
-    _param("until", schema={"type": "string", "format": "date-time"}),
-    _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 500}),
-    _param("cursor")]  # fmt: skip
-
-
-_ALL_NAMESPACES = _param("allNamespaces", schema={"type": "boolean"})
-"""Only on the namespace-less list: every namespace (``list`` on tasks cluster-wide)."""
+def _value_schema(prop: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema as a parameter's: no title or description (the parameter has it), and
+    no null (an absent parameter is the null)."""
+    schema = {k: v for k, v in prop.items() if k not in ("title", "description")}
+    if schema.get("default", 0) is None:
+        del schema["default"]
+    branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+    return schema
 
 
 def _body(model: str) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
 
 
-def _task_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
-    name = [*params, _param("name", "path")]
+def _task_paths(prefix: str) -> dict[str, Any]:
+    tasks, task = f"{prefix}/tasks", f"{prefix}/tasks/{{name}}"
+    listing = [TaskListQuery] + ([AllNamespaces] if "{namespace}" not in prefix else [])
     return {
-        f"{prefix}/tasks": {
-            "parameters": params,
-            "get": {"summary": "List Tasks (verb: list)",
-                    "parameters": _LIST_TASKS + ([_ALL_NAMESPACES] if prefix == "/api/v1" else []),
+        tasks: {
+            "parameters": _params(tasks, Scope),
+            "get": {"summary": "List Tasks (verb: list)", "parameters": _params(tasks, *listing),
                     "responses": {"200": _answer("TaskList", "A page of Tasks"), **_ERRORS}},
             "post": {"summary": "Create a Task (verb: create)", "requestBody": _body("TaskBody"),
                      "responses": {"201": _answer("TaskOut", "Created"), **_WRITE_ERRORS}},
         },
-        f"{prefix}/tasks/{{name}}": {
-            "parameters": name,
+        task: {
+            "parameters": _params(task, Scope, Named),
             "get": {"summary": "Read a Task (verb: get)",
                     "responses": {"200": _answer("TaskOut", "The Task"), **_ERRORS}},
             "put": {"summary": "Replace a Task (verb: update)", "requestBody": _body("TaskBody"),
@@ -92,16 +116,17 @@ def _task_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
             "delete": {"summary": "Delete a Task (verb: delete)",
                        "responses": {"204": _answer(None, "Deleted"), **_ERRORS}},
         },
-        f"{prefix}/tasks/{{name}}/trigger": {
-            "parameters": [*name, _param("Idempotency-Key", "header")],
+        f"{task}/trigger": {
+            "parameters": _params(task, Scope, Named, TriggerHeaders),
             "post": {"summary": "Fire one run now (verb: trigger)",
                      "responses": {"200": _answer("TriggerOut", "The run was recorded"),
                                    "202": _answer("TriggerOut", "Not recorded yet"),
                                    **_WRITE_ERRORS}},
         },
-        f"{prefix}/tasks/{{name}}/executions": {
-            "parameters": name,
-            "get": {"summary": "A Task's runs, newest first (verb: get)", "parameters": _HISTORY,
+        f"{task}/executions": {
+            "parameters": _params(task, Scope, Named),
+            "get": {"summary": "A Task's runs, newest first (verb: get)",
+                    "parameters": _params(task, HistoryFilter, Page),
                     "responses": {"200": _answer("ExecutionList", "A page of runs"), **_ERRORS}},
         },
     }  # fmt: skip
@@ -114,8 +139,9 @@ _EXECUTOR_WRITE_ERRORS = {
 }
 
 
-def _executor_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
-    instance = [*params, _param("instance_id", "path")]
+def _executor_paths(prefix: str) -> dict[str, Any]:
+    executor, instance = f"{prefix}/executors/{{name}}", f"{prefix}/executors/{{instance_id}}"
+    params, instance_params = _params(prefix, Scope), _params(instance, Scope, Instance)
     return {
         f"{prefix}/executors": {
             "parameters": params,
@@ -131,8 +157,8 @@ def _executor_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]
                                    "201": _answer("RegisterOut", "Executor created"),
                                    **_EXECUTOR_WRITE_ERRORS}},
         },
-        f"{prefix}/executors/{{name}}": {
-            "parameters": [*params, _param("name", "path")],
+        executor: {
+            "parameters": _params(executor, Scope, Named),
             "get": {"summary": "Read an Executor (verb: get)",
                     "responses": {"200": _answer("ExecutorOut", "The Executor"), **_ERRORS}},
             "delete": {"summary": "Deregister the instance whose id is `name` (verb: update on "
@@ -141,7 +167,7 @@ def _executor_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]
                                      **_EXECUTOR_WRITE_ERRORS}},
         },
         f"{prefix}/executors/{{instance_id}}/heartbeat": {
-            "parameters": instance,
+            "parameters": instance_params,
             "post": {"summary": "Heartbeat of an instance (verb: update on its Executor)",
                      "requestBody": {"required": False, "content": {"application/json": {
                          "schema": _ref("HeartbeatBody")}}},
@@ -149,7 +175,7 @@ def _executor_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]
                                    **_EXECUTOR_WRITE_ERRORS}},
         },
         f"{prefix}/executors/{{instance_id}}/status": {
-            "parameters": instance,
+            "parameters": instance_params,
             "put": {"summary": "online, draining or offline (verb: update on its Executor)",
                     "requestBody": _body("StatusBody"),
                     "responses": {"200": _answer("EndpointOut", "The endpoint"),
@@ -163,31 +189,31 @@ def document() -> dict[str, Any]:
         [(m, "serialization" if m.__name__.endswith(("Out", "List", "Detail")) else "validation")
          for m in (*models.PUBLISHED, *executor_models.PUBLISHED)], ref_template=_REF,
     )  # fmt: skip
-    namespace = [_param("namespace", "path")]
-    default_ns = [_param("namespace")]
+    across, namespaced = "/api/v1/executions", "/api/v1/namespaces/{namespace}/executions"
+    run = "/api/v1/executions/{id}"
     paths: dict[str, Any] = {
-        **_task_paths("/api/v1", default_ns),
-        **_task_paths("/api/v1/namespaces/{namespace}", namespace),
-        "/api/v1/executions": {"get": {
+        **_task_paths("/api/v1"),
+        **_task_paths("/api/v1/namespaces/{namespace}"),
+        across: {"get": {
             "summary": "Runs across Tasks (verb: list on tasks, in `namespace` or cluster-wide)",
-            "parameters": [*default_ns, _param("task"), *_HISTORY],
+            "parameters": _params(across, Scope, AcrossTasks, Page),
             "responses": {"200": _answer("ExecutionList", "A page of runs"), **_ERRORS}}},
-        "/api/v1/namespaces/{namespace}/executions": {"get": {
+        namespaced: {"get": {
             "summary": "Runs across the namespace's Tasks (verb: list on tasks)",
-            "parameters": [*namespace, _param("task"), *_HISTORY],
+            "parameters": _params(namespaced, Scope, AcrossTasks, Page),
             "responses": {"200": _answer("ExecutionList", "A page of runs"), **_ERRORS}}},
-        "/api/v1/executions/{id}": {"get": {
+        run: {"get": {
             "summary": "One run with its attempts and result (verb: get on its Task)",
-            "parameters": [_param("id", "path", {"type": "integer", "minimum": 1})],
+            "parameters": _params(run, RunPath),
             "responses": {"200": _answer("ExecutionDetail", "The run"), **_ERRORS}}},
-        "/api/v1/executions/{id}/cancel": {"post": {
+        f"{run}/cancel": {"post": {
             "summary": "Cancel a run and tell its pod (verb: cancel on its Task)",
-            "parameters": [_param("id", "path", {"type": "integer", "minimum": 1})],
+            "parameters": _params(run, RunPath),
             "responses": {"200": _answer("CancelOut", "Cancelled"), **_ERRORS,
                           "409": _answer("ErrorOut", "The run is already over")}}},
     }  # fmt: skip
-    paths.update(_executor_paths("/api/v1", default_ns))
-    paths.update(_executor_paths("/api/v1/namespaces/{namespace}", namespace))
+    paths.update(_executor_paths("/api/v1"))
+    paths.update(_executor_paths("/api/v1/namespaces/{namespace}"))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Cadenza REST API", "version": "v1",

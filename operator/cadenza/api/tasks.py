@@ -13,7 +13,6 @@ object is the only copy of the definition (read fresh on every request).
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -21,7 +20,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from cadenza.api import errors, mapping
+from cadenza.api import errors, mapping, parameters
 from cadenza.api.context import ApiContext, json
 from cadenza.api.errors import Problem, parse, read_json
 from cadenza.api.models import TaskBody, TaskFields, TaskList, TriggerOut
@@ -32,11 +31,6 @@ from cadenza.kube.reviews import Access
 from cadenza.store import history
 
 T = TypeVar("T")
-STATES = ("active", "suspended", "failing", "running", "invalid")
-MAX_LIMIT = 500
-IDEMPOTENCY_KEY = "Idempotency-Key"
-_KEY = re.compile(r"[\x21-\x7e]{1,128}")
-_DIGITS = re.compile(r"[0-9]{1,6}")
 
 
 def routes(ctx: ApiContext) -> list[web.RouteDef]:
@@ -58,13 +52,11 @@ def routes(ctx: ApiContext) -> list[web.RouteDef]:
 def all_namespaces(request: web.Request) -> bool:
     """``allNamespaces=true``: list in every namespace (``list`` on tasks cluster-wide), as
     ``kubectl get tasks -A``; refused beside a namespace in the path or the query."""
-    raw = request.query.get("allNamespaces", "false")
-    if raw not in ("true", "false"):
-        raise Problem(400, f"must be true or false, got {raw!r}", "allNamespaces")
+    everywhere = parameters.read(parameters.AllNamespaces, request.query).allNamespaces
     named = "namespace" in request.match_info or "namespace" in request.query
-    if raw == "true" and named:
+    if everywhere and named:
         raise Problem(400, "lists every namespace; leave out the namespace", "allNamespaces")
-    return raw == "true"
+    return everywhere
 
 
 def task_name(request: web.Request) -> str:
@@ -117,21 +109,18 @@ class _Handlers:
         ctx = self.ctx
         everywhere = all_namespaces(request)
         ns = "" if everywhere else _field(lambda: mapping.namespace_name(ctx.namespace(request)))
-        query = request.query
-        limit = page_limit(query.get("limit"), 100)
-        state = query.get("state", "")
-        if state and state not in STATES:
-            raise Problem(400, f"must be one of {', '.join(STATES)}, got {state!r}", "state")
+        query = parameters.read(parameters.TaskListQuery, request.query)
+        state = query.state or ""
         await ctx.guard.check(request, Access("list", ns))
         fields = {"suspended": "spec.suspend=true", "active": "spec.suspend=false"}
         try:
             page = await asyncio.to_thread(
                 lambda: ctx.tasks.page(
                     ns,
-                    label_selector=query.get("labelSelector", ""),
+                    label_selector=query.labelSelector,
                     field_selector=fields.get(state, ""),
-                    limit=limit,
-                    continue_token=query.get("continue", ""),
+                    limit=query.limit,
+                    continue_token=query.continue_,
                 )
             )
         except ApiError as exc:
@@ -222,9 +211,8 @@ class _Handlers:
         a deadline, for the leader's run row carrying that trigger key."""
         await self.ctx.guard.identify(request)  # 401 before any other answer
         ctx = self.ctx
-        key = request.headers.get(IDEMPOTENCY_KEY) or f"api-{uuid.uuid4().hex}"
-        if not _KEY.fullmatch(key):
-            raise Problem(400, "must be 1-128 printable ASCII characters", IDEMPOTENCY_KEY)
+        given = parameters.read(parameters.TriggerHeaders, request.headers).key
+        key = given or f"api-{uuid.uuid4().hex}"
         ns, name = await self._authorised(request, "trigger")
         found = await ctx.kube(lambda: ctx.tasks.get(ns, name), f"Task {ns}/{name}")
         uid, dedupe = str(found["metadata"]["uid"]), trigger_key(key)
@@ -267,14 +255,6 @@ class _Handlers:
 
 def _ns(body: TaskFields | None) -> str | None:
     return None if body is None else body.namespace
-
-
-def page_limit(raw: str | None, default: int) -> int:
-    if raw is None:
-        return default
-    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise Problem(400, f"must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}", "limit")
-    return int(raw)
 
 
 def _in_state(spec: dict[str, Any], status: dict[str, Any], state: str) -> bool:
