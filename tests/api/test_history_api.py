@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Api
+from tests.api.conftest import Api, Callers
 from tests.support import db
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.mariadb]
@@ -189,3 +189,26 @@ def test_bad_history_parameters_are_400(api: Api, path: str, field: str) -> None
     answer = api.call("GET", path)
     assert answer.status == 400, answer.body
     assert answer.body["field"] == field
+
+
+def test_a_run_tells_nothing_to_a_caller_who_may_not_see_it(api: Api, callers: Callers) -> None:
+    """A run is addressed by its id alone: refused callers learn neither its Task nor whether
+    it exists. A missing run is 404 only to a caller allowed the verb on every Task."""
+    run = insert(api, "hist-secret", "succeeded", "manual", T0)
+    missing = 999_999_998
+    outsider = callers.token("hist-outsider", ())  # no rights on any Task
+    local = callers.token("hist-local", ("get", "list", "cancel"))  # this namespace's Tasks
+
+    def refused(token: str, n: int) -> None:
+        for method, path, verb in (("GET", "", "get"), ("POST", "/cancel", "cancel")):
+            answer = api.call(method, f"/api/v1/executions/{n}{path}", token=token)
+            assert answer.status == 403, (method, n, answer.body)
+            assert answer.body["error"].endswith(f'may not "{verb}" execution {n}'), answer.body
+            assert "hist-secret" not in str(answer.body), answer.body  # nor its Task
+
+    refused(outsider, run)
+    refused(outsider, missing)
+    refused(local, missing)
+    assert api.call("GET", f"/api/v1/executions/{run}", token=local).status == 200
+    assert api.call("GET", f"/api/v1/executions/{missing}").status == 404  # the admin's
+    assert api.call("POST", f"/api/v1/executions/{missing}/cancel").status == 404

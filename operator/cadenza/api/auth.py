@@ -20,7 +20,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
 from aiohttp import web
 
@@ -86,6 +86,28 @@ class Guard:
             what = f"{kind}/{access.name}" if access.name else kind
             raise Problem(403, f'{who.username} may not "{access.verb}" {what} {where}')
         return who
+
+    # A run is addressed by its id alone: the answers must tell a caller who may not see it
+    # nothing about it. Refused, the message names the run only (not its Task or namespace);
+    # a run that does not exist is 404 only to a caller allowed the verb on every Task (who
+    # could list it anyway), and to any other caller the same 403 as an existing one.
+
+    async def check_run(
+        self, request: web.Request, verb: str, run: int, namespace: str, task: str
+    ) -> Identity:
+        """The caller, once allowed ``verb`` on run ``run``'s Task; 401/403 otherwise."""
+        try:
+            return await self.check(request, Access(verb, namespace, task))
+        except Problem as problem:
+            if problem.status != 403:
+                raise
+            who = await self.identify(request)
+        raise Problem(403, f'{who.username} may not "{verb}" execution {run}')
+
+    async def missing_run(self, request: web.Request, verb: str, run: int) -> NoReturn:
+        """Run ``run`` does not exist: 404 to a caller allowed ``verb`` on every Task, else 403."""
+        await self.check_run(request, verb, run, "", "")
+        raise Problem(404, f"execution {run} not found")
 
     async def identify(self, request: web.Request) -> Identity:
         """The caller (401 otherwise); reviewed once per request, whoever asks again."""

@@ -35,7 +35,6 @@ from cadenza.core.ids import ExecutionId
 from cadenza.dispatch.client import DispatchClient
 from cadenza.executors import tokens
 from cadenza.executors.spec import parse_spec
-from cadenza.kube.reviews import Access
 from cadenza.scheduling.dispatcher import execution_key
 from cadenza.store import cancels, deadlocks, history
 
@@ -46,9 +45,9 @@ def routes(ctx: ApiContext) -> list[web.RouteDef]:
         run_id = executions.parse_id(request.match_info["id"], "id")
         found = await ctx.blocking(lambda: history.run(ctx.engine, run_id))
         if found is None:
-            raise Problem(404, f"execution {run_id} not found")
+            await ctx.guard.missing_run(request, "cancel", run_id)
         ns, task = found[0]["namespace"], found[0]["task_name"]
-        await ctx.guard.check(request, Access("cancel", ns, task))
+        await ctx.guard.check_run(request, "cancel", run_id, ns, task)
         reason = f"cancelled through the REST API by {who.username}"
         done = await ctx.blocking(
             lambda: deadlocks.retry_deadlocks(

@@ -53,9 +53,9 @@ def routes(ctx: ApiContext) -> list[web.RouteDef]:
         run_id = parameters.read(RunPath, request.match_info).id
         found = await ctx.blocking(lambda: history.run(ctx.engine, run_id))
         if found is None:
-            raise Problem(404, f"execution {run_id} not found")
+            await ctx.guard.missing_run(request, "get", run_id)
         row, attempts = found
-        await ctx.guard.check(request, Access("get", row["namespace"], row["task_name"]))
+        await ctx.guard.check_run(request, "get", run_id, row["namespace"], row["task_name"])
         detail = ExecutionDetail(
             **_summary(row).model_dump(),
             result=row.get("result"),
