@@ -5,6 +5,7 @@ replica die, as a crash at exactly that instant would (``kill -9``: nothing is f
 which each fires, e.g. ``after-claim=3,after-dispatch=50``:
 
 - ``after-claim``: a batch of ticks is committed as claimed runs, nothing of it dispatched;
+- ``before-send``: the leader recorded which pod a run goes to, and has not sent it yet;
 - ``after-dispatch``: a pod accepted a run (202), the leader has not recorded that it did.
 
 Invariants: a point fires at most once per process, on the pass its setting names; an unknown
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
-POINTS = frozenset({"after-claim", "after-dispatch"})
+POINTS = frozenset({"after-claim", "before-send", "after-dispatch"})
 
 _armed: dict[str, int] = {}
 """Point name -> passes left before it fires."""

@@ -288,9 +288,10 @@ def _skewed_clock(stack: Stack, leader: OperatorProcess) -> Recovered:
     return _new_leader_sends(scene)
 
 
-def _dies_at(point: str, passes: int) -> Fault:
+def _dies_at(point: str, passes: int, then: str | None = None) -> Fault:
     """The leader dies (SIGKILL) at a failpoint (:mod:`cadenza.failpoints`): right after a
-    claim is committed, or right after a pod accepted a run the leader has not recorded yet."""
+    claim is committed, between recording a run's pod and sending it, or right after a pod
+    accepted a run the leader has not recorded yet."""
 
     def fault(stack: Stack, leader: OperatorProcess) -> Recovered:
         scene = stack.scene
@@ -308,6 +309,13 @@ def _dies_at(point: str, passes: int) -> Fault:
         assert f"failpoint {point}" in doomed.tail(400)
         scene.replicas.add()
         scene.replicas.add()  # two sound replicas again
+        if then is not None:
+            # The instant is the point: the new leader met what it left behind.
+            wait_for(
+                lambda: any(then in r.tail(5000) for r in scene.replicas.members if r.alive()),
+                60,
+                f"the new leader to log {then!r}",
+            )
         return _new_leader_sends(scene)
 
     return fault
@@ -321,6 +329,10 @@ Fault = Callable[[Stack, OperatorProcess], Recovered]
 SCENARIOS: list[tuple[str, Fault]] = [
     ("kill -9 of the leader", _kill_9),
     ("kill -9 of the leader right after it committed a claim", _dies_at("after-claim", 3)),
+    (
+        "kill -9 of the leader between recording a run's pod and sending it",
+        _dies_at("before-send", 50, then="did not have it; sent again: True"),
+    ),
     ("kill -9 of the leader right after a pod accepted a run", _dies_at("after-dispatch", 50)),
     ("SIGSTOP of the leader past the lease, then SIGCONT", _sigstop_past_the_lease),
     ("KILL of the leader's lock session on the server", _kill_the_lock_session),

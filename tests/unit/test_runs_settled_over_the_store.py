@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 from cadenza.core import runs as rules
 from cadenza.core.ids import ExecutionId, TaskUid
@@ -49,7 +50,7 @@ def settler(store: MemoryRunStore, task: TaskPlan) -> Settler:
     return Settler(
         store=store,
         pool=None,  # type: ignore[arg-type]  # not asked: these runs have no pod to locate
-        client=None,  # type: ignore[arg-type]
+        dispatcher=SimpleNamespace(client=None),  # type: ignore[arg-type]  # nothing is sent
         plans={TASK: task},
         rng=random.Random(1),
         clock=lambda: NOW,

@@ -14,6 +14,8 @@ Invariants:
 - A refusal that every pod would give (a malformed request) ends the attempt at once instead
   of being repeated on every pod; a busy, draining or unreachable pod hands the run to the next
   eligible pod without further ado.
+- A run an earlier leader recorded as sent but never saw accepted is sent again, under the same
+  key and to the same pod, when that pod does not know it (:func:`send_again_when_unknown`).
 - Pure: time and randomness come in as arguments.
 """
 
@@ -145,6 +147,18 @@ def after_pod_view(state: str, view: dict[str, Any]) -> Outcome | None:
         started_at=_moment(view.get("startedAt")),
         finished_at=_moment(view.get("finishedAt")),
     )
+
+
+def send_again_when_unknown(status: RunStatus) -> bool:
+    """A pod says it does not know the run an earlier leader pointed at it: whether to send the
+    same attempt to that pod again (True) rather than count it lost.
+
+    Only a run still ``dispatched`` is sent again: its leader never heard the pod accept, so it
+    may have died before the request left. The same execution key goes to the same pod, which
+    runs a key once and refuses it after its deadline, so the old request, should it still
+    arrive, cannot make a second run. A ``running`` run was accepted: the pod lost it.
+    """
+    return status is RunStatus.DISPATCHED
 
 
 def _moment(value: Any) -> datetime | None:

@@ -136,7 +136,8 @@ class Dispatcher:
         self._plans = plans
         self._epoch = epoch
         self._pool = pool
-        self._client = client
+        self.client = client
+        """How this leader speaks to pods (the settler asks and cancels through it too)."""
         self._callback_base_url = callback_base_url.rstrip("/")
         self._metrics = metrics
         self._lease_valid = lease_valid
@@ -188,6 +189,15 @@ class Dispatcher:
         return await self.give_up(
             run, plan.retry, attempt, f"no executor pod accepted the run ({detail})"
         )
+
+    async def send_again(self, run: Run, plan: TaskPlan, pod: PodCandidate) -> bool:
+        """Send the run's current attempt to ``pod`` again, under the same execution key (an
+        earlier leader recorded it there and died before the pod had it); False when the pod
+        refused it now."""
+        if isinstance(await self._send(run, plan, run.attempt, pod), Dispatched):
+            return True
+        run.pod = pod.pod  # the row still points there: the pod is asked again later
+        return False
 
     async def give_up(
         self, run: Run, policy: retry_.RetryPolicy, attempt: int, error: str
@@ -268,6 +278,7 @@ class Dispatcher:
         )
         if not await self._store.begin_dispatch(begin):
             return Dispatched(Sent.NOT_OURS)
+        failpoints.reached("before-send")
         if not self._lease_valid():
             # The last good heartbeat is too old to be sure nobody else leads: do not send. The
             # run stays dispatched to no answer and is settled by its deadline.
@@ -311,7 +322,7 @@ class Dispatcher:
         key = (pod.base_url, pod.token)
         box = self._outboxes.get(key)
         if box is None:
-            box = self._outboxes[key] = _Outbox(self._client, pod.base_url, pod.token)
+            box = self._outboxes[key] = _Outbox(self.client, pod.base_url, pod.token)
         try:
             return await box.send(request)
         finally:

@@ -92,7 +92,7 @@ class Lifecycle:
             clock=clock,
         )
         self._settler = Settler(
-            store=store, pool=pool, client=client, plans=plans, rng=rng, clock=clock
+            store=store, pool=pool, dispatcher=self._dispatcher, plans=plans, rng=rng, clock=clock
         )
         self._runs = OpenRuns()
         self._timers = Timers()
@@ -333,6 +333,7 @@ class Lifecycle:
     async def _ask_pod(self, run: Run) -> None:
         settled = await self._settler.ask_pod(run)
         if settled is None:
+            self._watch_deadline(run)  # a run sent again has a new one
             self._timers.set(run.id, Kind.CHECK, self._now() + TAKEN_OVER_CHECK)
         else:
             self._settled(run, settled)
@@ -364,23 +365,18 @@ class Lifecycle:
         self._forget(run, RunStatus.CANCELLED)
 
     def _attempt_failed(
-        self,
-        run: Run,
-        attempt: int,
-        status: RunStatus,
-        retry_at: datetime | None,
-        error: str | None,
+        self, run: Run, attempt: int, status: RunStatus, at: datetime | None, error: str | None
     ) -> None:
         run.attempt = attempt
-        if retry_at is None:
+        if at is None:
             self._forget(run, status)
             return
         self._leave_pod(run)
         self._metrics.retries.inc()
-        run.status, run.next_attempt_at = RunStatus.QUEUED, retry_at
+        run.status, run.next_attempt_at = RunStatus.QUEUED, at
         self._timers.cancel(run.id, Kind.OVERDUE)
-        self._timers.set(run.id, Kind.RETRY, retry_at)
-        log.info("run %s attempt %s failed (%s); retry at %s", run.id, attempt, error, retry_at)
+        self._timers.set(run.id, Kind.RETRY, at)
+        log.info("run %s attempt %s failed (%s); retry at %s", run.id, attempt, error, at)
         self._on_change(run.task, None)
 
     def _forget(self, run: Run, status: RunStatus | None) -> None:

@@ -5,7 +5,8 @@
   result, if it ever comes.
 - A run taken over from an earlier leader may have a callback addressed to a replica that is
   gone, so its pod is asked under the same execution key how it went: its result, that it is
-  still running, or that it never had it (then it is lost).
+  still running, or that it never had it. A run it never had is sent to it again when the
+  earlier leader never saw it accepted (that leader may have died before sending), else lost.
 
 What to do in each case is the core's decision (:mod:`cadenza.core.runs`); this module asks the
 pod and carries the decision out through the store port.
@@ -23,9 +24,9 @@ from cadenza.core import retry as retry_
 from cadenza.core import runs as rules
 from cadenza.core.ids import TaskUid
 from cadenza.core.transitions import RunStatus
-from cadenza.dispatch.client import DispatchClient
+from cadenza.executors.members import PodCandidate
 from cadenza.executors.pool import ExecutorPool
-from cadenza.scheduling.dispatcher import execution_key
+from cadenza.scheduling.dispatcher import Dispatcher, execution_key
 from cadenza.scheduling.openruns import Run
 from cadenza.scheduling.plans import TaskPlan
 from cadenza.store.port import RunStore
@@ -48,14 +49,15 @@ class Settler:
         *,
         store: RunStore,
         pool: ExecutorPool,
-        client: DispatchClient,
+        dispatcher: Dispatcher,
         plans: Mapping[TaskUid, TaskPlan],
         rng: random.Random,
         clock: Callable[[], datetime],
     ) -> None:
         self._store = store
         self._pool = pool
-        self._client = client
+        self._client = dispatcher.client
+        self._dispatcher = dispatcher
         self._plans = plans
         self._rng = rng
         self._now = clock
@@ -88,15 +90,22 @@ class Settler:
 
     async def ask_pod(self, run: Run) -> Settled | None:
         """What the pod of a taken-over run says; None while it cannot tell yet (still running,
-        or not reachable now)."""
-        self._locate(run)
+        not reachable now, or just sent the run again)."""
+        pod = self._locate(run)
         if run.base_url is None:
             return None  # the pod is not a candidate now: the deadline settles it
         view = await self._client.view(run.base_url, run.token, execution_key(run.id, run.attempt))
         if view is None:
             return None
         if not view:
-            return await self.fail(run, RunStatus.LOST, f"pod {run.pod} does not know the run")
+            plan = self._plans.get(run.task)
+            if plan is None or pod is None or not rules.send_again_when_unknown(run.status):
+                return await self.fail(run, RunStatus.LOST, f"pod {run.pod} does not know the run")
+            sent = await self._dispatcher.send_again(run, plan, pod)
+            log.info(
+                "run %s taken over: pod %s did not have it; sent again: %s", run.id, pod.pod, sent
+            )
+            return None
         state = str(view.get("state"))
         outcome = rules.after_pod_view(state, view)
         if outcome is None:
@@ -115,11 +124,14 @@ class Settler:
         decision = rules.after_bad_attempt(policy, run.attempt, outcome, self._now(), self._rng)
         return Settled(decision, await self._store.end_attempt(run.id, run.attempt, decision))
 
-    def _locate(self, run: Run) -> None:
+    def _locate(self, run: Run) -> PodCandidate | None:
         """Find the pod of a run taken over from an earlier leader (to ask or cancel it)."""
         plan = self._plans.get(run.task)
-        if run.base_url is not None or plan is None or run.pod is None:
-            return
+        if plan is None or run.pod is None:
+            return None
         for pod in self._pool.candidates(plan.namespace, [e.name for e in plan.executors]):
             if pod.pod == run.pod:
-                run.pod_uid, run.base_url, run.token = pod.pod_uid, pod.base_url, pod.token
+                if run.base_url is None:
+                    run.pod_uid, run.base_url, run.token = pod.pod_uid, pod.base_url, pod.token
+                return pod
+        return None
