@@ -27,10 +27,11 @@ from typing import Any
 from aiohttp import web
 
 from cadenza import tls
-from cadenza.api import executions
+from cadenza.api import parameters
 from cadenza.api.context import ApiContext, json
 from cadenza.api.errors import Problem
 from cadenza.api.executor_models import CancelOut
+from cadenza.api.parameters import RunPath
 from cadenza.core.ids import ExecutionId
 from cadenza.dispatch.client import DispatchClient
 from cadenza.executors import tokens
@@ -42,7 +43,7 @@ from cadenza.store import cancels, deadlocks, history
 def routes(ctx: ApiContext) -> list[web.RouteDef]:
     async def cancel(request: web.Request) -> web.Response:
         who = await ctx.guard.identify(request)  # 401 before anything else
-        run_id = executions.parse_id(request.match_info["id"], "id")
+        run_id = parameters.read(RunPath, request.match_info).id
         found = await ctx.blocking(lambda: history.run(ctx.engine, run_id))
         if found is None:
             await ctx.guard.missing_run(request, "cancel", run_id)

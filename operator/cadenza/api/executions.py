@@ -80,14 +80,6 @@ async def _page(ctx: ApiContext, request: web.Request, where: history.Filter) ->
     return json(ExecutionList(items=[_summary(r) for r in found.runs], cursor=cursor))
 
 
-def parse_id(raw: str, field: str) -> int:
-    """A run's id from ``raw`` (a path's part), 400 naming ``field`` otherwise."""
-    try:
-        return parameters.positive_id(raw)
-    except ValueError as exc:
-        raise Problem(400, str(exc), field) from None
-
-
 def _namespace(raw: str) -> str:
     try:
         return mapping.namespace_name(raw)

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from cadenza.api import executor_views, mapping, registration
+from cadenza.api import executor_views, mapping, parameters, registration
 from cadenza.api.context import ApiContext, json
 from cadenza.api.errors import Problem, parse, read_json
 from cadenza.api.executor_models import (
@@ -38,6 +38,7 @@ from cadenza.api.executor_models import (
     StatusBody,
 )
 from cadenza.api.models import TaskBody
+from cadenza.api.parameters import Instance
 from cadenza.core.fields import FieldError
 from cadenza.executors import endpoints, tokens
 from cadenza.kube.reviews import Access
@@ -71,12 +72,10 @@ def _field(read: Callable[[], T]) -> T:
 
 
 def _instance_id(raw: str, field: str) -> str:
-    if not endpoints.INSTANCE_ID.fullmatch(raw):
-        raise Problem(
-            400, f"{raw[:80]!r} is not an instance id: 1-63 letters, digits, '-', '_' or '.',"
-            " starting and ending with a letter or digit", field,
-        )  # fmt: skip
-    return raw
+    try:
+        return parameters.instance_id(raw)
+    except ValueError as exc:
+        raise Problem(400, str(exc), field) from None
 
 
 class _Handlers:
@@ -280,7 +279,7 @@ class _Handlers:
         404 when no Executor of the namespace lists the instance id."""
         ctx = self.ctx
         ns = _field(lambda: mapping.namespace_name(ctx.namespace(request)))
-        instance = _instance_id(request.match_info["instance_id"], "instance_id")
+        instance = parameters.read(Instance, request.match_info).instance_id
         owner = await ctx.blocking(lambda: heartbeats.owner(ctx.engine, ns, instance))
         if owner is None:
             await ctx.guard.check(request, Access("list", ns, "", _RESOURCE))

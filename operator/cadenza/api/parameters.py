@@ -27,6 +27,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from cadenza.api import errors
 from cadenza.core.transitions import RunStatus
+from cadenza.executors import endpoints
 from cadenza.store.executions import Origin
 
 M = TypeVar("M", bound="Parameters")
@@ -66,6 +67,16 @@ def positive_id(raw: str) -> int:
     if not (0 < len(raw) <= 19 and raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_ID):
         raise ValueError(f"must be a positive whole number, got {raw[:40]!r}")
     return int(raw)
+
+
+def instance_id(raw: str) -> str:
+    """An executor instance's id, as its registration gave it."""
+    if not endpoints.INSTANCE_ID.fullmatch(raw):
+        raise ValueError(
+            f"{raw[:80]!r} is not an instance id: 1-63 letters, digits, '-', '_' or '.',"
+            " starting and ending with a letter or digit"
+        )
+    return raw
 
 
 def encode_cursor(before: int) -> str:
@@ -169,7 +180,9 @@ class Named(Parameters):
 
 class Instance(Parameters):
     IN = "path"
-    instance_id: str = Field(description="The id the executor instance registered with.")
+    instance_id: Annotated[str, BeforeValidator(instance_id)] = Field(
+        description="The id the executor instance registered with."
+    )
 
 
 class RunPath(Parameters):
