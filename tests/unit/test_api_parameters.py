@@ -16,6 +16,7 @@ from cadenza.api.errors import Problem
 from cadenza.api.parameters import (
     AllNamespaces,
     HistoryFilter,
+    Instance,
     Page,
     RunPath,
     TaskListQuery,
@@ -142,6 +143,12 @@ def test_a_run_id_is_a_positive_63_bit_number() -> None:
     assert parameters.read(RunPath, {"id": "7"}).id == 7
     for raw in ("0", "abc", "99999999999999999999", "\u00b2", "9223372036854775808"):
         assert _refusal(RunPath, {"id": raw}) == (400, "id")
+
+
+def test_an_instance_id_is_what_a_registration_may_give() -> None:
+    assert parameters.read(Instance, {"instance_id": "executor-001"}).instance_id == "executor-001"
+    for raw in ("-lead", "trail.", "with space", "x" * 64, "\u00e9t\u00e9"):
+        assert _refusal(Instance, {"instance_id": raw}) == (400, "instance_id")
 
 
 def test_the_idempotency_key_header() -> None:

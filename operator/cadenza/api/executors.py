@@ -73,7 +73,7 @@ def _field(read: Callable[[], T]) -> T:
 
 def _instance_id(raw: str, field: str) -> str:
     try:
-        return parameters.instance_id(raw)
+        return parameters.an_instance_id(raw)
     except ValueError as exc:
         raise Problem(400, str(exc), field) from None
 

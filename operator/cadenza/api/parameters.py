@@ -69,7 +69,7 @@ def positive_id(raw: str) -> int:
     return int(raw)
 
 
-def instance_id(raw: str) -> str:
+def an_instance_id(raw: str) -> str:
     """An executor instance's id, as its registration gave it."""
     if not endpoints.INSTANCE_ID.fullmatch(raw):
         raise ValueError(
@@ -180,7 +180,7 @@ class Named(Parameters):
 
 class Instance(Parameters):
     IN = "path"
-    instance_id: Annotated[str, BeforeValidator(instance_id)] = Field(
+    instance_id: Annotated[str, BeforeValidator(an_instance_id)] = Field(
         description="The id the executor instance registered with."
     )
 
