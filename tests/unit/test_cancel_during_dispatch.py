@@ -75,7 +75,9 @@ async def until(check: Any, what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-def lifecycle_over(store: MemoryRunStore, pod: HeldPod | None, metrics: Metrics) -> Lifecycle:
+def lifecycle_over(
+    store: MemoryRunStore, pod: HeldPod | None, metrics: Metrics, grace: float = 10.0
+) -> Lifecycle:
     """The leader's run half for one every-second Task, its pool one pod, ``pod`` its client."""
     spec = {"schedule": "* * * * * *", "executors": [{"name": "workers"}]}
     view = TaskView.of(str(TASK), "ns", "cancelled", 1, spec)
@@ -89,6 +91,7 @@ def lifecycle_over(store: MemoryRunStore, pod: HeldPod | None, metrics: Metrics)
         metrics=metrics,
         on_change=lambda task, execution: None,
         lease_valid=lambda: True,
+        deadline_grace_seconds=grace,
     )
 
 

@@ -28,6 +28,7 @@ class ForgetfulPod:
     def __init__(self, busy: int = 0) -> None:
         self.busy = busy
         self.sent: list[str] = []
+        self.refused = 0
 
     async def view(self, base_url: str, token: str | None, key: str) -> dict[str, Any] | None:
         return {"executionId": key, "state": "running"} if key in self.sent else {}
@@ -35,6 +36,7 @@ class ForgetfulPod:
     async def send(self, base_url: str, token: str | None, req: DispatchRequest) -> DispatchResult:
         if self.busy:
             self.busy -= 1
+            self.refused += 1
             return DispatchResult(Outcome.BUSY, 429, {"error": "busy"}, "busy", POD.pod)
         self.sent.append(req.execution_key)
         return DispatchResult(Outcome.ACCEPTED, 202, {"state": "running"}, None, POD.pod)
@@ -45,7 +47,12 @@ class ForgetfulPod:
 
 @contextlib.asynccontextmanager
 async def taken_over(
-    store: MemoryRunStore, pod: ForgetfulPod, *, accepted: bool
+    store: MemoryRunStore,
+    pod: ForgetfulPod,
+    *,
+    accepted: bool,
+    seconds: float = 30,
+    grace: float = 10.0,
 ) -> AsyncIterator[ExecutionId]:
     """A run the dead leader pointed at ``POD`` (and, if ``accepted``, saw it accept), taken
     over by a new leader whose loop runs meanwhile."""
@@ -54,11 +61,11 @@ async def taken_over(
     tick = NewRun(TASK, "ns", "cancelled", now, Origin.SCHEDULE, RunStatus.CLAIMED, 1)
     (run,) = (await store.claim([tick])).runs
     assert run is not None
-    to = Dispatch("workers", POD.pod, POD.ip, "h" * 64, now + timedelta(seconds=30))
+    to = Dispatch("workers", POD.pod, POD.ip, "h" * 64, now + timedelta(seconds=seconds))
     assert await store.begin_dispatch(Begin(run, 1, to))
     if accepted:
         assert await store.confirm(run, 1)
-    lifecycle = lifecycle_over(store, pod, Metrics())  # type: ignore[arg-type]
+    lifecycle = lifecycle_over(store, pod, Metrics(), grace)  # type: ignore[arg-type]
     await lifecycle.recover()
     looping = asyncio.create_task(lifecycle.run())
     try:
@@ -92,3 +99,10 @@ async def test_a_run_the_pod_accepted_and_no_longer_knows_is_lost() -> None:
         await until(lambda: store.runs[run].status is RunStatus.LOST, "the run counted lost")
         assert pod.sent == []
         assert store.runs[run].error == f"pod {POD.pod} does not know the run"
+
+
+async def test_a_pod_that_keeps_refusing_does_not_keep_the_run_past_its_deadline() -> None:
+    store, pod = MemoryRunStore(), ForgetfulPod(busy=10**6)
+    async with taken_over(store, pod, accepted=False, seconds=1, grace=0.5) as run:
+        await until(lambda: store.runs[run].status is RunStatus.LOST, "the deadline to end it")
+        assert pod.sent == [] and 1 <= pod.refused <= 2  # asked every 2 s until then

@@ -193,10 +193,11 @@ class Dispatcher:
     async def send_again(self, run: Run, plan: TaskPlan, pod: PodCandidate) -> bool:
         """Send the run's current attempt to ``pod`` again, under the same execution key (an
         earlier leader recorded it there and died before the pod had it); False when the pod
-        refused it now."""
+        refused it now. Refused, the run keeps its deadline, so that asking again ends there."""
+        deadline = run.deadline_at
         if isinstance(await self._send(run, plan, run.attempt, pod), Dispatched):
             return True
-        run.pod = pod.pod  # the row still points there: the pod is asked again later
+        run.pod, run.deadline_at = pod.pod, deadline  # the row still points there
         return False
 
     async def give_up(
