@@ -12,6 +12,7 @@ from cadenza.core import runs as rules
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.kube.views import TaskView
+from cadenza.metrics import Metrics
 from cadenza.scheduling.dispatcher import Dispatcher, Sent
 from cadenza.scheduling.openruns import Run
 from cadenza.scheduling.plans import TaskPlan, plan_of
@@ -101,7 +102,7 @@ async def test_a_run_no_pod_took_counts_as_a_failed_attempt() -> None:
         plans={},
         client=None,  # type: ignore[arg-type]
         callback_base_url="http://127.0.0.1:1",
-        metrics=None,  # type: ignore[arg-type]
+        metrics=Metrics(),
         lease_valid=lambda: True,
         rng=random.Random(1),
         clock=lambda: NOW,
