@@ -29,6 +29,11 @@ JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, J
 JsonObject: TypeAlias = "dict[str, JsonValue]"
 
 MAX_EXECUTION_ID_LENGTH = 128
+PROTOCOL_VERSION = 3
+"""2 added batches; 3 added ``startAt`` (a run held until its tick). ``/healthz`` says it, so
+that an operator sends ``startAt`` only to a sidecar that honours it."""
+MAX_HOLD_SECONDS = 10.0
+"""The longest a run is held for its ``startAt``, from its arrival."""
 PERMANENT_REFUSAL_STATUSES = frozenset({403, 404, 409, 410})
 
 _RFC3339 = re.compile(
@@ -76,6 +81,17 @@ class ExecutionRequest:
     deadline: datetime | None = None
     """When the operator stops waiting for this attempt: the run is not started after it and
     is stopped by it (:meth:`time_allowed`), so the operator's retry never overlaps it."""
+    start_at: datetime | None = None
+    """When to start the handler (protocol version 3): the operator sends a run a little ahead
+    of its tick and the sidecar holds it until then (:meth:`hold_seconds`)."""
+
+    def hold_seconds(self, now: datetime) -> float:
+        """Seconds to hold the run before its handler starts: until ``start_at``, never more
+        than ``MAX_HOLD_SECONDS`` (a clock far off the operator's must not park a run), 0 when
+        it is due."""
+        if self.start_at is None:
+            return 0.0
+        return min(max((self.start_at - now).total_seconds(), 0.0), MAX_HOLD_SECONDS)
 
     def time_allowed(self, now: datetime) -> float:
         """Seconds the run may take from ``now``: its ``timeoutSeconds``, or less when its
@@ -241,6 +257,7 @@ def execution_request_from(body: Any) -> ExecutionRequest:
         callback_token=_string(body, "callbackToken"),
         callback_batch_url=_optional_url(body, "callbackBatchUrl"),
         deadline=_moment(body, "deadline") if _present(body, "deadline") else None,
+        start_at=_moment(body, "startAt") if _present(body, "startAt") else None,
     )
 
 

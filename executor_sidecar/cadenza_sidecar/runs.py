@@ -12,6 +12,10 @@ Invariants:
 - A run ends exactly once, in the first of: the handler returns, the timeout fires (TIMED_OUT:
   ``timeoutSeconds`` after it started, or the dispatch's ``deadline`` if that comes first), a
   cancel is requested (CANCELLED). Cancelling the handler waits until it has stopped.
+- A run sent with ``startAt`` (protocol version 3) is admitted at once, counts against
+  ``max_concurrency`` from then, and its handler starts at ``startAt`` (held at most
+  ``MAX_HOLD_SECONDS``); its ``startedAt`` is when the handler started. Cancelled or drained
+  while held, it ends CANCELLED without the handler ever starting.
 """
 
 from __future__ import annotations
@@ -239,6 +243,16 @@ class RunRegistry:
     async def _outcome(self, run: Run) -> Outcome:
         """Runs the handler against the timeout and the cancel request, whichever comes first."""
         request = run.request
+        hold = request.hold_seconds(datetime.now(UTC))
+        if hold > 0:
+            # Sent ahead of its tick: admitted (it holds its slot), started at ``startAt``.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.cancel_requested.wait(), hold)
+            if run.cancel_reason is not None:
+                return Outcome(
+                    RunState.CANCELLED, error=f"cancelled before it started: {run.cancel_reason}"
+                )
+            run.started_at = protocol.now()
         allowed = max(request.time_allowed(datetime.now(UTC)), 0.0)
         invocation = asyncio.create_task(self._handler.invoke(request))
         cancel_requested = asyncio.create_task(run.cancel_requested.wait())

@@ -112,6 +112,7 @@ class Api:
                 "draining": draining,
                 "pod": self._pod,
                 "pendingCallbacks": self._callbacks.pending,
+                "protocol": protocol.PROTOCOL_VERSION,
             },
             status=503 if draining else 200,
         )
