@@ -284,6 +284,9 @@ class Ledger:
     def queued(self, task: TaskUid) -> int:
         return 0
 
+    def sends_ahead(self, task: TaskUid) -> bool:
+        return False
+
     def task_gone(self, task: TaskUid) -> None:
         pass
 

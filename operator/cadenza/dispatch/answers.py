@@ -16,6 +16,8 @@ import json
 from typing import Any
 
 _ERROR_BODY_CHARS = 300
+HOLDING_PROTOCOL = 3
+"""The sidecar protocol version that added ``startAt``."""
 
 
 class Outcome(enum.StrEnum):
@@ -80,6 +82,14 @@ class ProbeResult:
     capacity: int | None
     draining: bool
     error: str | None
+    protocol: int | None = None
+    """The sidecar's protocol version, when its health answer says it."""
+
+    @property
+    def holds_runs(self) -> bool:
+        """The sidecar honours ``startAt`` (protocol version 3): a run may be sent ahead of its
+        tick and is started at it."""
+        return (self.protocol or 0) >= HOLDING_PROTOCOL
 
 
 def classify(status: int) -> Outcome:
@@ -170,7 +180,7 @@ def probe_result(status: int, body: dict[str, Any] | None, raw: bytes) -> ProbeR
     in_flight = _count(body, "inFlight")
     capacity = _count(body, "capacity")
     if status == 200 and body is not None and body.get("status") == "ok":
-        return ProbeResult(True, in_flight, capacity, False, None)
+        return ProbeResult(True, in_flight, capacity, False, None, _count(body, "protocol"))
     if status == 503 and body is not None and body.get("draining") is True:
         return ProbeResult(False, in_flight, capacity, True, "draining (HTTP 503)")
     return ProbeResult(False, in_flight, capacity, False, f"HTTP {status}: {message(body, raw)}")

@@ -124,9 +124,12 @@ class DispatchRequest:
     deadline: datetime | None = None
     """When the leader stops waiting for this attempt (timezone-aware): a sidecar does not start
     it later, and stops it by then, so a retry after the deadline never overlaps it."""
+    start_at: datetime | None = None
+    """When the sidecar is to start the handler (protocol version 3): set only for a pod whose
+    sidecar says it honours it, when the run is sent ahead of its tick."""
 
     def __post_init__(self) -> None:
-        for name in ("scheduled_at", "deadline"):
+        for name in ("scheduled_at", "deadline", "start_at"):
             moment = getattr(self, name)
             if moment is not None and (moment.tzinfo is None or moment.utcoffset() is None):
                 raise ValueError(f"{name} {moment!r} must be timezone-aware (UTC)")
@@ -149,6 +152,8 @@ class DispatchRequest:
             body["callbackBatchUrl"] = self.callback_batch_url
         if self.deadline is not None:
             body["deadline"] = rfc3339(self.deadline)
+        if self.start_at is not None:
+            body["startAt"] = rfc3339(self.start_at)
         return body
 
 

@@ -49,6 +49,9 @@ class PodCandidate:
     token: DispatchToken | None
     weight: int | None = None
     """The pod's ``cadenza.dev/weight`` annotation, which overrides its Executor entry's."""
+    holds_runs: bool = False
+    """Its sidecar starts a run at the run's ``startAt`` (its last health answer said protocol
+    version 3 or later), so a run may be sent to it ahead of its tick."""
 
     @property
     def full(self) -> bool:
@@ -111,6 +114,8 @@ class Member:
     """Set for an executor outside the cluster: reached at its URLs, not the pod IP."""
     beat_error: str | None = None
     """Why the endpoint's heartbeats say it is unhealthy (None: fresh, or not required)."""
+    holds_runs: bool = False
+    """Its last good health answer said the sidecar honours ``startAt``."""
 
     @property
     def healthy(self) -> bool:
@@ -187,6 +192,7 @@ class ExecutorEntry:
             capacity=self.spec.max_concurrency_per_pod,
             token=self.token,
             weight=pod.weight,
+            holds_runs=member.holds_runs,
         )
 
     def pod_snapshot(self, member: Member, in_flight: int, candidate: bool) -> PodSnapshot:

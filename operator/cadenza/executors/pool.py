@@ -277,6 +277,7 @@ class ExecutorPool:
         member.failed_probes += not result.ok
         if result.ok:
             member.dispatch_error = None
+            member.holds_runs = result.holds_runs
         if result.in_flight is not None:
             self._in_flight[member.pod.uid] = result.in_flight
         if was != member.healthy:

@@ -11,6 +11,9 @@ Invariants:
 - The pod, the deadline and the per-run token's hash are committed (through the store port)
   before the request leaves, so the fastest callback finds them.
 - Nothing is sent while the leader's lease is in doubt.
+- A scheduled run handed over before its tick is offered only to pods whose sidecar holds runs
+  (protocol version 3), with ``startAt`` set to the tick: the pod starts it then, and its
+  deadline counts from the tick. No pod of them taking it, it is offered to all at the tick.
 - Runs due together for the same pod travel in one batch request (``POST
   /v1/executions:batch``); the pod answers each on its own, with the same idempotency per run.
   A run alone is sent at once: no timer holds it back.
@@ -32,7 +35,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cadenza import failpoints
-from cadenza.batching import Coalescer
 from cadenza.core import retry as retry_
 from cadenza.core import runs as rules
 from cadenza.core import strategies
@@ -40,6 +42,7 @@ from cadenza.core.ids import Epoch, PodName, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.dispatch.client import DispatchClient, DispatchRequest, DispatchResult, Outcome
 from cadenza.dispatch.credentials import DispatchToken
+from cadenza.dispatch.outbox import Outbox
 from cadenza.executors.members import PodCandidate
 from cadenza.executors.pool import ExecutorPool
 from cadenza.metrics import Metrics
@@ -49,9 +52,6 @@ from cadenza.store.port import Balance, Begin, RunStore
 from cadenza.store.runs import Dispatch
 
 log = logging.getLogger(__name__)
-
-MAX_BATCH = 200
-"""Runs per batch request to one pod at most."""
 
 
 def execution_key(run: int, attempt: int) -> str:
@@ -73,13 +73,17 @@ class Sent(enum.Enum):
     """The run was no longer waiting to be sent (it changed elsewhere)."""
     NOT_SENT = "not_sent"
     """Nothing was sent (the lease was in doubt): try again later."""
+    AT_TICK = "at_tick"
+    """Offered ahead of its tick, no pod took it yet: offer it again at the tick
+    (``retry_at``), when every pod is asked as usual."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Dispatched:
     how: Sent
     retry_at: datetime | None = None
-    """With ``ENDED``: when the next attempt is due; None when the run is over."""
+    """With ``ENDED``: when the next attempt is due, None when the run is over; with
+    ``AT_TICK``: the tick."""
     error: str | None = None
 
 
@@ -88,33 +92,6 @@ class _Refused:
     reason: str
     final: bool
     """Every pod would refuse it alike."""
-
-
-class _Outbox:
-    """The requests waiting for one pod: the first goes at once, those that come while it is in
-    flight go together in one batch request next."""
-
-    def __init__(self, client: DispatchClient, base_url: str, token: DispatchToken | None) -> None:
-        self._client = client
-        self._base_url = base_url
-        self._token = token
-        self._coalescer: Coalescer[DispatchRequest, DispatchResult] = Coalescer(
-            self._post, MAX_BATCH
-        )
-        self.sending = 0
-        """Requests handed over and not answered yet: an idle outbox (0) batches nothing."""
-
-    async def send(self, request: DispatchRequest) -> DispatchResult:
-        self.sending += 1
-        try:
-            return await self._coalescer(request)
-        finally:
-            self.sending -= 1
-
-    async def _post(self, requests: list[DispatchRequest]) -> list[DispatchResult]:
-        if len(requests) == 1:
-            return [await self._client.send(self._base_url, self._token, requests[0])]
-        return await self._client.send_batch(self._base_url, self._token, requests)
 
 
 class Dispatcher:
@@ -149,7 +126,7 @@ class Dispatcher:
         self._now = clock
         self._balance: dict[TaskUid, tuple[strategies.Strategy, dict[str, Any]]] = {}
         """Each Task's balancer state, for the strategy it was kept for."""
-        self._outboxes: dict[tuple[str, DispatchToken | None], _Outbox] = {}
+        self._outboxes: dict[tuple[str, DispatchToken | None], Outbox] = {}
 
     def forget(self, task: TaskUid) -> None:
         """The Task went: its balancer state goes (the store keeps its row until the mirror
@@ -166,10 +143,30 @@ class Dispatcher:
     def _count(self) -> None:
         self._balance_gauge.set(len(self._balance))
 
+    def ahead_of(self, run: Run) -> datetime | None:
+        """The run's tick while it is still to come: a scheduled run handed over within the
+        scheduler's lookahead, which a pod that holds runs may be sent now."""
+        tick = run.scheduled_at
+        if run.origin != "schedule" or tick is None or tick <= self._now():
+            return None
+        return tick
+
+    def sends_ahead(self, plan: TaskPlan) -> bool:
+        """A run of the Task may be sent ahead of its tick: one of its pods holds runs."""
+        names = [e.name for e in plan.executors]
+        return any(c.holds_runs for c in self._pool.candidates(plan.namespace, names))
+
     async def attempt(self, run: Run, plan: TaskPlan, attempt: int) -> Dispatched:
-        """Offer ``attempt`` of ``run`` to the Task's pods until one takes it."""
+        """Offer ``attempt`` of ``run`` to the Task's pods until one takes it.
+
+        Before its tick only pods that hold runs are offered it, with ``startAt`` (their
+        sidecar starts it at the tick); when none takes it, it is offered to every pod at the
+        tick (a pod busy now may have room by then)."""
         names = [e.name for e in plan.executors]
         found = self._pool.candidates(plan.namespace, names)
+        ahead = self.ahead_of(run)
+        if ahead is not None:
+            found = [c for c in found if c.holds_runs]
         # Pods that look full come last: their counts may be a probe behind, so they are still
         # tried once every pod with room refused (the sidecar's 429 is the real limit).
         refusals: list[str] = []
@@ -180,7 +177,7 @@ class Dispatcher:
                 if chosen is None:
                     break
                 del pods[chosen.pod]
-                answer = await self._send(run, plan, attempt, chosen)
+                answer = await self._send(run, plan, attempt, chosen, ahead)
                 if isinstance(answer, Dispatched):
                     return answer
                 refusals.append(f"{chosen.pod}: {answer.reason}")
@@ -189,6 +186,8 @@ class Dispatcher:
                     return await self.give_up(
                         run, plan.retry, attempt, f"the run was refused ({refusals[-1]})"
                     )
+        if ahead is not None:
+            return Dispatched(Sent.AT_TICK, ahead)
         detail = "; ".join(refusals) or f"no healthy pod of executor {', '.join(names)}"
         return await self.give_up(
             run, plan.retry, attempt, f"no executor pod accepted the run ({detail})"
@@ -199,7 +198,8 @@ class Dispatcher:
         earlier leader recorded it there and died before the pod had it); False when the pod
         refused it now. Refused, the run keeps its deadline, so that asking again ends there."""
         deadline = run.deadline_at
-        if isinstance(await self._send(run, plan, run.attempt, pod), Dispatched):
+        start_at = self.ahead_of(run) if pod.holds_runs else None
+        if isinstance(await self._send(run, plan, run.attempt, pod, start_at), Dispatched):
             return True
         run.pod, run.deadline_at = pod.pod, deadline  # the row still points there
         return False
@@ -270,13 +270,21 @@ class Dispatcher:
                 self._count()
 
     async def _send(
-        self, run: Run, plan: TaskPlan, attempt: int, pod: PodCandidate
+        self,
+        run: Run,
+        plan: TaskPlan,
+        attempt: int,
+        pod: PodCandidate,
+        start_at: datetime | None,
     ) -> Dispatched | _Refused:
-        """The attempt's fate when this pod settles it, or the pod's refusal."""
+        """The attempt's fate when this pod settles it, or the pod's refusal. With
+        ``start_at`` the pod is to start it then, and the deadline counts from it."""
         if not self._lease_valid():
             return Dispatched(Sent.NOT_SENT)
         token = secrets.token_urlsafe(32)
-        deadline = self._now() + timedelta(seconds=plan.timeout_seconds)
+        now = self._now()
+        start = max(start_at, now) if start_at is not None else now
+        deadline = start + timedelta(seconds=plan.timeout_seconds)
         begin = Begin(
             run.id,
             attempt,
@@ -301,7 +309,7 @@ class Dispatcher:
         )
         run.attempt, run.status, run.deadline_at = attempt, RunStatus.DISPATCHED, deadline
         run.used_pods.add(pod.pod)
-        result = await self._sent(pod, self._request(run, plan, attempt, token))
+        result = await self._sent(pod, self._request(run, plan, attempt, token, start_at))
         self._dispatch_counters[result.outcome].inc()
         after = rules.after_answer(_answer(result))
         if after is rules.AfterAnswer.RUNNING:
@@ -329,7 +337,7 @@ class Dispatcher:
         key = (pod.base_url, pod.token)
         box = self._outboxes.get(key)
         if box is None:
-            box = self._outboxes[key] = _Outbox(self.client, pod.base_url, pod.token)
+            box = self._outboxes[key] = Outbox(self.client, pod.base_url, pod.token)
         try:
             return await box.send(request)
         finally:
@@ -338,7 +346,9 @@ class Dispatcher:
             if box.sending == 0 and self._outboxes.get(key) is box:
                 del self._outboxes[key]
 
-    def _request(self, run: Run, plan: TaskPlan, attempt: int, token: str) -> DispatchRequest:
+    def _request(
+        self, run: Run, plan: TaskPlan, attempt: int, token: str, start_at: datetime | None
+    ) -> DispatchRequest:
         return DispatchRequest(
             execution_key=execution_key(run.id, attempt),
             task_uid=str(plan.uid),
@@ -354,9 +364,11 @@ class Dispatcher:
             # Results travel back batched too, each with its own token (protocol version 2).
             callback_batch_url=f"{self._callback_base_url}/api/v1/callbacks",
             deadline=run.deadline_at,
+            start_at=start_at,
         )
 
     def _observe_delay(self, run: Run, attempt: int) -> None:
+        # A run a pod holds for its tick was accepted ahead of it: it counts as 0.
         if attempt == 1 and run.scheduled_at is not None and run.origin == "schedule":
             delay = (self._now() - run.scheduled_at).total_seconds()
             self._metrics.fire_delay.observe(max(delay, 0.0))

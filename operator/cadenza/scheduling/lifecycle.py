@@ -25,7 +25,6 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cadenza.core import modes
 from cadenza.core import runs as rules
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.transitions import TERMINAL, RunStatus
@@ -111,8 +110,11 @@ class Lifecycle:
 
     def task_gone(self, task: TaskUid) -> None:
         """The Task was deleted (its plan is gone): its balancer state goes, its queued runs are
-        cancelled now (its runs in flight end by their callbacks or deadlines)."""
+        cancelled now, and so are those its pods hold for a tick still to come; its runs in
+        flight end by their callbacks or deadlines."""
         self._dispatcher.forget(task)
+        for run in self._runs.of_task(task):
+            self._withdraw_if_gone(run)
         self._queue_changed(task)
 
     def wake(self, run: ExecutionId | None = None) -> None:
@@ -139,6 +141,10 @@ class Lifecycle:
             self._start(run, 1)
         else:
             self._queue_changed(task)
+
+    def sends_ahead(self, task: TaskUid) -> bool:
+        """A run of the Task may be handed over before its tick: a pod of it holds runs."""
+        return (plan := self._plans.get(task)) is not None and self._dispatcher.sends_ahead(plan)
 
     def skipped(self, task: TaskUid, run_id: ExecutionId) -> None:
         """The scheduler recorded a skipped tick (the Task's mode said so)."""
@@ -270,6 +276,8 @@ class Lifecycle:
                     self._start(run, run.attempt + 1)  # a retry that could not be sent
             elif kind is Kind.OVERDUE:
                 self._act(run, self._settle(run, self._settler.overdue(run)))
+            elif kind is Kind.WITHDRAW and run.tick is not None and run.tick > now:
+                self._act(run, self._cancel(run))
             elif kind is Kind.CHECK and run.taken_over:
                 self._act(run, self._ask_pod(run))
 
@@ -280,25 +288,11 @@ class Lifecycle:
     def _release_queues(self) -> None:
         """Start the queued runs that each Task's mode lets go now; the core decides which."""
         tasks, self._queues = self._queues, set()
-        for task in tasks:
-            queue = self._runs.in_queue(task)
-            if not queue:
-                continue
-            plan = self._plans.get(task)
-            if plan is None:
-                for run in queue:
-                    self._act(run, self._cancel(run))
-                continue
-            released = modes.next_from_queue(
-                plan.mode,
-                self._runs.slots_taken(task),
-                [modes.QueuedRun(r.id, r.scheduled_at or r.requested_at) for r in queue],
-                plan.max_concurrent,
-            )
-            by_id = {r.id: r for r in queue}
-            for item in released:
-                run = by_id[item.execution_id]
-                self._start(run, run.attempt)
+        start, gone = self._runs.release(tasks, self._plans)
+        for run in gone:
+            self._act(run, self._cancel(run))
+        for run in start:
+            self._start(run, run.attempt)
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -321,13 +315,14 @@ class Lifecycle:
     def _dispatched(self, run: Run, attempt: int, sent: Dispatched) -> None:
         if sent.how is Sent.RUNNING:
             self._watch_deadline(run)
+            self._withdraw_if_gone(run)  # its Task went while it was sent ahead
             self._on_change(run.task, None)
         elif sent.how is Sent.ENDED:
             self._attempt_failed(run, attempt, RunStatus.FAILED, sent.retry_at, sent.error)
         elif sent.how is Sent.NOT_OURS:
             self.wake(run.id)
-        else:
-            self._timers.set(run.id, Kind.RESEND, self._now() + RESEND_AFTER)
+        else:  # not sent yet: offered again at its tick (AT_TICK), or soon (NOT_SENT)
+            self._timers.set(run.id, Kind.RESEND, sent.retry_at or self._now() + RESEND_AFTER)
         self._queue_changed(run.task)
 
     async def _ask_pod(self, run: Run) -> None:
@@ -352,9 +347,16 @@ class Lifecycle:
         else:
             self._forget(run, decision.outcome.status)
 
+    def _withdraw_if_gone(self, run: Run) -> None:
+        if run.task not in self._plans and run.base_url and run.tick and run.tick > self._now():
+            self._timers.set(run.id, Kind.WITHDRAW, self._now())
+
     async def _cancel(self, run: Run) -> None:
+        """The run's Task went: it ends cancelled, and its pod (one holding it) is told."""
         cancelled = rules.Finish(rules.Outcome(RunStatus.CANCELLED, error="the Task was deleted"))
         if await self._store.end_attempt(run.id, run.attempt, cancelled):
+            if run.base_url:
+                await self._settler.stop_on_pod(run)
             self._forget(run, RunStatus.CANCELLED)
         else:
             self.wake(run.id)

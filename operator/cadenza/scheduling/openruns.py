@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
+from cadenza.core import modes
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.dispatch.credentials import DispatchToken
+from cadenza.scheduling.plans import TaskPlan
 from cadenza.store.executions import Execution
 from cadenza.store.port import Fenced
 
@@ -130,6 +132,29 @@ class OpenRuns:
 
     def in_queue(self, task: TaskUid) -> list[Run]:
         return [r for r in self.of_task(task) if r.waiting_in_queue and not r.busy]
+
+    def release(
+        self, tasks: Iterable[TaskUid], plans: Mapping[TaskUid, TaskPlan]
+    ) -> tuple[list[Run], list[Run]]:
+        """(the queued runs of ``tasks`` that each Task's mode lets go now, as the core's rule
+        decides; the queued runs of those of them that went, to be cancelled)."""
+        start: list[Run] = []
+        gone: list[Run] = []
+        for task in tasks:
+            queue = self.in_queue(task)
+            plan = plans.get(task)
+            if not queue or plan is None:
+                gone.extend(queue)
+                continue
+            released = modes.next_from_queue(
+                plan.mode,
+                self.slots_taken(task),
+                [modes.QueuedRun(r.id, r.scheduled_at or r.requested_at) for r in queue],
+                plan.max_concurrent,
+            )
+            by_id = {r.id: r for r in queue}
+            start.extend(by_id[item.execution_id] for item in released)
+        return start, gone
 
     def totals(self) -> tuple[int, int]:
         """(runs in flight, runs queued) over every Task."""

@@ -2,7 +2,9 @@
 
 It sleeps until the earliest fire time or until a watched object changes, claims every tick due
 within ``LOOKAHEAD_SECONDS`` in one fenced transaction (so the commit is off the fire path), then
-hands each claimed run to the lifecycle at its tick. No kopf timer per Task.
+hands each claimed run to the lifecycle at its tick, or at once when a pod of its Task holds
+runs until their tick (sidecar protocol version 3: the run is sent ahead with ``startAt``, so
+the database and the sending are off the fire path too). No kopf timer per Task.
 
 Invariants:
 - A tick is a pure function of the schedule and the previous tick (``Schedule.next_fire``),
@@ -373,6 +375,10 @@ class Scheduler:
         requested = self._now()
         fire_at = claim.tick if claim.origin is Origin.SCHEDULE and claim.tick else requested
         delay = max((fire_at - requested).total_seconds(), 0.0)
+        if delay > 0 and self._lifecycle.sends_ahead(claim.plan.uid):
+            # A pod of the Task starts runs at their tick: sent now, nothing is left for the
+            # leader to do at the tick.
+            delay = 0.0
         loop = asyncio.get_running_loop()
         loop.call_later(
             delay,

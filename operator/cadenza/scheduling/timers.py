@@ -27,6 +27,8 @@ class Kind(enum.Enum):
     """Ask the pod of a run taken over from an earlier leader how it went."""
     RESEND = "resend"
     """A claimed run that was not sent (lease in doubt, an error): try again."""
+    WITHDRAW = "withdraw"
+    """A run its pod holds for a tick still to come, of a Task that went: cancel it there."""
 
 
 class Timers:

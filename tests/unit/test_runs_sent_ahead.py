@@ -1,0 +1,186 @@
+"""A scheduled run handed over before its tick goes at once to a pod whose sidecar holds runs
+(protocol version 3), with ``startAt`` set to the tick and the deadline counted from it, so that
+nothing is left for the leader to do at the tick. A pod that does not hold runs gets it at the
+tick, as before; a pod busy ahead of the tick is asked again at the tick. Driven over the
+in-memory store with pods that answer from what they are sent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cadenza.core.ids import ExecutionId, TaskUid
+from cadenza.core.transitions import RunStatus
+from cadenza.dispatch.answers import probe_result
+from cadenza.dispatch.client import DispatchRequest, DispatchResult, Outcome
+from cadenza.executors.members import PodCandidate
+from cadenza.kube.views import TaskView
+from cadenza.metrics import Metrics
+from cadenza.scheduling.lifecycle import Lifecycle
+from cadenza.scheduling.plans import TaskPlan, plan_of
+from cadenza.store.executions import Origin
+from cadenza.store.memory import MemoryRunStore
+from cadenza.store.port import NewRun
+from tests.unit.test_cancel_during_dispatch import POD, TASK, until
+
+HOLDING = dataclasses.replace(POD, holds_runs=True)
+TIMEOUT = 30
+
+
+class Pool:
+    """The Task's one pod, holding runs or not."""
+
+    def __init__(self, pod: PodCandidate) -> None:
+        self.pod = pod
+
+    def candidates(self, namespace: str, names: Any) -> list[PodCandidate]:
+        return [self.pod]
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: None  # note_dispatched, note_finished, ...
+
+
+class Pod:
+    """Accepts every run (busy for its first ``busy`` sends) and notes when each came."""
+
+    def __init__(self, busy: int = 0) -> None:
+        self.busy = busy
+        self.received: list[tuple[datetime, DispatchRequest]] = []
+        self.cancelled: list[str] = []
+
+    async def send(self, base_url: str, token: str | None, req: DispatchRequest) -> DispatchResult:
+        self.received.append((datetime.now(UTC), req))
+        if self.busy:
+            self.busy -= 1
+            return DispatchResult(Outcome.BUSY, 429, {"error": "busy"}, "busy", POD.pod)
+        return DispatchResult(Outcome.ACCEPTED, 202, {"state": "running"}, None, POD.pod)
+
+    async def cancel(self, base_url: str, token: str | None, key: str) -> bool:
+        self.cancelled.append(key)
+        return True
+
+
+def lifecycle_with(
+    store: MemoryRunStore, pool: Pool, pod: Pod, plans: dict[TaskUid, TaskPlan] | None = None
+) -> Lifecycle:
+    """The leader's run half for one every-second Task; ``plans`` (if given) is its plan table."""
+    spec = {
+        "schedule": "* * * * * *",
+        "executors": [{"name": "workers"}],
+        "timeoutSeconds": TIMEOUT,
+    }
+    plans = {} if plans is None else plans
+    plans[TASK] = plan_of(TaskView.of(str(TASK), "ns", "ahead", 1, spec))
+    return Lifecycle(
+        store=store,
+        epoch=store.epoch,
+        plans=plans,
+        pool=pool,  # type: ignore[arg-type]
+        client=pod,  # type: ignore[arg-type]
+        callback_base_url="http://127.0.0.1:1",
+        metrics=Metrics(),
+        on_change=lambda task, execution: None,
+        lease_valid=lambda: True,
+    )
+
+
+@contextlib.asynccontextmanager
+async def handed_over_ahead(
+    store: MemoryRunStore, lifecycle: Lifecycle, seconds: float
+) -> AsyncIterator[tuple[ExecutionId, datetime]]:
+    """A run whose tick is ``seconds`` away, claimed and handed over now, as the scheduler
+    does when the Task's pods hold runs; the lifecycle's loop runs meanwhile."""
+    store.mirror(TASK)
+    await lifecycle.recover()
+    now = datetime.now(UTC)
+    tick = now + timedelta(seconds=seconds)
+    new = NewRun(TASK, "ns", "ahead", tick, Origin.SCHEDULE, RunStatus.CLAIMED, 1)
+    (run,) = (await store.claim([new])).runs
+    assert run is not None
+    looping = asyncio.create_task(lifecycle.run())
+    try:
+        lifecycle.claimed(run, TASK, tick, "schedule", RunStatus.CLAIMED, now)
+        yield ExecutionId(run), tick
+    finally:
+        looping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await looping
+
+
+async def test_a_run_for_a_pod_that_holds_runs_is_sent_at_once_to_start_at_its_tick() -> None:
+    store, pod = MemoryRunStore(), Pod()
+    lifecycle = lifecycle_with(store, Pool(HOLDING), pod)
+    assert lifecycle.sends_ahead(TASK)
+    async with handed_over_ahead(store, lifecycle, seconds=2) as (run, tick):
+        await until(lambda: store.runs[run].status is RunStatus.RUNNING, "the pod to take it")
+        ((came, request),) = pod.received
+        assert came < tick  # sent ahead: nothing waits for the tick in the leader
+        assert request.start_at == tick
+        assert request.to_json()["startAt"] == tick.strftime("%Y-%m-%dT%H:%M:%S.") + (
+            f"{tick.microsecond // 1000:03d}Z"
+        )
+        # The attempt's time counts from the tick, on the pod and in the leader.
+        assert request.deadline == tick + timedelta(seconds=TIMEOUT)
+        assert store.runs[run].deadline_at == tick + timedelta(seconds=TIMEOUT)
+
+
+async def test_a_pod_that_does_not_hold_runs_gets_the_run_at_its_tick_without_start_at() -> None:
+    store, pod = MemoryRunStore(), Pod()
+    lifecycle = lifecycle_with(store, Pool(POD), pod)
+    assert not lifecycle.sends_ahead(TASK)  # the scheduler hands it over at the tick
+    # Handed over early all the same, it is not sent before the tick.
+    async with handed_over_ahead(store, lifecycle, seconds=1) as (run, tick):
+        await until(lambda: store.runs[run].status is RunStatus.RUNNING, "the tick's dispatch")
+        ((came, request),) = pod.received
+        assert came >= tick and request.start_at is None
+
+
+async def test_a_pod_busy_ahead_of_the_tick_is_asked_again_at_the_tick() -> None:
+    store, pod = MemoryRunStore(), Pod(busy=1)
+    lifecycle = lifecycle_with(store, Pool(HOLDING), pod)
+    async with handed_over_ahead(store, lifecycle, seconds=1) as (run, tick):
+        await until(lambda: store.runs[run].status is RunStatus.RUNNING, "the second offer")
+        (early, first), (late, second) = pod.received
+        assert early < tick and first.start_at == tick  # busy now: it may have room then
+        assert late >= tick and second.start_at is None
+        assert first.execution_key == second.execution_key  # the same attempt
+        assert store.runs[run].attempt == 1
+
+
+async def test_a_run_held_for_its_tick_is_withdrawn_when_its_task_goes() -> None:
+    store, pod, plans = MemoryRunStore(), Pod(), {}
+    lifecycle = lifecycle_with(store, Pool(HOLDING), pod, plans)
+    async with handed_over_ahead(store, lifecycle, seconds=3) as (run, tick):
+        await until(lambda: store.runs[run].status is RunStatus.RUNNING, "the pod to hold it")
+        del plans[TASK]  # as the scheduler forgets a deleted Task
+        lifecycle.task_gone(TASK)
+        await until(lambda: store.runs[run].status is RunStatus.CANCELLED, "the run withdrawn")
+        assert datetime.now(UTC) < tick  # before its pod would have started it
+        assert pod.cancelled == [f"{run}-1"]
+        assert store.runs[run].error == "the Task was deleted"
+
+
+async def test_a_run_already_started_is_left_to_finish_when_its_task_goes() -> None:
+    store, pod, plans = MemoryRunStore(), Pod(), {}
+    lifecycle = lifecycle_with(store, Pool(HOLDING), pod, plans)
+    async with handed_over_ahead(store, lifecycle, seconds=0.3) as (run, tick):
+        await until(lambda: store.runs[run].status is RunStatus.RUNNING, "the pod to hold it")
+        await until(lambda: datetime.now(UTC) > tick, "the tick")
+        del plans[TASK]
+        lifecycle.task_gone(TASK)
+        await asyncio.sleep(0.3)  # the loop's turn; nothing is to happen
+        assert store.runs[run].status is RunStatus.RUNNING and pod.cancelled == []
+
+
+def test_a_sidecar_says_in_its_health_answer_whether_it_holds_runs() -> None:
+    def answer(**extra: Any) -> bool:
+        body = {"status": "ok", "inFlight": 0, "capacity": 4, **extra}
+        return probe_result(200, body, b"").holds_runs
+
+    assert answer(protocol=3) and answer(protocol=4)
+    assert not answer() and not answer(protocol=2)
+    assert not answer(protocol="3") and not answer(protocol=True) and not answer(protocol=None)
