@@ -90,6 +90,8 @@ def test_kill_9_of_the_leader_while_it_fires_repeats_and_loses_no_tick(
         killed_at, killed = now(), time.monotonic()
         new = scene.replicas.wait_for_leader(timeout=30)
         takeover = time.monotonic() - killed
+        # Its lock goes with its socket, which can be before the process is reaped.
+        wait_for(lambda: not old.alive(), 10, "the killed leader to exit")
         assert new is not old and not old.alive()
         after = wait_for(
             lambda: (

@@ -210,6 +210,8 @@ def test_an_every_second_task_fires_beside_hostile_objects_across_a_leader_kill(
         killed_at, killed = now(), time.monotonic()
         new = scene.replicas.wait_for_leader(timeout=30)
         print(f"new leader {time.monotonic() - killed:.2f} s after the kill")
+        # Its lock goes with its socket, which can be before the process is reaped.
+        wait_for(lambda: not leader.alive(), 10, "the killed leader to exit")
         assert new is not leader and not leader.alive()
         # A replica started now, with every hostile object in place, becomes ready too.
         late = scene.replicas.add()
