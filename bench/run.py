@@ -125,7 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=(
             "sidecar --max-concurrency and the Executor's maxConcurrencyPerPod (sustained:"
-            " max(32, 2 * tasks / pods); otherwise enough for a whole tick: max(32, tasks / pods))"
+            " max(32, 3 * tasks / pods); otherwise enough for a whole tick: max(32, tasks / pods))"
         ),
     )
     args = parser.parse_args(argv)
@@ -137,8 +137,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         # Sustained ticks come every second and each Task keeps a round robin of its own, so
         # a tick's runs spread unevenly and a slot stays taken until its result is
         # acknowledged: twice the even share keeps refusals out of the leader's CPU per run.
+        # The next tick's runs, sent ahead and held by the sidecar until their tick (protocol
+        # 3; a second ahead with CADENZA_CLAIM_AHEAD_SECONDS=1), take a slot too: a third share.
         whole_tick = math.ceil(args.tasks / args.pods) if args.pods > 0 else 32
-        share = 2 * whole_tick if args.scenario == "sustained" else whole_tick
+        share = 3 * whole_tick if args.scenario == "sustained" else whole_tick
         args.pod_concurrency = max(32, share)
     if args.scenario == "sustained" and args.seconds < args.warmup + 15:
         parser.error(f"--seconds must leave at least 15 s after the {args.warmup} s warm-up")

@@ -121,6 +121,7 @@ class Leader:
             on_schedule=book.schedule,
             on_misfire=book.misfired,
             on_gone=book.gone,
+            claim_ahead=tuning.claim_ahead_seconds,
         )
         executor_status = ExecutorStatusWriter(ctx.kube, ctx.lease_valid)
         try:

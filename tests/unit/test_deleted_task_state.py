@@ -305,6 +305,17 @@ def test_fire_times_of_tasks_that_went_do_not_pile_up() -> None:
     assert times.earliest() is None
 
 
+def test_a_fire_time_set_again_with_another_lead_counts_once() -> None:
+    times = FireTimes()
+    task, tick = TaskUid("led"), NOW + timedelta(seconds=5)
+    times.set(task, tick, timedelta(seconds=1))
+    times.set(task, tick, timedelta(seconds=0.25))  # its mode changed: claimed closer to it
+    assert times.earliest() == tick - timedelta(seconds=0.25)
+    assert times.pop_due(tick - timedelta(seconds=0.5)) is None
+    assert times.pop_due(tick) == (tick, task)
+    assert times.pop_due(tick + timedelta(days=1)) is None and times.get(task) is None
+
+
 def test_only_the_latest_fire_time_of_a_task_counts() -> None:
     times = FireTimes()
     task = TaskUid("edited")

@@ -17,7 +17,7 @@ from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
 from cadenza.kube.views import TaskView
 from cadenza.metrics import Metrics
 from cadenza.scheduling.plans import TaskPlan
-from cadenza.scheduling.scheduler import Scheduler
+from cadenza.scheduling.scheduler import LOOKAHEAD_SECONDS, Scheduler
 from cadenza.store.memory import MemoryRunStore
 
 START = datetime(2026, 12, 2, 12, 0, 0, 500000, tzinfo=UTC)
@@ -105,6 +105,18 @@ class Scene:
 
 @pytest.fixture
 def scene(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:
+    yield from _scene(monkeypatch)
+
+
+@pytest.fixture
+def early_scene(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:
+    """Parallel Tasks without ``maxConcurrent`` claimed a second ahead, as the leader does."""
+    yield from _scene(monkeypatch, claim_ahead=1.0)
+
+
+def _scene(
+    monkeypatch: pytest.MonkeyPatch, claim_ahead: float = LOOKAHEAD_SECONDS
+) -> Iterator[Scene]:
     clock = Clock(START)
     store = MemoryRunStore(clock=clock)
     tasks: dict[tuple[str, str], list[TaskView]] = {}
@@ -121,6 +133,7 @@ def scene(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:
         on_schedule=lambda plan, tick: None,
         on_misfire=lambda plan, fired, dropped: None,
         on_gone=lambda plan: None,
+        claim_ahead=claim_ahead,
         clock=clock,
     )
     # Hand-over happens at the tick on the real loop; here it happens at once.
@@ -266,3 +279,39 @@ async def test_a_task_deleted_or_created_again_under_its_name_is_followed(scene:
     assert scene.ticks("a") == []
     assert len(scene.ticks("a2")) == 3
     assert {row.task_uid for row in scene.store.runs.values()} == {TaskUid("uid-a2")}
+
+
+async def test_a_parallel_task_is_claimed_its_lead_ahead_and_the_other_modes_close_to_the_tick(
+    early_scene: Scene,
+) -> None:
+    scene = early_scene
+    for view in (task("par"), task("capped", maxConcurrent=2), task("skip", executionMode="Skip")):
+        scene.apply(view)
+        scene.store.mirror(TaskUid(view.uid))
+    scene.scheduler.load()
+    first = START.replace(microsecond=0) + timedelta(seconds=1)
+    await scene.scheduler.fire_due()  # half a second before the first tick
+    assert scene.ticks("par") == [first]
+    assert scene.ticks("capped") == scene.ticks("skip") == []
+    await scene.fire(0.25)  # a quarter of a second before it
+    assert scene.ticks("capped") == scene.ticks("skip") == [first]
+    assert scene.ticks("par") == [first]
+    await scene.fire(0.25)  # at the tick: the Parallel Task's next one is claimed now
+    assert scene.ticks("par") == [first, first + timedelta(seconds=1)]
+    # Every tick once, the Parallel Task's always a second ahead.
+    await scene.fire(3)
+    assert scene.ticks("par") == [first + timedelta(seconds=s) for s in range(5)]
+    assert scene.ticks("skip") == [first + timedelta(seconds=s) for s in range(4)]
+
+
+async def test_a_task_whose_mode_changes_is_claimed_by_its_new_lead(early_scene: Scene) -> None:
+    scene = early_scene
+    scene.apply(task("m", executionMode="Skip"))
+    scene.store.mirror(TaskUid("uid-m"))
+    scene.scheduler.load()
+    await scene.scheduler.fire_due()
+    assert scene.ticks("m") == []
+    scene.apply(task("m"))  # Parallel now: its tick is due for claiming already
+    scene.scheduler._refresh({("ns", "m")})
+    await scene.scheduler.fire_due()
+    assert scene.ticks("m") == [START.replace(microsecond=0) + timedelta(seconds=1)]

@@ -18,6 +18,8 @@ from datetime import datetime
 
 from cadenza.core import misfire
 from cadenza.core.ids import TaskUid
+from cadenza.metrics import Metrics
+from cadenza.scheduling.claims import Claim, MisfireHook, Origin
 from cadenza.scheduling.plans import TaskPlan
 
 log = logging.getLogger(__name__)
@@ -64,3 +66,23 @@ def missed_ticks(
         if caught.missed:
             found.append(Missed(plan, caught))
     return found
+
+
+def claims_of(found: Iterable[Missed], metrics: Metrics, on_misfire: MisfireHook) -> list[Claim]:
+    """The claims of the missed ticks that fire now; each Task's misfire counted, told and
+    logged."""
+    claims: list[Claim] = []
+    for missed in found:
+        plan, fire = missed.plan, missed.catch_up.fire
+        claims.extend(Claim(plan, tick, Origin.MISFIRE) for tick in fire)
+        metrics.misfires.labels(action="fired").inc(len(fire))
+        metrics.misfires.labels(action="dropped").inc(missed.dropped)
+        on_misfire(plan, len(fire), missed.dropped)
+        log.info(
+            "task %s %s while no leader ran; firing %d (%s)",
+            plan.key,
+            missed.describe(),
+            len(fire),
+            plan.misfire.value,
+        )
+    return claims

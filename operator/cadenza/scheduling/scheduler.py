@@ -1,10 +1,15 @@
 """The leader's scheduler loop: one heap of next fire times for every Task.
 
 It sleeps until the earliest fire time or until a watched object changes, claims every tick due
-within ``LOOKAHEAD_SECONDS`` in one fenced transaction (so the commit is off the fire path), then
+within its Task's lead in one fenced transaction (so the commit is off the fire path), then
 hands each claimed run to the lifecycle at its tick, or at once when a pod of its Task holds
 runs until their tick (sidecar protocol version 3: the run is sent ahead with ``startAt``, so
 the database and the sending are off the fire path too). No kopf timer per Task.
+
+The lead is ``LOOKAHEAD_SECONDS`` for most Tasks, and ``claim_ahead``
+(``CADENZA_CLAIM_AHEAD_SECONDS``, which may be longer, so that more of a tick's runs are recorded
+and sent before it) for a Parallel Task without ``maxConcurrent``: whether its tick runs does
+not depend on the runs still going, which the other modes judge best close to the tick.
 
 Invariants:
 - A tick is a pure function of the schedule and the previous tick (``Schedule.next_fire``),
@@ -80,6 +85,7 @@ class Scheduler:
         on_schedule: ScheduleHook,
         on_misfire: MisfireHook,
         on_gone: GoneHook,
+        claim_ahead: float = LOOKAHEAD_SECONDS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._hub = hub
@@ -91,6 +97,8 @@ class Scheduler:
         self._on_misfire = on_misfire
         self._on_gone = on_gone
         self._now = clock
+        self._lookahead = timedelta(seconds=LOOKAHEAD_SECONDS)
+        self._claim_ahead = max(timedelta(seconds=claim_ahead), self._lookahead)
         self._fire_times = FireTimes()
         self._deferred: dict[TaskUid, list[Claim]] = {}
         """Claims of Tasks the mirror has not written yet, by Task."""
@@ -232,11 +240,17 @@ class Scheduler:
             self._fire_times.discard(plan.uid)
             self._on_schedule(plan, None)
             return
-        self._fire_times.set(plan.uid, tick)
+        self._fire_times.set(plan.uid, tick, self._lead(plan))
         self._on_schedule(plan, tick)
 
+    def _lead(self, plan: TaskPlan) -> timedelta:
+        """How long before its tick a run of the Task is claimed."""
+        if plan.mode is modes.ExecutionMode.PARALLEL and plan.max_concurrent is None:
+            return self._claim_ahead  # it runs whatever else is going: claimed and sent early
+        return self._lookahead
+
     def _due(self) -> list[Claim]:
-        horizon = self._now() + timedelta(seconds=LOOKAHEAD_SECONDS)
+        horizon = self._now()
         due = self._undeferred()
         while (found := self._fire_times.pop_due(horizon)) is not None:
             tick, uid = found
@@ -274,7 +288,7 @@ class Scheduler:
             return 0.0  # written while their claim was in flight
         until_tick = MAX_IDLE_SECONDS
         if (earliest := self._fire_times.earliest()) is not None:
-            until_tick = (earliest - self._now()).total_seconds() - LOOKAHEAD_SECONDS
+            until_tick = (earliest - self._now()).total_seconds()
         if self._retry_deferred_at is not None:
             until_retry = (self._retry_deferred_at - self._now()).total_seconds()
             until_tick = min(until_tick, until_retry)
@@ -288,21 +302,7 @@ class Scheduler:
         scheduled = [p for p in self.plans.values() if p.schedule and not p.suspend]
         last = await self._store.last_ticks([p.uid for p in scheduled])
         found = await asyncio.to_thread(misfires.missed_ticks, scheduled, last, self._now())
-        claims: list[Claim] = []
-        for missed in found:
-            plan, fire = missed.plan, missed.catch_up.fire
-            claims.extend(Claim(plan, tick, Origin.MISFIRE) for tick in fire)
-            self._metrics.misfires.labels(action="fired").inc(len(fire))
-            self._metrics.misfires.labels(action="dropped").inc(missed.dropped)
-            self._on_misfire(plan, len(fire), missed.dropped)
-            log.info(
-                "task %s %s while no leader ran; firing %d (%s)",
-                plan.key,
-                missed.describe(),
-                len(fire),
-                plan.misfire.value,
-            )
-        await self._claim(claims)
+        await self._claim(misfires.claims_of(found, self._metrics, self._on_misfire))
 
     # -- claiming -----------------------------------------------------------------------------
 
@@ -393,5 +393,6 @@ class Scheduler:
 
 
 def _timing_changed(old: TaskPlan, new: TaskPlan) -> bool:
-    """A change that moves the next tick: schedule, time zone or suspension."""
-    return (old.schedule, old.suspend) != (new.schedule, new.suspend)
+    """A change that moves the next tick or its claim: schedule, time zone, suspension, mode."""
+    before = (old.schedule, old.suspend, old.mode, old.max_concurrent)
+    return before != (new.schedule, new.suspend, new.mode, new.max_concurrent)

@@ -25,6 +25,14 @@ class SchedulingSettings:
     """How often finished runs beyond each Task's ``spec.history`` are pruned
     (``CADENZA_RETENTION_INTERVAL_SECONDS``)."""
 
+    claim_ahead_seconds: float = 0.25
+    """How long before its tick a run of a Parallel Task without ``maxConcurrent`` is claimed
+    and, when the Task's pods hold runs (sidecar protocol 3), recorded and sent, to be started
+    by the pod at the tick (``CADENZA_CLAIM_AHEAD_SECONDS``). Other Tasks are claimed 0.25 s
+    ahead. A change to a Task within this window of its tick applies from the next tick on.
+    More than 0.25 made the fire delay worse at 1,000 runs a second on a saturated 2-core
+    machine (docs/benchmark.md), so it is not the default."""
+
     dispatch_token_grace_seconds: float = 300.0
     """After an Executor's dispatch token was rotated (``cadenza.dev/rotate-token``), how long
     a sidecar that refuses the new token with 401 is sent the previous one instead, while its
@@ -45,6 +53,9 @@ def read_scheduling(read: Reader) -> SchedulingSettings:
         ),
         retention_interval_seconds=read(
             "CADENZA_RETENTION_INTERVAL_SECONDS", float, 60.0, minimum=1, maximum=86400
+        ),
+        claim_ahead_seconds=read(
+            "CADENZA_CLAIM_AHEAD_SECONDS", float, 0.25, minimum=0.25, maximum=10
         ),
         dispatch_token_grace_seconds=read(
             "CADENZA_DISPATCH_TOKEN_GRACE_SECONDS", float, 300.0, minimum=0, maximum=86400
