@@ -40,6 +40,9 @@ class Pool:
     def candidates(self, namespace: str, names: Any) -> list[PodCandidate]:
         return [self.pod]
 
+    def holds_runs(self, namespace: str, names: Any) -> bool:
+        return self.pod.holds_runs
+
     def __getattr__(self, name: str) -> Any:
         return lambda *args: None  # note_dispatched, note_finished, ...
 

@@ -39,7 +39,7 @@ import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
@@ -128,15 +128,27 @@ class ExecutorPool:
 
         Full pods (``in_flight >= capacity``) are included; see :attr:`PodCandidate.full`.
         """
+        return [
+            executor.candidate(member, self._in_flight.get(key[1], 0))
+            for executor, key, member in self._admitted(namespace, executor_names)
+        ]
+
+    def holds_runs(self, namespace: str, executor_names: Sequence[str]) -> bool:
+        """A pod of the named Executors that may take a run now holds runs until their tick:
+        asked for every claim, so it builds no candidates and stops at the first."""
+        return any(m.holds_runs for _, _, m in self._admitted(namespace, executor_names))
+
+    def _admitted(
+        self, namespace: str, executor_names: Sequence[str]
+    ) -> Iterator[tuple[ExecutorEntry, Key, Member]]:
+        """The members of the named Executors that may take a run now, by executor then pod."""
         self._refresh()
-        found: list[PodCandidate] = []
         for name in executor_names:
             executor = self._executors.get(self._by_name.get((namespace, name), ""))
             for key in executor.members if executor else ():
                 member = self._members[key]
                 if executor and executor.admits(member, self._tokens is not None):
-                    found.append(executor.candidate(member, self._in_flight.get(key[1], 0)))
-        return found
+                    yield executor, key, member
 
     def note_dispatched(self, pod_uid: str) -> None:
         self._in_flight[pod_uid] = self._in_flight.get(pod_uid, 0) + 1

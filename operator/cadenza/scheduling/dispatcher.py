@@ -153,8 +153,7 @@ class Dispatcher:
 
     def sends_ahead(self, plan: TaskPlan) -> bool:
         """A run of the Task may be sent ahead of its tick: one of its pods holds runs."""
-        names = [e.name for e in plan.executors]
-        return any(c.holds_runs for c in self._pool.candidates(plan.namespace, names))
+        return self._pool.holds_runs(plan.namespace, [e.name for e in plan.executors])
 
     async def attempt(self, run: Run, plan: TaskPlan, attempt: int) -> Dispatched:
         """Offer ``attempt`` of ``run`` to the Task's pods until one takes it.
