@@ -167,14 +167,11 @@ async def _first_probes(pool: ExecutorPool) -> None:
 
 
 async def _forward_changes(hub: Hub, pool: ExecutorPool) -> None:
-    """Executor and pod changes make the pool re-read them. Task changes do not concern it, and
-    they are most changes: every status write comes back as one, and each used to make the next
-    dispatch rebuild the pool's whole view."""
     changed = hub.subscribe()
     try:
         while True:
             await changed.wait()
-            if any(kind != "task" for kind, _, _ in changed.take()):
-                pool.changed()
+            changed.take()
+            pool.changed()
     finally:
         hub.unsubscribe(changed)
