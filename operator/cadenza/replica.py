@@ -43,7 +43,6 @@ from cadenza.metrics import Metrics
 from cadenza.settings import Settings
 from cadenza.store import engine as store_engine
 from cadenza.store import fencing, instances, migrations
-from cadenza.waiting import woken
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +167,8 @@ class Replica:
         interval = self.settings.leadership.lease_seconds / 3
         while not self.stopping.is_set():
             await self._heartbeat_once()
-            await woken(self.stopping, interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), interval)
 
     async def wait_until_listed(self) -> None:
         """Wait until kopf's indexes hold every object that existed when this started."""
@@ -190,7 +190,8 @@ class Replica:
                     "listing for the readiness check failed (again in %.0fs): %s", pause, exc
                 )
                 pause = min(pause * 2, 30.0)
-            await woken(self.stopping, pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), pause)
 
     async def campaign(self) -> None:
         await self.wait_until_listed()
@@ -284,7 +285,8 @@ async def prepare_database(settings: Settings, engine: Any, stopping: asyncio.Ev
             if exc.permanent:
                 raise
             log.warning("database unavailable, retrying in %.0fs: %s", delay, exc)
-            await woken(stopping, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), delay)
             if stopping.is_set():
                 return False
             delay = min(delay * 2, 30.0)

@@ -44,7 +44,6 @@ class Runs:
     skipped: list[ExecutionId] = field(default_factory=list)
     active: dict[TaskUid, int] = field(default_factory=dict)
     gone: list[TaskUid] = field(default_factory=list)
-    suspended: list[TaskUid] = field(default_factory=list)
 
     def in_flight(self, task: TaskUid) -> int:
         return self.active.get(task, 0)
@@ -70,9 +69,6 @@ class Runs:
 
     def task_gone(self, task: TaskUid) -> None:
         self.gone.append(task)
-
-    def task_suspended(self, task: TaskUid) -> None:
-        self.suspended.append(task)
 
 
 def task(name: str, schedule: str = "* * * * * *", **spec: Any) -> TaskView:
@@ -118,16 +114,8 @@ def early_scene(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:
     yield from _scene(monkeypatch, claim_ahead=1.0)
 
 
-@pytest.fixture
-def wave_scene(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:
-    """Crowded ticks of Parallel Tasks claimed in waves up to 2 s ahead."""
-    yield from _scene(monkeypatch, claim_ahead_max=2.0)
-
-
 def _scene(
-    monkeypatch: pytest.MonkeyPatch,
-    claim_ahead: float = LOOKAHEAD_SECONDS,
-    claim_ahead_max: float = LOOKAHEAD_SECONDS,
+    monkeypatch: pytest.MonkeyPatch, claim_ahead: float = LOOKAHEAD_SECONDS
 ) -> Iterator[Scene]:
     clock = Clock(START)
     store = MemoryRunStore(clock=clock)
@@ -146,7 +134,6 @@ def _scene(
         on_misfire=lambda plan, fired, dropped: None,
         on_gone=lambda plan: None,
         claim_ahead=claim_ahead,
-        claim_ahead_max=claim_ahead_max,
         clock=clock,
     )
     # Hand-over happens at the tick on the real loop; here it happens at once.
@@ -328,56 +315,3 @@ async def test_a_task_whose_mode_changes_is_claimed_by_its_new_lead(early_scene:
     scene.scheduler._refresh({("ns", "m")})
     await scene.scheduler.fire_due()
     assert scene.ticks("m") == [START.replace(microsecond=0) + timedelta(seconds=1)]
-
-
-async def test_a_crowded_tick_is_claimed_in_waves_ahead_of_it(wave_scene: Scene) -> None:
-    scene = wave_scene
-    crowd = [task(f"p{i}", "0 * * * * *") for i in range(1600)]  # 1,600 due at second 0
-    for view in [*crowd, task("capped", "0 * * * * *", maxConcurrent=1)]:
-        scene.apply(view)
-        scene.store.mirror(TaskUid(view.uid))
-    scene.scheduler.load()
-    tick = START.replace(second=0, microsecond=0) + timedelta(minutes=1)
-
-    def claimed(at: datetime) -> int:
-        rows = scene.store.runs.values()
-        return sum(1 for row in rows if row.scheduled_at == at and row.task_uid != "uid-capped")
-
-    scene.clock.now = tick - timedelta(seconds=1.5)
-    await scene.scheduler.fire_due()
-    assert claimed(tick) == 0
-    # A thousand at the usual lead, and each further 250 a quarter of a second earlier than
-    # the ones before: the last 100 are claimed a second ahead of the tick.
-    seen = []
-    for _ in range(5):
-        scene.clock.advance(0.25)
-        await scene.scheduler.fire_due()
-        seen.append(claimed(tick))
-    assert seen == [0, 100, 350, 600, 1600]
-    assert scene.ticks("capped") == [tick]  # a Task with a cap on its runs: its usual lead
-    # Each once; the next minute's tick is crowded again, and claimed in the same waves.
-    await scene.fire(0.5)
-    assert len(scene.store.runs) == 1601
-    scene.clock.now = tick + timedelta(seconds=60 - 1)
-    await scene.scheduler.fire_due()
-    assert claimed(tick + timedelta(minutes=1)) == 100
-
-
-async def test_a_task_suspended_has_the_runs_claimed_ahead_withdrawn(scene: Scene) -> None:
-    scene.apply(task("s"))
-    scene.store.mirror(TaskUid("uid-s"))
-    scene.scheduler.load()
-    await scene.fire(1)
-    assert len(scene.ticks("s")) == 1
-    scene.apply(task("s", suspend=True))
-    scene.scheduler._refresh({("ns", "s")})
-    # The run half withdraws what it holds for ticks to come, once.
-    assert scene.runs.suspended == [TaskUid("uid-s")]
-    scene.apply(task("s", suspend=True, timeoutSeconds=5))
-    scene.scheduler._refresh({("ns", "s")})
-    await scene.fire(2)
-    assert scene.runs.suspended == [TaskUid("uid-s")] and len(scene.ticks("s")) == 1
-    scene.apply(task("s"))
-    scene.scheduler._refresh({("ns", "s")})
-    await scene.fire(2)
-    assert len(scene.ticks("s")) == 3

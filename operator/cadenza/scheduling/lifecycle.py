@@ -18,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine, Mapping
@@ -32,13 +33,12 @@ from cadenza.executors.pool import ExecutorPool
 from cadenza.metrics import Metrics
 from cadenza.scheduling.changefeed import ChangeFeed
 from cadenza.scheduling.dispatcher import Dispatched, Dispatcher, Sent
-from cadenza.scheduling.openruns import SUSPENDED, Actions, OpenRuns, Run
+from cadenza.scheduling.openruns import Actions, OpenRuns, Run
 from cadenza.scheduling.plans import TaskPlan
 from cadenza.scheduling.settling import Settled, Settler
 from cadenza.scheduling.timers import Kind, Timers
 from cadenza.store import executions
 from cadenza.store.port import RunStore
-from cadenza.waiting import woken
 
 log = logging.getLogger(__name__)
 
@@ -109,17 +109,13 @@ class Lifecycle:
         return self._runs.queued(task)
 
     def task_gone(self, task: TaskUid) -> None:
-        """The Task was deleted (its plan is gone): its balancer state goes, its queued runs and
-        those its pods hold for a tick to come are cancelled; the others end as they would."""
+        """The Task was deleted (its plan is gone): its balancer state goes, its queued runs are
+        cancelled now, and so are those its pods hold for a tick still to come; its runs in
+        flight end by their callbacks or deadlines."""
         self._dispatcher.forget(task)
-        self.task_suspended(task)
-        self._queue_changed(task)
-
-    def task_suspended(self, task: TaskUid) -> None:
-        """The Task was suspended (or deleted): the runs its pods hold for a tick to come are
-        cancelled, there and in the store; started runs and retries go on."""
         for run in self._runs.of_task(task):
-            self._withdraw_if_unwanted(run)
+            self._withdraw_if_gone(run)
+        self._queue_changed(task)
 
     def wake(self, run: ExecutionId | None = None) -> None:
         """A run changed elsewhere (a callback reached this replica): look at it now."""
@@ -161,7 +157,8 @@ class Lifecycle:
         self._runs.add(run)
         now = self._now()
         if run.status is RunStatus.CLAIMED:
-            # Claimed ahead of its tick by an earlier leader, maybe: not sent before it.
+            # An earlier leader may have claimed it within the scheduler's lookahead: not
+            # before its tick.
             self._timers.set(run.id, Kind.RESEND, run.tick or now)
         elif run.status is RunStatus.QUEUED:
             self._absorb_queued(run)
@@ -183,8 +180,8 @@ class Lifecycle:
         """Until cancelled: read what changed, act on timers that came, release queues."""
         try:
             while True:
-                sleep = self._timers.seconds_until_next(self._now(), CHANGES_SECONDS)
-                await woken(self._wake, sleep)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._sleep_seconds())
                 self._wake.clear()
                 if not self._lease_valid():
                     continue
@@ -200,6 +197,13 @@ class Lifecycle:
             # Only the leader's counts are true: summed over replicas, each run counts once.
             self._metrics.active.set(0)
             self._metrics.queued.set(0)
+
+    def _sleep_seconds(self) -> float:
+        upcoming = self._timers.next_at()
+        if upcoming is None:
+            return CHANGES_SECONDS
+        until = (upcoming - self._now()).total_seconds()
+        return min(max(until, 0.0), CHANGES_SECONDS)
 
     # -- what changed -------------------------------------------------------------------------
 
@@ -298,7 +302,7 @@ class Lifecycle:
 
     async def _dispatch(self, run: Run, attempt: int) -> None:
         plan = self._plans.get(run.task)
-        if plan is None or run.unwanted(plan, attempt):
+        if plan is None:
             await self._cancel(run)
             return
         try:
@@ -311,7 +315,7 @@ class Lifecycle:
     def _dispatched(self, run: Run, attempt: int, sent: Dispatched) -> None:
         if sent.how is Sent.RUNNING:
             self._watch_deadline(run)
-            self._withdraw_if_unwanted(run)  # its Task went (or paused) while it was sent
+            self._withdraw_if_gone(run)  # its Task went while it was sent ahead
             self._on_change(run.task, None)
         elif sent.how is Sent.ENDED:
             self._attempt_failed(run, attempt, RunStatus.FAILED, sent.retry_at, sent.error)
@@ -343,15 +347,13 @@ class Lifecycle:
         else:
             self._forget(run, decision.outcome.status)
 
-    def _withdraw_if_unwanted(self, run: Run) -> None:
-        now = self._now()
-        if run.unwanted(self._plans.get(run.task), run.attempt) and run.held_for_tick(now):
-            self._timers.set(run.id, Kind.WITHDRAW, now)
+    def _withdraw_if_gone(self, run: Run) -> None:
+        if run.task not in self._plans and run.base_url and run.tick and run.tick > self._now():
+            self._timers.set(run.id, Kind.WITHDRAW, self._now())
 
     async def _cancel(self, run: Run) -> None:
-        """Its Task went, or was suspended before it started: cancelled, its pod told."""
-        why = "the Task was deleted" if run.task not in self._plans else SUSPENDED
-        cancelled = rules.Finish(rules.Outcome(RunStatus.CANCELLED, error=why))
+        """The run's Task went: it ends cancelled, and its pod (one holding it) is told."""
+        cancelled = rules.Finish(rules.Outcome(RunStatus.CANCELLED, error="the Task was deleted"))
         if await self._store.end_attempt(run.id, run.attempt, cancelled):
             if run.base_url:
                 await self._settler.stop_on_pod(run)
@@ -387,7 +389,8 @@ class Lifecycle:
         if status is not None:
             self._metrics.outcomes.labels(status=status.value).inc()
         self._on_change(run.task, None)
-        self._queue_changed(run.task)  # a Sequential Task's next run may start now
+        # A Sequential Task's next run may start now.
+        self._queue_changed(run.task)
 
     def _leave_pod(self, run: Run) -> None:
         if run.pod_uid and run.status is not RunStatus.QUEUED:

@@ -63,11 +63,5 @@ class Timers:
             heapq.heappop(self._heap)
         return self._heap[0][0] if self._heap else None
 
-    def seconds_until_next(self, now: datetime, at_most: float) -> float:
-        """How long from ``now`` until the next timer is due, between 0 and ``at_most``."""
-        upcoming = self.next_at()
-        until = at_most if upcoming is None else (upcoming - now).total_seconds()
-        return min(max(until, 0.0), at_most)
-
     def __len__(self) -> int:
         return len(self._at)
