@@ -43,6 +43,7 @@ from cadenza.metrics import Metrics
 from cadenza.settings import Settings
 from cadenza.store import engine as store_engine
 from cadenza.store import fencing, instances, migrations
+from cadenza.waiting import woken
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +168,7 @@ class Replica:
         interval = self.settings.leadership.lease_seconds / 3
         while not self.stopping.is_set():
             await self._heartbeat_once()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), interval)
+            await woken(self.stopping, interval)
 
     async def wait_until_listed(self) -> None:
         """Wait until kopf's indexes hold every object that existed when this started."""
@@ -190,8 +190,7 @@ class Replica:
                     "listing for the readiness check failed (again in %.0fs): %s", pause, exc
                 )
                 pause = min(pause * 2, 30.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), pause)
+            await woken(self.stopping, pause)
 
     async def campaign(self) -> None:
         await self.wait_until_listed()
@@ -285,8 +284,7 @@ async def prepare_database(settings: Settings, engine: Any, stopping: asyncio.Ev
             if exc.permanent:
                 raise
             log.warning("database unavailable, retrying in %.0fs: %s", delay, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), delay)
+            await woken(stopping, delay)
             if stopping.is_set():
                 return False
             delay = min(delay * 2, 30.0)

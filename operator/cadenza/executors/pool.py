@@ -34,7 +34,6 @@ await between reading and writing the members.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -60,6 +59,7 @@ from cadenza.executors.spec import read_spec
 from cadenza.executors.tokens import TokenSource, TokenUnavailable
 from cadenza.kube.views import ExecutorView, PodView
 from cadenza.store import heartbeats as heartbeat_rows
+from cadenza.waiting import woken
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +227,7 @@ class ExecutorPool:
             self._wake.clear()
             self._refresh()
             delay = self._start_due(self._clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await woken(self._wake, delay)
 
     async def _persist_loop(self) -> None:
         assert self.store is not None

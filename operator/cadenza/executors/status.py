@@ -20,7 +20,6 @@ WARNING: the Kubernetes client blocks; reads and patches run in threads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import math
@@ -33,6 +32,7 @@ from cadenza.dispatch.client import rfc3339
 from cadenza.executors.members import ExecutorSnapshot
 from cadenza.executors.pool import ExecutorPool
 from cadenza.kube import objects
+from cadenza.waiting import at_most
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,8 @@ class ExecutorStatusWriter:
         seen = -1
         while True:
             delay = await self.write(pool.snapshot())
-            with contextlib.suppress(TimeoutError):
-                seen = await asyncio.wait_for(pool.wait_updated(seen), delay)
+            updated = await at_most(delay, pool.wait_updated(seen))
+            seen = seen if updated is None else updated
             # Probes land one by one; look at a burst of them once, not once each.
             await asyncio.sleep(_DEBOUNCE_SECONDS)
 
