@@ -9,7 +9,6 @@ fails, all stop: the replica steps down and another may lead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from cadenza.scheduling.scheduler import Scheduler
 from cadenza.scheduling.status import TaskStatusBook
 from cadenza.settings import Settings
 from cadenza.store.leader_store import LeaderStore
+from cadenza.waiting import at_most
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,7 @@ class Leader:
                 group.create_task(_forward_changes(ctx.hub, pool), name="pool-changes")
                 group.create_task(executor_status.run(pool), name="executor-status")
                 group.create_task(gauges.publish(pool, ctx.metrics), name="executor-gauges")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_first_probes(pool), FIRST_PROBES_SECONDS)
+                await at_most(FIRST_PROBES_SECONDS, _first_probes(pool))
                 scheduler.load()
                 await lifecycle.recover()
                 self.lifecycle = lifecycle

@@ -18,7 +18,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine, Mapping
@@ -39,6 +38,7 @@ from cadenza.scheduling.settling import Settled, Settler
 from cadenza.scheduling.timers import Kind, Timers
 from cadenza.store import executions
 from cadenza.store.port import RunStore
+from cadenza.waiting import woken
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +180,7 @@ class Lifecycle:
         """Until cancelled: read what changed, act on timers that came, release queues."""
         try:
             while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._sleep_seconds())
+                await woken(self._wake, self._sleep_seconds())
                 self._wake.clear()
                 if not self._lease_valid():
                     continue

@@ -26,7 +26,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import math
@@ -55,6 +54,7 @@ from cadenza.scheduling.firetimes import FireTimes
 from cadenza.scheduling.lifecycle import Lifecycle
 from cadenza.scheduling.plans import TaskPlan, plan_of
 from cadenza.store.port import NewRun, RunStore
+from cadenza.waiting import at_most
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,7 @@ class Scheduler:
             while True:
                 await self.fire_due()
                 if not changes.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changes.wait(), self._sleep_seconds())
+                    await at_most(self._sleep_seconds(), changes.wait())
                 if not changes.is_set():
                     continue
                 hold = refreshed + REFRESH_SECONDS - time.monotonic()
