@@ -147,8 +147,11 @@ class BatchLane:
                 return due[: self._settings.batch_max_items]
             self._wake.clear()
             earliest = min(p.not_before for p in self._pending.values())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancellation that comes
+            # as the event is set (python/cpython#86296), and the lane would not stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), earliest - now)
+                async with asyncio.timeout(earliest - now):
+                    await self._wake.wait()
         return []
 
     async def _send(self, batch: list[_Pending]) -> None:

@@ -246,8 +246,9 @@ class RunRegistry:
         hold = request.hold_seconds(datetime.now(UTC))
         if hold > 0:
             # Sent ahead of its tick: admitted (it holds its slot), started at ``startAt``.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.cancel_requested.wait(), hold)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see callback_batches
+                async with asyncio.timeout(hold):
+                    await run.cancel_requested.wait()
             if run.cancel_reason is not None:
                 return Outcome(
                     RunState.CANCELLED, error=f"cancelled before it started: {run.cancel_reason}"
