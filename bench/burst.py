@@ -3,9 +3,11 @@
 Every Task gets ``0 * * * * *`` (second 0 of every minute). Once all are mirrored, the benchmark
 picks the measured tick: the next whole minute at least ``MARGIN`` seconds away, with no run
 open (so the previous minute's burst, if the Tasks already fired, is over). It reads the leader's
-CPU just before the tick and after the tick's last run finished, waits for every run of the tick
-to end, and reports that tick alone: time to the last dispatch, the delay distributions at the
-leader, the sidecar and the application, and that every Task has exactly one run for it.
+CPU just before the tick's first claims (a crowded tick is claimed in waves up to
+``CADENZA_CLAIM_AHEAD_MAX_SECONDS`` ahead) and after the tick's last run finished, waits for
+every run of the tick to end, and reports that tick alone: time to the last dispatch, the delay
+distributions at the leader, the sidecar and the application, and that every Task has exactly
+one run for it.
 
 Limits: the Tasks fire every minute, so a burst that takes over a minute overlaps the next
 one's (``next_tick_before_done`` says so); the delays are MySQL ``DATETIME(3)`` stamps, ms.
@@ -28,8 +30,12 @@ from system import NAMESPACE, System, cpu_seconds, task_manifest
 
 SCHEDULE = "0 * * * * *"
 TERMINAL = tuple(history.TERMINAL)
-MARGIN = 5.0
-"""Seconds between choosing the tick and the tick: the leader claims up to 0.25 s ahead."""
+LEAD = float(os.environ.get("CADENZA_CLAIM_AHEAD_MAX_SECONDS", "8"))
+"""How far ahead of the tick the leader claims its first runs (the replicas' setting)."""
+BEFORE = LEAD + 1.0
+"""Seconds before the tick from which the leader's CPU and the machine's are counted."""
+MARGIN = BEFORE + 4.0
+"""Seconds between choosing the tick and the tick: before the first claims of it."""
 
 
 def wait_mirrored(system: System, tasks: int, timeout: float) -> float | None:
@@ -101,7 +107,7 @@ def measure(system: System, args: argparse.Namespace) -> Measurement:
     tick, open_then = quiet_tick(system, args.timeout)
     leader = system.leader()
     say(f"measuring the tick at {utc(tick):%H:%M:%S} UTC ({open_then} runs open)")
-    time.sleep(max(tick - 1 - time.time(), 0))
+    time.sleep(max(tick - BEFORE - time.time(), 0))
     cpu_before = cpu_seconds(leader)
     done = wait_for(
         lambda: tick_done(system, tick, args.tasks),
@@ -144,8 +150,11 @@ def measure(system: System, args: argparse.Namespace) -> Measurement:
         "finished": [(r.finished_at - at).total_seconds() for r in due if r.finished_at],
     }
     window = (tick, end)
-    figures["cpu_during_tick"] = cpu_bill(sampler, tick - 1, end)
-    result: dict[str, Any] = {"burst": figures, "resources": resources(sampler, tick - 5, end + 2)}
+    figures["cpu_during_tick"] = cpu_bill(sampler, tick - BEFORE, end)
+    result: dict[str, Any] = {
+        "burst": figures,
+        "resources": resources(sampler, tick - BEFORE - 4, end + 2),
+    }
     say(
         f"last dispatch {figures['last_dispatch_ms']} ms after the tick; lost {figures['lost']},"
         f" duplicated {figures['duplicated']}; leader {figures['leader_cpu_ms_per_run']} ms/run"

@@ -208,9 +208,10 @@ def metric_by_label(values: dict[str, float], name: str) -> dict[str, float]:
 def at_sidecar(rows: Iterable[Row], start: datetime, end: datetime) -> list[float]:
     """Tick to the sidecar's acceptance, in seconds, of each scheduled run in the window.
 
-    ``started_at`` is the time the sidecar stamped on the run when it admitted it (``Run``'s
-    ``startedAt``, before it answers 202), carried back by the callback: the receive time
-    measured by the pod itself, with no leader bookkeeping in it.
+    ``started_at`` is the time the sidecar stamped on the run when it started it (``Run``'s
+    ``startedAt``: when it admitted it, or for a run sent ahead with ``startAt``, when it let
+    it start), carried back by the callback: measured by the pod itself, with no leader
+    bookkeeping in it.
     """
     return [
         (r.started_at - r.scheduled_at).total_seconds()
@@ -268,7 +269,8 @@ def one_tick(
 
     ``lost`` counts Tasks with no run for the tick at all, ``never_dispatched`` Tasks whose run
     was claimed but never sent; both must be 0. The dispatch rate is the tick's dispatched runs
-    over the time from the tick to its last dispatch.
+    over the time from the tick (or the first dispatch, when runs were sent ahead of it) to its
+    last dispatch.
     """
     due = [r for r in rows if r.origin == "schedule" and r.scheduled_at == tick]
     per_task = Counter(r.task_uid for r in due)
@@ -277,6 +279,8 @@ def one_tick(
     finish = [(r.finished_at - tick).total_seconds() for r in due if r.finished_at]
     sidecar = at_sidecar(due, tick, tick)
     last = max(fire, default=None)
+    first = min(fire, default=None)
+    span = None if last is None or first is None else last - min(first, 0.0)
     return {
         "tick": tick.isoformat() + "Z",
         "tasks": tasks,
@@ -285,10 +289,11 @@ def one_tick(
         "duplicated": sum(n - 1 for n in per_task.values()),
         "never_dispatched": tasks - len({r.task_uid for r in sent}),
         "last_dispatch_ms": None if last is None else round(last * 1000, 1),
+        "first_dispatch_ms": None if first is None else round(first * 1000, 1),
         "last_sidecar_accept_ms": round(max(sidecar) * 1000, 1) if sidecar else None,
         "last_finish_ms": round(max(finish) * 1000, 1) if finish else None,
         # A floor of 1 ms keeps a one-run tick from dividing by zero.
-        "dispatches_per_second": round(len(sent) / max(last, 0.001), 1) if last else None,
+        "dispatches_per_second": round(len(sent) / max(span, 0.001), 1) if span else None,
         "fire_delay": distribution(fire),
         "fire_delay_at_sidecar": distribution(sidecar),
         "fire_delay_at_app": distribution(at_app(calls, tick, tick)),

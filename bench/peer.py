@@ -154,8 +154,11 @@ def summarize(
 ) -> dict[str, Any]:
     """Both sides over every measured tick, and the ratio of their rates."""
     cron_spans = [max(t["last_created_s"], 1.0) for t in cron if t["last_created_s"] is not None]
+    # Runs sent ahead of their tick (sidecar protocol 3) count from the first dispatch.
     task_spans = [
-        max(t["last_dispatch_ms"] / 1000, 0.001) for t in tasks if t["last_dispatch_ms"] is not None
+        max((t["last_dispatch_ms"] - min(t["first_dispatch_ms"], 0)) / 1000, 0.001)
+        for t in tasks
+        if t["last_dispatch_ms"] is not None
     ]
     jobs = sum(t["jobs"] for t in cron)
     dispatched = sum(t["tasks"] - t["never_dispatched"] for t in tasks)

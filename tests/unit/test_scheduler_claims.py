@@ -114,8 +114,16 @@ def early_scene(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:
     yield from _scene(monkeypatch, claim_ahead=1.0)
 
 
+@pytest.fixture
+def wave_scene(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:
+    """Crowded ticks of Parallel Tasks claimed in waves up to 2 s ahead."""
+    yield from _scene(monkeypatch, claim_ahead_max=2.0)
+
+
 def _scene(
-    monkeypatch: pytest.MonkeyPatch, claim_ahead: float = LOOKAHEAD_SECONDS
+    monkeypatch: pytest.MonkeyPatch,
+    claim_ahead: float = LOOKAHEAD_SECONDS,
+    claim_ahead_max: float = LOOKAHEAD_SECONDS,
 ) -> Iterator[Scene]:
     clock = Clock(START)
     store = MemoryRunStore(clock=clock)
@@ -134,6 +142,7 @@ def _scene(
         on_misfire=lambda plan, fired, dropped: None,
         on_gone=lambda plan: None,
         claim_ahead=claim_ahead,
+        claim_ahead_max=claim_ahead_max,
         clock=clock,
     )
     # Hand-over happens at the tick on the real loop; here it happens at once.
@@ -315,3 +324,36 @@ async def test_a_task_whose_mode_changes_is_claimed_by_its_new_lead(early_scene:
     scene.scheduler._refresh({("ns", "m")})
     await scene.scheduler.fire_due()
     assert scene.ticks("m") == [START.replace(microsecond=0) + timedelta(seconds=1)]
+
+
+async def test_a_crowded_tick_is_claimed_in_waves_ahead_of_it(wave_scene: Scene) -> None:
+    scene = wave_scene
+    crowd = [task(f"p{i}", "0 * * * * *") for i in range(1600)]  # 1,600 due at second 0
+    for view in [*crowd, task("capped", "0 * * * * *", maxConcurrent=1)]:
+        scene.apply(view)
+        scene.store.mirror(TaskUid(view.uid))
+    scene.scheduler.load()
+    tick = START.replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+    def claimed(at: datetime) -> int:
+        rows = scene.store.runs.values()
+        return sum(1 for row in rows if row.scheduled_at == at and row.task_uid != "uid-capped")
+
+    scene.clock.now = tick - timedelta(seconds=1.5)
+    await scene.scheduler.fire_due()
+    assert claimed(tick) == 0
+    # A thousand at the usual lead, and each further 250 a quarter of a second earlier than
+    # the ones before: the last 100 are claimed a second ahead of the tick.
+    seen = []
+    for _ in range(5):
+        scene.clock.advance(0.25)
+        await scene.scheduler.fire_due()
+        seen.append(claimed(tick))
+    assert seen == [0, 100, 350, 600, 1600]
+    assert scene.ticks("capped") == [tick]  # a Task with a cap on its runs: its usual lead
+    # Each once; the next minute's tick is crowded again, and claimed in the same waves.
+    await scene.fire(0.5)
+    assert len(scene.store.runs) == 1601
+    scene.clock.now = tick + timedelta(seconds=60 - 1)
+    await scene.scheduler.fire_due()
+    assert claimed(tick + timedelta(minutes=1)) == 100

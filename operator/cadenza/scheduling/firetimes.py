@@ -1,6 +1,14 @@
 """The next fire time of each scheduled Task, in the order they are to be claimed: the
 scheduler's heap. Each fire time is claimed its Task's *lead* before it is due.
 
+A crowded tick is claimed in waves. Fire times set with ``spread`` (Tasks whose runs may be
+claimed and sent early: Parallel ones without ``maxConcurrent``) are counted per tick. The first
+``Waves.first`` of them keep their lead; every ``Waves.size`` beyond are claimed ``Waves.gap``
+earlier than the ones before, up to ``Waves.max_lead``. So the runs of a tick that many Tasks
+share are recorded and sent over the seconds before it, in batches the leader can hand over in
+time (a wave per gap is the pace it plans for), rather than all within one short lead, and ticks
+due sooner still interleave with them in the heap.
+
 Invariants:
 - At most one fire time per Task counts: setting a new one (an edited schedule, or the same tick
   with another lead) or discarding it (a deleted or suspended Task) leaves the old heap entry
@@ -8,12 +16,16 @@ Invariants:
 - Stale entries do not pile up: once they outnumber the live ones (plus a small slack), the heap
   is rebuilt from the live ones. So memory follows the Tasks that exist, not every Task that ever
   did; a deleted Task's yearly tick does not wait a year in the heap.
+- A tick's crowd counts only its live spread fire times: taking one off (popped, replaced,
+  discarded) counts it out, and a tick nobody waits for any more has no entry.
 - Only the event loop touches it: no locks.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cadenza.core.ids import TaskUid
@@ -25,11 +37,40 @@ SLACK = 64
 NO_LEAD = timedelta(0)
 
 
+@dataclass(frozen=True)
+class Waves:
+    """How a crowded tick's spread fire times are claimed ahead."""
+
+    first: int = 1000
+    """Fire times of one tick claimed together at their own lead. A thousand is what the leader
+    handed over within the usual 0.25 s lead, tick after tick, at 1,000 Tasks every second on
+    2 cores; spreading those over a second before their tick instead made it fall behind
+    there (docs/benchmark.md), so only crowds beyond it go in waves."""
+    size: int = 250
+    """Fire times per further wave."""
+    gap: timedelta = timedelta(seconds=0.25)
+    """How much earlier each wave is claimed than the one before: ``size`` per ``gap`` is the
+    pace of hand-over planned for (1,000 runs a second; the leader records and sends about
+    1,300 a second on 2 cores)."""
+    max_lead: timedelta = timedelta(seconds=8)
+    """No wave is claimed earlier than this before its tick."""
+
+    def lead(self, base: timedelta, crowd: int) -> timedelta:
+        """The lead of the fire time that finds ``crowd`` others at its tick."""
+        waves = 0 if crowd < self.first else 1 + (crowd - self.first) // self.size
+        return max(base, min(base + self.gap * waves, self.max_lead))
+
+
 class FireTimes:
-    def __init__(self) -> None:
+    def __init__(self, waves: Waves | None = None) -> None:
+        self._waves = waves or Waves()
         self._next: dict[TaskUid, tuple[datetime, datetime]] = {}
         """Each Task's (moment to claim, tick)."""
         self._heap: list[tuple[datetime, datetime, TaskUid]] = []
+        self._spread: set[TaskUid] = set()
+        """Tasks whose live fire time counts in its tick's crowd."""
+        self._crowd: Counter[datetime] = Counter()
+        """Live spread fire times per tick."""
 
     def __len__(self) -> int:
         """Tasks with a fire time."""
@@ -40,19 +81,33 @@ class FireTimes:
         """Heap entries, stale ones included."""
         return len(self._heap)
 
+    def crowd(self, tick: datetime) -> int:
+        """Spread fire times waiting for ``tick``."""
+        return self._crowd[tick]
+
     def get(self, task: TaskUid) -> datetime | None:
         """The Task's next tick."""
         found = self._next.get(task)
         return found[1] if found else None
 
-    def set(self, task: TaskUid, tick: datetime, lead: timedelta = NO_LEAD) -> None:
-        """The Task's next ``tick``, to be claimed ``lead`` before it."""
+    def set(
+        self, task: TaskUid, tick: datetime, lead: timedelta = NO_LEAD, *, spread: bool = False
+    ) -> datetime:
+        """The Task's next ``tick``, to be claimed ``lead`` before it (earlier when ``spread``
+        and its tick is crowded); the moment it will be claimed."""
+        self._count_out(task)
+        if spread:
+            lead = self._waves.lead(lead, self._crowd[tick])
+            self._crowd[tick] += 1
+            self._spread.add(task)
         claim_at = tick - lead
         self._next[task] = (claim_at, tick)
         heapq.heappush(self._heap, (claim_at, tick, task))
         self._compact()
+        return claim_at
 
     def discard(self, task: TaskUid) -> None:
+        self._count_out(task)
         if self._next.pop(task, None) is not None:
             self._compact()
 
@@ -68,8 +123,18 @@ class FireTimes:
         if not self._heap or self._heap[0][0] > horizon:
             return None
         _, tick, task = heapq.heappop(self._heap)
+        self._count_out(task)
         del self._next[task]
         return tick, task
+
+    def _count_out(self, task: TaskUid) -> None:
+        if task not in self._spread:
+            return
+        self._spread.discard(task)
+        tick = self._next[task][1]
+        self._crowd[tick] -= 1
+        if self._crowd[tick] <= 0:
+            del self._crowd[tick]
 
     def _drop_stale_top(self) -> None:
         while self._heap and self._next.get(self._heap[0][2]) != self._heap[0][:2]:

@@ -9,7 +9,9 @@ the database and the sending are off the fire path too). No kopf timer per Task.
 The lead is ``LOOKAHEAD_SECONDS`` for most Tasks, and ``claim_ahead``
 (``CADENZA_CLAIM_AHEAD_SECONDS``, which may be longer, so that more of a tick's runs are recorded
 and sent before it) for a Parallel Task without ``maxConcurrent``: whether its tick runs does
-not depend on the runs still going, which the other modes judge best close to the tick.
+not depend on the runs still going, which the other modes judge best close to the tick. When
+many such Tasks share a tick, its claims go in waves up to ``claim_ahead_max`` ahead
+(:class:`~cadenza.scheduling.firetimes.Waves`).
 
 Invariants:
 - A tick is a pure function of the schedule and the previous tick (``Schedule.next_fire``),
@@ -50,7 +52,7 @@ from cadenza.scheduling.claims import (
     Origin,
     ScheduleHook,
 )
-from cadenza.scheduling.firetimes import FireTimes
+from cadenza.scheduling.firetimes import FireTimes, Waves
 from cadenza.scheduling.lifecycle import Lifecycle
 from cadenza.scheduling.plans import TaskPlan, plan_of
 from cadenza.store.port import NewRun, RunStore
@@ -60,8 +62,6 @@ log = logging.getLogger(__name__)
 
 LOOKAHEAD_SECONDS = 0.25
 MAX_IDLE_SECONDS = 5.0
-MAX_CATCH_UP = 100
-"""Ticks one Task may fire at once after the loop fell behind (a long pause of the process)."""
 REFRESH_SECONDS = 0.2
 """Changed Tasks are re-read at most this often, together. Watch events come in bursts (thousands
 of Tasks applied at once, and every status write comes back as one); only the Tasks they name are
@@ -86,6 +86,7 @@ class Scheduler:
         on_misfire: MisfireHook,
         on_gone: GoneHook,
         claim_ahead: float = LOOKAHEAD_SECONDS,
+        claim_ahead_max: float = LOOKAHEAD_SECONDS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._hub = hub
@@ -99,7 +100,7 @@ class Scheduler:
         self._now = clock
         self._lookahead = timedelta(seconds=LOOKAHEAD_SECONDS)
         self._claim_ahead = max(timedelta(seconds=claim_ahead), self._lookahead)
-        self._fire_times = FireTimes()
+        self._fire_times = FireTimes(Waves(max_lead=timedelta(seconds=claim_ahead_max)))
         self._deferred: dict[TaskUid, list[Claim]] = {}
         """Claims of Tasks the mirror has not written yet, by Task."""
         self._mirrored: set[TaskUid] = set()
@@ -190,13 +191,7 @@ class Scheduler:
             except Exception:  # plan_of reads any spec; should it not, only this Task waits
                 log.exception("task %s/%s: no plan could be made", view.namespace, view.name)
                 continue
-            self.plans[uid] = plan
-            self._by_name[(plan.namespace, plan.name)] = uid
-            if plan.problems:
-                log.warning("task %s is not scheduled: %s", plan.key, plan.problem)
-            # Changed problems too: the status reports them from the plan _reschedule passes on.
-            if old is None or _timing_changed(old, plan) or old.problems != plan.problems:
-                self._reschedule(plan, now)
+            self._replan(old, plan, now)
             if not plan.trigger or not (initial or plan.trigger != (old.trigger if old else None)):
                 continue
             if plan.runnable:
@@ -205,6 +200,15 @@ class Scheduler:
                 log.warning("task %s: trigger ignored, invalid spec: %s", plan.key, plan.problem)
         self._metrics.tasks_tracked.labels(part="plans").set(len(self.plans))
         return triggers
+
+    def _replan(self, old: TaskPlan | None, plan: TaskPlan, now: datetime) -> None:
+        self.plans[plan.uid] = plan
+        self._by_name[(plan.namespace, plan.name)] = plan.uid
+        if plan.problems:
+            log.warning("task %s is not scheduled: %s", plan.key, plan.problem)
+        # Changed problems too: the status reports them from the plan _reschedule passes on.
+        if old is None or _timing_changed(old, plan) or old.problems != plan.problems:
+            self._reschedule(plan, now)
 
     def _forget(self, uid: TaskUid) -> None:
         """The Task went: everything the leader keeps for it goes too (its claims waiting for
@@ -239,14 +243,12 @@ class Scheduler:
             self._fire_times.discard(plan.uid)
             self._on_schedule(plan, None)
             return
-        self._fire_times.set(plan.uid, tick, self._lead(plan))
-        self._on_schedule(plan, tick)
-
-    def _lead(self, plan: TaskPlan) -> timedelta:
-        """How long before its tick a run of the Task is claimed."""
         if plan.mode is modes.ExecutionMode.PARALLEL and plan.max_concurrent is None:
-            return self._claim_ahead  # it runs whatever else is going: claimed and sent early
-        return self._lookahead
+            # It runs whatever else is going: claimed and sent early, in waves when crowded.
+            self._fire_times.set(plan.uid, tick, self._claim_ahead, spread=True)
+        else:
+            self._fire_times.set(plan.uid, tick, self._lookahead)
+        self._on_schedule(plan, tick)
 
     def _due(self) -> list[Claim]:
         horizon = self._now()
@@ -375,9 +377,7 @@ class Scheduler:
         fire_at = claim.tick if claim.origin is Origin.SCHEDULE and claim.tick else requested
         delay = max((fire_at - requested).total_seconds(), 0.0)
         if delay > 0 and self._lifecycle.sends_ahead(claim.plan.uid):
-            # A pod of the Task starts runs at their tick: sent now, nothing is left for the
-            # leader to do at the tick.
-            delay = 0.0
+            delay = 0.0  # a pod of the Task starts it at its tick: sent now, nothing left then
         loop = asyncio.get_running_loop()
         loop.call_later(
             delay,

@@ -30,8 +30,15 @@ class SchedulingSettings:
     and, when the Task's pods hold runs (sidecar protocol 3), recorded and sent, to be started
     by the pod at the tick (``CADENZA_CLAIM_AHEAD_SECONDS``). Other Tasks are claimed 0.25 s
     ahead. A change to a Task within this window of its tick applies from the next tick on.
-    More than 0.25 made the fire delay worse at 1,000 runs a second on a saturated 2-core
-    machine (docs/benchmark.md), so it is not the default."""
+    More than 0.25 for every run made the fire delay worse at 1,000 runs a second on a
+    saturated 2-core machine (docs/benchmark.md), so it is not the default."""
+
+    claim_ahead_max_seconds: float = 8.0
+    """How far ahead of a crowded tick the runs of such Tasks are claimed at most: beyond the
+    first 1,000 Tasks due at the same tick (which keep ``CADENZA_CLAIM_AHEAD_SECONDS``), each
+    further 250 are claimed 0.25 s earlier than the ones before, up to this
+    (``CADENZA_CLAIM_AHEAD_MAX_SECONDS``). So 10,000 Tasks due in one second are recorded and
+    sent over the 8 s before it, and their pods start them at the tick."""
 
     dispatch_token_grace_seconds: float = 300.0
     """After an Executor's dispatch token was rotated (``cadenza.dev/rotate-token``), how long
@@ -56,6 +63,9 @@ def read_scheduling(read: Reader) -> SchedulingSettings:
         ),
         claim_ahead_seconds=read(
             "CADENZA_CLAIM_AHEAD_SECONDS", float, 0.25, minimum=0.25, maximum=10
+        ),
+        claim_ahead_max_seconds=read(
+            "CADENZA_CLAIM_AHEAD_MAX_SECONDS", float, 8.0, minimum=0.25, maximum=10
         ),
         dispatch_token_grace_seconds=read(
             "CADENZA_DISPATCH_TOKEN_GRACE_SECONDS", float, 300.0, minimum=0, maximum=86400

@@ -1,0 +1,82 @@
+"""The scheduler's heap spreads a crowded tick's claims over waves ahead of it, and counts each
+Task at one tick only while its fire time is live."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from cadenza.core.ids import TaskUid
+from cadenza.scheduling.firetimes import FireTimes, Waves
+
+TICK = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+BASE = timedelta(seconds=0.25)
+
+
+def uid(i: int) -> TaskUid:
+    return TaskUid(f"uid-{i}")
+
+
+def leads(times: FireTimes, count: int, tick: datetime = TICK) -> Counter[float]:
+    return Counter(
+        (tick - times.set(uid(i), tick, BASE, spread=True)).total_seconds() for i in range(count)
+    )
+
+
+def test_each_wave_is_a_gap_earlier_up_to_the_longest_lead() -> None:
+    times = FireTimes(Waves(first=500, size=250, gap=BASE, max_lead=timedelta(seconds=1)))
+    assert leads(times, 2000) == {0.25: 500, 0.5: 250, 0.75: 250, 1.0: 1000}
+    assert times.crowd(TICK) == 2000
+
+
+def test_the_default_waves_leave_a_thousand_at_a_tick_alone() -> None:
+    assert leads(FireTimes(), 1000) == {0.25: 1000}
+    assert leads(FireTimes(), 10_000) == {
+        0.25: 1000,
+        **{0.25 + 0.25 * wave: 250 for wave in range(1, 31)},
+        8.0: 1500,
+    }
+
+
+def test_few_tasks_at_a_tick_and_unspread_ones_keep_their_lead() -> None:
+    times = FireTimes(Waves(first=250, size=250, gap=BASE, max_lead=timedelta(seconds=8)))
+    assert leads(times, 250) == {0.25: 250}
+    for i in range(1000, 1600):  # Tasks of other modes: never spread, never counted
+        assert times.set(uid(i), TICK, BASE) == TICK - BASE
+    assert times.crowd(TICK) == 250
+    assert (TICK - times.set(uid(2000), TICK, BASE, spread=True)).total_seconds() == 0.5
+
+
+def test_a_lead_longer_than_the_longest_stays() -> None:
+    times = FireTimes(Waves(max_lead=timedelta(seconds=0.25)))
+    assert times.set(uid(1), TICK, timedelta(seconds=2), spread=True) == TICK - timedelta(seconds=2)
+
+
+def test_a_task_counts_at_its_tick_only_while_it_waits_for_it() -> None:
+    times = FireTimes(Waves(first=2, size=2, gap=BASE, max_lead=timedelta(seconds=8)))
+    leads(times, 4)
+    assert times.crowd(TICK) == 4
+    times.discard(uid(0))
+    later = TICK + timedelta(minutes=1)
+    times.set(uid(1), later, BASE, spread=True)  # moved to another tick
+    times.set(uid(2), TICK, BASE)  # no longer spread
+    assert (times.crowd(TICK), times.crowd(later)) == (1, 1)
+    assert times.pop_due(TICK) == (TICK, uid(3))
+    assert times.crowd(TICK) == 0
+    assert times.pop_due(TICK) == (TICK, uid(2))
+    assert times.pop_due(TICK) is None
+    # A tick nobody waits for leaves nothing behind.
+    assert TICK not in times._crowd
+    assert times.pop_due(later) == (later, uid(1))
+    assert not times._crowd and not times._spread
+
+
+def test_claims_come_out_in_the_order_of_their_moment() -> None:
+    times = FireTimes(Waves(first=1, size=1, gap=BASE, max_lead=timedelta(seconds=8)))
+    leads(times, 3)  # claimed at 0.25, 0.5 and 0.75 s ahead: the last set comes first
+    soon = TICK + timedelta(seconds=1)
+    times.set(uid(9), soon, timedelta(seconds=2))  # claimed 1.0 s before TICK
+    order = []
+    while (found := times.pop_due(TICK)) is not None:
+        order.append(found[1])
+    assert order == [uid(9), uid(2), uid(1), uid(0)]
