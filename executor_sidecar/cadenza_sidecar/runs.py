@@ -15,7 +15,9 @@ Invariants:
 - A run sent with ``startAt`` (protocol version 3) is admitted at once, counts against
   ``max_concurrency`` from then, and its handler starts at ``startAt`` (held at most
   ``MAX_HOLD_SECONDS``); its ``startedAt`` is when the handler started. Cancelled or drained
-  while held, it ends CANCELLED without the handler ever starting.
+  while held, it ends CANCELLED without the handler ever starting; held past its ``deadline``
+  (the pod was frozen through its tick), it ends TIMED_OUT without the handler ever starting:
+  the sidecar never starts an attempt whose deadline has passed.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ from cadenza_sidecar.settings import RunSettings
 from cadenza_sidecar.spool_quota import Full
 
 logger = logging.getLogger(__name__)
+
+HELD_PAST_DEADLINE = (
+    "the run's deadline passed while it was held for its startAt; it was not started"
+)
 
 Settle = Callable[[Report], Awaitable[Report]]
 """Hands a finished run's report on (spools and sends it); returns the report as kept."""
@@ -253,6 +259,11 @@ class RunRegistry:
                 return Outcome(
                     RunState.CANCELLED, error=f"cancelled before it started: {run.cancel_reason}"
                 )
+            if request.time_allowed(datetime.now(UTC)) <= 0:
+                # Held past its deadline (the pod was frozen or starved through its tick): the
+                # operator has given this attempt up and may have sent it elsewhere. Started
+                # now, the tick could run twice.
+                return Outcome(RunState.TIMED_OUT, error=HELD_PAST_DEADLINE)
             run.started_at = protocol.now()
         allowed = max(request.time_allowed(datetime.now(UTC)), 0.0)
         invocation = asyncio.create_task(self._handler.invoke(request))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from cadenza_sidecar import protocol
+from cadenza_sidecar import protocol, runs
 
 
 def _stamp(moment: datetime) -> str:
@@ -63,6 +63,29 @@ async def test_a_run_cancelled_while_held_never_reaches_the_app(http_sidecar, de
     callback = await receiver.wait_acknowledged(body["executionId"])
     assert callback["status"] == "cancelled"
     assert "before it started" in callback["error"]
+    assert demo_app.ledger(body["executionId"]) == []
+    assert (await http_sidecar.healthz()).body["inFlight"] == 0
+
+
+async def test_a_run_held_past_its_deadline_ends_timed_out_and_never_reaches_the_app(
+    http_sidecar, demo_app, receiver
+):
+    """A pod frozen (SIGSTOP, a starved node) through a held run's tick wakes past the run's
+    deadline: the operator has given the attempt up by then and may have sent it elsewhere, so
+    the sidecar must not start it. A deadline before ``startAt`` is the same moment, reached
+    without freezing the process."""
+    now = datetime.now(UTC)
+    body = {
+        **receiver.dispatch_body("echo", {"n": 6}),
+        "startAt": _stamp(now + timedelta(seconds=1.5)),
+        "deadline": _stamp(now + timedelta(seconds=0.8)),
+    }
+
+    assert (await http_sidecar.post(body)).status == 202  # its deadline is still ahead
+
+    callback = await receiver.wait_acknowledged(body["executionId"])
+    assert callback["status"] == "timed_out"
+    assert callback["error"] == runs.HELD_PAST_DEADLINE
     assert demo_app.ledger(body["executionId"]) == []
     assert (await http_sidecar.healthz()).body["inFlight"] == 0
 
