@@ -138,6 +138,8 @@ async def test_a_tick_is_claimed_once_and_triggers_once_per_key(backend: Backend
     assert (await backend.store.claim([manual])).runs[0] is not None
     assert (await backend.store.claim([manual])).runs == [None]
     assert await backend.store.last_ticks([uid]) == {uid: TICK + timedelta(seconds=1)}
+    # Where a run stands names its Task: the leader touches the Task of a run it let go of.
+    assert {row.task for row in (await backend.store.current(first.runs)).values()} == {uid}
 
 
 async def test_a_tick_given_in_another_zone_is_the_same_tick(backend: Backend) -> None:

@@ -394,7 +394,9 @@ def _status_disagrees(scene: Scenario) -> list[str]:
         name = row["task_name"]
         if name not in counts:
             continue
-        kind = {"succeeded": "succeeded", "skipped": "skipped"}.get(row["status"], "failed")
+        kind = {"succeeded": "succeeded", "skipped": "skipped", "cancelled": "cancelled"}.get(
+            row["status"], "failed"
+        )
         counts[name][kind] += int(row["n"])
         counts[name]["misfired"] += int(row["n"]) if row["misfire"] else 0
         last[name] = max(last.get(name, row["last"]), row["last"])
@@ -409,6 +411,23 @@ def _status_disagrees(scene: Scenario) -> list[str]:
             history = f"{held} up to {last[name]}"
             wrong.append(f"{name}: status says {told} up to {tick}; history {history}")
     return wrong
+
+
+def _unsuccessful_runs(scene: Scenario, wrong: list[str]) -> list[str]:
+    """The runs that did not succeed of the Tasks named first in ``wrong``: the scratch database
+    is gone after the suite, so a disagreement shows the rows it is about."""
+    names = [line.split(":", 1)[0] for line in wrong]
+    if not names:
+        return []
+    rows = scene.sql(
+        "SELECT task_name, id, status, origin, attempt, epoch, pod_name, scheduled_at,"
+        " finished_at, updated_at, LEFT(error, 120) AS error FROM task_executions"
+        " WHERE namespace = %s AND task_name IN %s AND status <> 'succeeded'"
+        " ORDER BY task_name, id",
+        scene.namespace,
+        names,
+    )
+    return [" ".join(f"{k}={v}" for k, v in row.items()) for row in rows]
 
 
 @pytest.mark.timeout(1800)
@@ -433,7 +452,8 @@ def test_faults_under_load_lose_and_repeat_nothing(loaded: Stack) -> None:
     try:
         wait_for(lambda: not _status_disagrees(scene), 60, "every Task's status to agree")
     except AssertionError:
-        raise AssertionError(_status_disagrees(scene)[:5]) from None
+        wrong = _status_disagrees(scene)
+        raise AssertionError([*wrong[:5], *_unsuccessful_runs(scene, wrong[:3])]) from None
     for verdict in verdicts:
         assert verdict.clean, (
             verdict.scenario,

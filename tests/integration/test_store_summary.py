@@ -69,18 +69,31 @@ def test_a_task_without_runs_has_an_empty_summary(engine: Engine, task: TaskUid)
     facts = summarise(engine, task)
     assert facts.last is None and facts.open == []
     assert facts.last_schedule_at is None and facts.last_success_at is None
-    assert facts.counters == {"succeeded": 0, "failed": 0, "skipped": 0, "misfired": 0}
+    assert facts.counters == {
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "skipped": 0,
+        "misfired": 0,
+    }
     assert facts.consecutive_failures == 0
 
 
 def test_counters_and_latest_times(engine: Engine, task: TaskUid) -> None:
-    record(engine, task, S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.LOST, S.SKIPPED, S.SUCCEEDED)
+    ended = (S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.LOST, S.SKIPPED, S.CANCELLED, S.SUCCEEDED)
+    record(engine, task, *ended)
     record(engine, task, S.SUCCEEDED, S.FAILED, origin="misfire", start=10)
     record(engine, TaskUid(str(uuid.uuid4())), S.SUCCEEDED, S.FAILED, start=20)
 
     facts = summarise(engine, task)
 
-    assert facts.counters == {"succeeded": 3, "failed": 4, "skipped": 1, "misfired": 2}
+    assert facts.counters == {
+        "succeeded": 3,
+        "failed": 4,
+        "cancelled": 1,
+        "skipped": 1,
+        "misfired": 2,
+    }
     assert facts.last_schedule_at == T0 + timedelta(seconds=11)
     assert facts.last_success_at == T0 + timedelta(seconds=10, milliseconds=500)
     assert facts.last is not None
@@ -195,6 +208,12 @@ def test_a_summary_reads_the_rows_of_its_tasks_only(engine: Engine, analyzed: bo
         counters = dict(conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Handler_read%%'").all())
         conn.rollback()
 
-    assert facts[mine[0]].counters == {"succeeded": 10, "failed": 10, "skipped": 10, "misfired": 0}
+    assert facts[mine[0]].counters == {
+        "succeeded": 10,
+        "failed": 10,
+        "cancelled": 0,
+        "skipped": 10,
+        "misfired": 0,
+    }
     rows_read = sum(int(v) for k, v in counters.items() if k != "Handler_read_key")
     assert rows_read < 10 * 31 * len(mine), counters  # of 3,162 rows in the table

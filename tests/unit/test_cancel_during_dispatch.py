@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,7 +76,11 @@ async def until(check: Any, what: str) -> None:
 
 
 def lifecycle_over(
-    store: MemoryRunStore, pod: HeldPod | None, metrics: Metrics, grace: float = 10.0
+    store: MemoryRunStore,
+    pod: HeldPod | None,
+    metrics: Metrics,
+    grace: float = 10.0,
+    on_change: Callable[[TaskUid, Any], None] = lambda task, execution: None,
 ) -> Lifecycle:
     """The leader's run half for one every-second Task, its pool one pod, ``pod`` its client."""
     spec = {"schedule": "* * * * * *", "executors": [{"name": "workers"}]}
@@ -89,7 +93,7 @@ def lifecycle_over(
         client=pod,  # type: ignore[arg-type]
         callback_base_url="http://127.0.0.1:1",
         metrics=metrics,
-        on_change=lambda task, execution: None,
+        on_change=on_change,
         lease_valid=lambda: True,
         deadline_grace_seconds=grace,
     )

@@ -198,11 +198,9 @@ class Lifecycle:
             self._metrics.queued.set(0)
 
     def _sleep_seconds(self) -> float:
-        upcoming = self._timers.next_at()
-        if upcoming is None:
+        if (upcoming := self._timers.next_at()) is None:
             return CHANGES_SECONDS
-        until = (upcoming - self._now()).total_seconds()
-        return min(max(until, 0.0), CHANGES_SECONDS)
+        return min(max((upcoming - self._now()).total_seconds(), 0.0), CHANGES_SECONDS)
 
     # -- what changed -------------------------------------------------------------------------
 
@@ -211,14 +209,18 @@ class Lifecycle:
             run = self._runs.get(run_id)
             return run is None or not run.busy  # a busy run is looked at once it is done
 
-        ids = [i for i in await self._changes.read(ready) if self._runs.get(i) is not None]
+        ids = await self._changes.read(ready)
         if self._changes.behind:
             self._wake.set()
         rows = await self._store.current(ids)
         for run_id in ids:
-            run = self._runs.get(run_id)
+            run, row = self._runs.get(run_id), rows.get(run_id)
             if run is not None and not run.busy:
-                self._absorb(run, rows.get(run_id))
+                self._absorb(run, row)
+            elif run is None and row is not None:
+                # Changed after the leader let go of it (a lost run's late result): its Task's
+                # status tells the new outcome.
+                self._on_change(row.task, None)
 
     def _absorb(self, run: Run, row: executions.RunState | None) -> None:
         """Take in the run's row as the store has it now."""

@@ -52,6 +52,7 @@ class RunState:
     it."""
 
     id: ExecutionId
+    task: TaskUid
     status: RunStatus
     attempt: int
     pod_name: str | None

@@ -221,7 +221,9 @@ class MemoryRunStore:
 
     async def current(self, runs: Sequence[ExecutionId]) -> dict[ExecutionId, RunState]:
         return {
-            i: RunState(r.id, r.status, r.attempt, r.pod_name, r.next_attempt_at, r.deadline_at)
+            i: RunState(
+                r.id, r.task_uid, r.status, r.attempt, r.pod_name, r.next_attempt_at, r.deadline_at
+            )
             for i in runs
             if (r := self.runs.get(i)) is not None
         }

@@ -299,6 +299,7 @@ def current(
     return {
         ExecutionId(int(row.id)): executions.RunState(
             id=ExecutionId(int(row.id)),
+            task=TaskUid(row.task_uid),
             status=RunStatus(row.status),
             attempt=int(row.attempt),
             pod_name=row.pod_name,
@@ -311,6 +312,7 @@ def current(
 
 _CURRENT = select(
     _runs.c.id,
+    _runs.c.task_uid,
     _runs.c.status,
     _runs.c.attempt,
     _runs.c.pod_name,

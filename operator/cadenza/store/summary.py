@@ -170,6 +170,7 @@ def _summary(groups: list[tuple[Any, ...]], briefs: list[RunBrief], streak: int)
         counters={
             "succeeded": by_status.get(RunStatus.SUCCEEDED.value, 0),
             "failed": sum(by_status.get(s.value, 0) for s in _FAILURES),
+            "cancelled": by_status.get(RunStatus.CANCELLED.value, 0),
             "skipped": by_status.get(RunStatus.SKIPPED.value, 0),
             "misfired": sum(int(row[3]) for row in groups if row[2]),
         },

@@ -350,7 +350,7 @@
       ["Next runs", (task.nextFireTimes || []).map((t) => h("div", {}, when(t)))],
       ["Last result", [outcome(last.phase), last.message ? ` ${last.message}` : ""]],
       ["Failures in a row", String(status.consecutiveFailures || 0)],
-      ["Counters", `succeeded ${counters.succeeded || 0}, failed ${counters.failed || 0}, skipped ${counters.skipped || 0}, misfired ${counters.misfired || 0}`],
+      ["Counters", `succeeded ${counters.succeeded || 0}, failed ${counters.failed || 0}, cancelled ${counters.cancelled || 0}, skipped ${counters.skipped || 0}, misfired ${counters.misfired || 0}`],
       ["Conditions", conditions],
     ];
     box.replaceChildren(h("dl", {}, facts.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)])));
