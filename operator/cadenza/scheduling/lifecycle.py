@@ -95,7 +95,7 @@ class Lifecycle:
         )
         self._runs = OpenRuns()
         self._timers = Timers()
-        self._changes = ChangeFeed(store)
+        self._changes = ChangeFeed(store, CHANGES_SECONDS)
         self._queues: set[TaskUid] = set()
         self._wake = asyncio.Event()
         self._act = Actions()
@@ -198,9 +198,10 @@ class Lifecycle:
             self._metrics.queued.set(0)
 
     def _sleep_seconds(self) -> float:
+        poll = self._changes.seconds_to_poll()
         if (upcoming := self._timers.next_at()) is None:
-            return CHANGES_SECONDS
-        return min(max((upcoming - self._now()).total_seconds(), 0.0), CHANGES_SECONDS)
+            return poll
+        return min(max((upcoming - self._now()).total_seconds(), 0.0), poll)
 
     # -- what changed -------------------------------------------------------------------------
 
