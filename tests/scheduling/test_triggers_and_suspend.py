@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cadenza.devenv.controlplane import ControlPlane
 from tests.support import wait_for
-from tests.support.scenario import Scenario, executor, task
+from tests.support.scenario import Scenario, executor, scenario, task
 
 pytestmark = pytest.mark.usefixtures("crds")
 
@@ -174,3 +176,46 @@ def test_the_status_drops_what_no_longer_applies(scene: Scenario) -> None:
     assert "pod" not in last, last
     assert last["tick"]
     assert any(r["pod_name"] for r in scene.runs("busy")), "the runs before it had a pod"
+
+
+def test_a_run_its_pod_holds_for_its_tick_is_cancelled_when_the_task_is_suspended(
+    controlplane: ControlPlane, database: str, namespace: str, tmp_path: Path
+) -> None:
+    """Claimed and sent 6 s ahead of its tick (the pod's sidecar holds runs until their
+    ``startAt``), the run is cancelled, on its pod too, when the Task is suspended before the
+    tick: the application never runs it."""
+    with scenario(
+        controlplane, database, namespace, tmp_path, CADENZA_CLAIM_AHEAD_SECONDS="6"
+    ) as scene:
+        scene.add_pods("pool", 1)
+        every_20s = "*/20 * * * * *"
+        scene.apply(executor("pool"), task("held", every_20s))
+
+        def held() -> dict[str, Any] | None:
+            soon = now() + timedelta(seconds=2)
+            rows = scene.runs("held")
+            return next(
+                (r for r in rows if r["status"] == "running" and r["scheduled_at"] > soon), None
+            )
+
+        run = wait_for(held, 60, "a run its pod holds for a tick 2 s or more away")
+        scene.apply(task("held", every_20s, suspend=True))
+        wait_for(
+            lambda: scene.runs("held")[-1]["status"] == "cancelled", 10, "the held run cancelled"
+        )
+        row = next(r for r in scene.runs("held") if r["id"] == run["id"])
+        assert row["error"] == "the Task was suspended before the run started"
+        assert row["finished_at"] < row["scheduled_at"]  # before its pod would have started it
+        wait_for(lambda: now() > row["scheduled_at"] + timedelta(seconds=1), 30, "its tick")
+        ran = {str(e["executionId"]) for e in scene.ledger()}
+        assert not any(key.startswith(f"{run['id']}-") or key == str(run["id"]) for key in ran)
+        assert [r["id"] for r in scene.runs("held")][-1] == run["id"]  # nothing after it
+        # Its status counts it as cancelled, so the counters add up to the history.
+        rows = scene.runs("held")
+
+        def counted() -> int:
+            counters = scene.task_status("held").get("counters") or {}
+            return sum(counters.get(k, 0) for k in ("succeeded", "failed", "cancelled", "skipped"))
+
+        wait_for(lambda: counted() == len(rows), 30, f"the counters to add up to {len(rows)} runs")
+        assert scene.task_status("held")["counters"]["cancelled"] >= 1

@@ -226,6 +226,9 @@ class Ledger:
     def task_gone(self, task: TaskUid) -> None:
         self.gone.append(task)
 
+    def task_suspended(self, task: TaskUid) -> None:
+        pass
+
 
 class Clock:
     def __init__(self) -> None:

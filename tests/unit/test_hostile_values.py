@@ -290,6 +290,9 @@ class Ledger:
     def task_gone(self, task: TaskUid) -> None:
         pass
 
+    def task_suspended(self, task: TaskUid) -> None:
+        pass
+
 
 @pytest.fixture
 def told() -> dict[str, list[tuple[TaskPlan, datetime | None]]]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
@@ -29,6 +31,12 @@ from tests.unit.test_cancel_during_dispatch import POD, TASK, until
 
 HOLDING = dataclasses.replace(POD, holds_runs=True)
 TIMEOUT = 30
+SPEC = {"schedule": "* * * * * *", "executors": [{"name": "workers"}], "timeoutSeconds": TIMEOUT}
+
+
+def plan(**spec: Any) -> TaskPlan:
+    """The every-second Task's plan, with ``spec`` over its usual one."""
+    return plan_of(TaskView.of(str(TASK), "ns", "ahead", 1, {**SPEC, **spec}))
 
 
 class Pool:
@@ -70,14 +78,10 @@ class Pod:
 def lifecycle_with(
     store: MemoryRunStore, pool: Pool, pod: Pod, plans: dict[TaskUid, TaskPlan] | None = None
 ) -> Lifecycle:
-    """The leader's run half for one every-second Task; ``plans`` (if given) is its plan table."""
-    spec = {
-        "schedule": "* * * * * *",
-        "executors": [{"name": "workers"}],
-        "timeoutSeconds": TIMEOUT,
-    }
+    """The leader's run half for one every-second Task; ``plans`` (if given) is its plan table
+    (the Task's plan is put in unless it holds one already)."""
     plans = {} if plans is None else plans
-    plans[TASK] = plan_of(TaskView.of(str(TASK), "ns", "ahead", 1, spec))
+    plans.setdefault(TASK, plan())
     return Lifecycle(
         store=store,
         epoch=store.epoch,
@@ -154,29 +158,56 @@ async def test_a_pod_busy_ahead_of_the_tick_is_asked_again_at_the_tick() -> None
         assert store.runs[run].attempt == 1
 
 
-async def test_a_run_held_for_its_tick_is_withdrawn_when_its_task_goes() -> None:
+def deleted(plans: dict[TaskUid, TaskPlan], lifecycle: Lifecycle) -> None:
+    del plans[TASK]  # as the scheduler forgets a deleted Task
+    lifecycle.task_gone(TASK)
+
+
+def suspended(plans: dict[TaskUid, TaskPlan], lifecycle: Lifecycle) -> None:
+    plans[TASK] = plan(suspend=True)  # as the scheduler reads the suspended Task
+    lifecycle.task_suspended(TASK)
+
+
+SUSPENDED = "the Task was suspended before the run started"
+ENDINGS = [(deleted, "the Task was deleted"), (suspended, SUSPENDED)]
+
+
+@pytest.mark.parametrize(("end", "why"), ENDINGS, ids=["deleted", "suspended"])
+async def test_a_run_held_for_its_tick_is_withdrawn_when_its_task_goes_or_pauses(
+    end: Callable[[dict[TaskUid, TaskPlan], Lifecycle], None], why: str
+) -> None:
     store, pod, plans = MemoryRunStore(), Pod(), {}
     lifecycle = lifecycle_with(store, Pool(HOLDING), pod, plans)
     async with handed_over_ahead(store, lifecycle, seconds=3) as (run, tick):
         await until(lambda: store.runs[run].status is RunStatus.RUNNING, "the pod to hold it")
-        del plans[TASK]  # as the scheduler forgets a deleted Task
-        lifecycle.task_gone(TASK)
+        end(plans, lifecycle)
         await until(lambda: store.runs[run].status is RunStatus.CANCELLED, "the run withdrawn")
         assert datetime.now(UTC) < tick  # before its pod would have started it
         assert pod.cancelled == [f"{run}-1"]
-        assert store.runs[run].error == "the Task was deleted"
+        assert store.runs[run].error == why
 
 
-async def test_a_run_already_started_is_left_to_finish_when_its_task_goes() -> None:
+@pytest.mark.parametrize(("end", "why"), ENDINGS, ids=["deleted", "suspended"])
+async def test_a_run_already_started_is_left_to_finish_when_its_task_goes_or_pauses(
+    end: Callable[[dict[TaskUid, TaskPlan], Lifecycle], None], why: str
+) -> None:
     store, pod, plans = MemoryRunStore(), Pod(), {}
     lifecycle = lifecycle_with(store, Pool(HOLDING), pod, plans)
     async with handed_over_ahead(store, lifecycle, seconds=0.3) as (run, tick):
         await until(lambda: store.runs[run].status is RunStatus.RUNNING, "the pod to hold it")
         await until(lambda: datetime.now(UTC) > tick, "the tick")
-        del plans[TASK]
-        lifecycle.task_gone(TASK)
+        end(plans, lifecycle)
         await asyncio.sleep(0.3)  # the loop's turn; nothing is to happen
         assert store.runs[run].status is RunStatus.RUNNING and pod.cancelled == []
+
+
+async def test_a_scheduled_run_of_a_suspended_task_is_not_sent_at_its_tick() -> None:
+    store, pod, plans = MemoryRunStore(), Pod(), {TASK: plan(suspend=True)}
+    lifecycle = lifecycle_with(store, Pool(POD), pod, plans)  # a pod that gets runs at the tick
+    async with handed_over_ahead(store, lifecycle, seconds=0.2) as (run, _):
+        await until(lambda: store.runs[run].status is RunStatus.CANCELLED, "the run cancelled")
+        assert pod.received == [] and pod.cancelled == []
+        assert store.runs[run].error == SUSPENDED
 
 
 def test_a_sidecar_says_in_its_health_answer_whether_it_holds_runs() -> None:

@@ -20,9 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from cadenza.core import runs as rules
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
@@ -32,7 +31,7 @@ from cadenza.executors.pool import ExecutorPool
 from cadenza.metrics import Metrics
 from cadenza.scheduling.changefeed import ChangeFeed
 from cadenza.scheduling.dispatcher import Dispatched, Dispatcher, Sent
-from cadenza.scheduling.openruns import Actions, OpenRuns, Run
+from cadenza.scheduling.openruns import SUSPENDED, Actions, OpenRuns, Run
 from cadenza.scheduling.plans import TaskPlan
 from cadenza.scheduling.settling import Settled, Settler
 from cadenza.scheduling.timers import Kind, Timers
@@ -109,13 +108,16 @@ class Lifecycle:
         return self._runs.queued(task)
 
     def task_gone(self, task: TaskUid) -> None:
-        """The Task was deleted (its plan is gone): its balancer state goes, its queued runs are
-        cancelled now, and so are those its pods hold for a tick still to come; its runs in
-        flight end by their callbacks or deadlines."""
+        """The Task was deleted (its plan is gone): its balancer state goes, its queued runs and
+        those its pods hold for a tick to come are cancelled; the others end as they would."""
         self._dispatcher.forget(task)
-        for run in self._runs.of_task(task):
-            self._withdraw_if_gone(run)
+        self.task_suspended(task)
         self._queue_changed(task)
+
+    def task_suspended(self, task: TaskUid) -> None:
+        """Suspended (or deleted): runs its pods hold for a tick to come are cancelled there."""
+        for run in self._runs.of_task(task):
+            self._withdraw_if_unwanted(run)
 
     def wake(self, run: ExecutionId | None = None) -> None:
         """A run changed elsewhere (a callback reached this replica): look at it now."""
@@ -157,8 +159,7 @@ class Lifecycle:
         self._runs.add(run)
         now = self._now()
         if run.status is RunStatus.CLAIMED:
-            # An earlier leader may have claimed it within the scheduler's lookahead: not
-            # before its tick.
+            # Claimed ahead of its tick by an earlier leader, maybe: not sent before it.
             self._timers.set(run.id, Kind.RESEND, run.tick or now)
         elif run.status is RunStatus.QUEUED:
             self._absorb_queued(run)
@@ -235,8 +236,7 @@ class Lifecycle:
             return
         if row.status is RunStatus.QUEUED and run.status is not RunStatus.QUEUED:
             self._leave_pod(run)
-            if row.next_attempt_at is not None:
-                # A retry the callback path decided (the leader counts its own when it decides).
+            if row.next_attempt_at is not None:  # a retry the callback path decided
                 self._metrics.retries.inc()
         run.status, run.attempt = row.status, row.attempt
         run.next_attempt_at, run.deadline_at = row.next_attempt_at, row.deadline_at
@@ -262,8 +262,7 @@ class Lifecycle:
 
     def _fire_timers(self, now: datetime) -> None:
         for run_id, kind in self._timers.due(now):
-            run = self._runs.get(run_id)
-            if run is None:
+            if (run := self._runs.get(run_id)) is None:
                 continue
             if run.busy:
                 self._timers.set(run_id, kind, now + RESEND_AFTER)
@@ -277,7 +276,7 @@ class Lifecycle:
                 elif run.status is RunStatus.QUEUED:
                     self._start(run, run.attempt + 1)  # a retry that could not be sent
             elif kind is Kind.OVERDUE:
-                self._act(run, self._settle(run, self._settler.overdue(run)))
+                self._act(run, self._overdue(run))
             elif kind is Kind.WITHDRAW and run.tick is not None and run.tick > now:
                 self._act(run, self._cancel(run))
             elif kind is Kind.CHECK and run.taken_over:
@@ -304,7 +303,7 @@ class Lifecycle:
 
     async def _dispatch(self, run: Run, attempt: int) -> None:
         plan = self._plans.get(run.task)
-        if plan is None:
+        if plan is None or run.unwanted(plan, attempt):
             await self._cancel(run)
             return
         try:
@@ -317,7 +316,7 @@ class Lifecycle:
     def _dispatched(self, run: Run, attempt: int, sent: Dispatched) -> None:
         if sent.how is Sent.RUNNING:
             self._watch_deadline(run)
-            self._withdraw_if_gone(run)  # its Task went while it was sent ahead
+            self._withdraw_if_unwanted(run)  # its Task went (or paused) while it was sent
             self._on_change(run.task, None)
         elif sent.how is Sent.ENDED:
             self._attempt_failed(run, attempt, RunStatus.FAILED, sent.retry_at, sent.error)
@@ -335,8 +334,8 @@ class Lifecycle:
         else:
             self._settled(run, settled)
 
-    async def _settle(self, run: Run, settling: Coroutine[Any, Any, Settled]) -> None:
-        self._settled(run, await settling)
+    async def _overdue(self, run: Run) -> None:
+        self._settled(run, await self._settler.overdue(run))
 
     def _settled(self, run: Run, settled: Settled) -> None:
         if not settled.applied:
@@ -349,13 +348,15 @@ class Lifecycle:
         else:
             self._forget(run, decision.outcome.status)
 
-    def _withdraw_if_gone(self, run: Run) -> None:
-        if run.task not in self._plans and run.base_url and run.tick and run.tick > self._now():
-            self._timers.set(run.id, Kind.WITHDRAW, self._now())
+    def _withdraw_if_unwanted(self, run: Run) -> None:
+        now = self._now()
+        if run.unwanted(self._plans.get(run.task), run.attempt) and run.held_for_tick(now):
+            self._timers.set(run.id, Kind.WITHDRAW, now)
 
     async def _cancel(self, run: Run) -> None:
-        """The run's Task went: it ends cancelled, and its pod (one holding it) is told."""
-        cancelled = rules.Finish(rules.Outcome(RunStatus.CANCELLED, error="the Task was deleted"))
+        """Its Task went, or was suspended before it started: cancelled, its pod told."""
+        why = "the Task was deleted" if run.task not in self._plans else SUSPENDED
+        cancelled = rules.Finish(rules.Outcome(RunStatus.CANCELLED, error=why))
         if await self._store.end_attempt(run.id, run.attempt, cancelled):
             if run.base_url:
                 await self._settler.stop_on_pod(run)
@@ -391,8 +392,7 @@ class Lifecycle:
         if status is not None:
             self._metrics.outcomes.labels(status=status.value).inc()
         self._on_change(run.task, None)
-        # A Sequential Task's next run may start now.
-        self._queue_changed(run.task)
+        self._queue_changed(run.task)  # a Sequential Task's next run may start now
 
     def _leave_pod(self, run: Run) -> None:
         if run.pod_uid and run.status is not RunStatus.QUEUED:

@@ -26,6 +26,9 @@ from cadenza.scheduling.plans import TaskPlan
 from cadenza.store.executions import Execution
 from cadenza.store.port import Fenced
 
+SUSPENDED = "the Task was suspended before the run started"
+"""Why a scheduled run not started when its Task was suspended ended cancelled."""
+
 log = logging.getLogger(__name__)
 
 
@@ -78,6 +81,15 @@ class Run:
     def tick(self) -> datetime | None:
         """A scheduled run's tick (None for other runs): it is not sent before."""
         return self.scheduled_at if self.origin == "schedule" else None
+
+    def unwanted(self, plan: TaskPlan | None, attempt: int) -> bool:
+        """Not to be started: its Task was deleted (``plan`` None), or suspended and ``attempt``
+        is a scheduled tick's first (retries and manual runs go on)."""
+        return plan is None or (plan.suspend and self.origin == "schedule" and attempt == 1)
+
+    def held_for_tick(self, now: datetime) -> bool:
+        """A pod holds it for its tick, still to come."""
+        return bool(self.base_url and self.tick and self.tick > now)
 
     @property
     def waiting_in_queue(self) -> bool:

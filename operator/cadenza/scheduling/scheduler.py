@@ -209,6 +209,8 @@ class Scheduler:
         # Changed problems too: the status reports them from the plan _reschedule passes on.
         if old is None or _timing_changed(old, plan) or old.problems != plan.problems:
             self._reschedule(plan, now)
+        if plan.suspend and old is not None and not old.suspend:
+            self._lifecycle.task_suspended(plan.uid)  # runs claimed ahead do not start
 
     def _forget(self, uid: TaskUid) -> None:
         """The Task went: everything the leader keeps for it goes too (its claims waiting for
