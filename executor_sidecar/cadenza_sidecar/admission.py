@@ -80,9 +80,7 @@ def admit(
     known = registry.view(execution.execution_id)
     if known is not None:
         return Admission(Result.KNOWN, 200, known)
-    if execution.time_allowed(datetime.now(UTC)) <= 0:
-        # It arrived late (a hung or slow pod): the operator has given this attempt up, and may
-        # retry it elsewhere. Started now, the tick would run twice.
+    if not execution.may_start(datetime.now(UTC)):  # it arrived late (a hung or slow pod)
         late = "the run's deadline passed before it arrived; it was not started"
         return Admission(Result.REFUSED, 409, {"error": late, "field": "deadline"})
     try:

@@ -100,6 +100,11 @@ class ExecutionRequest:
             return self.timeout_seconds
         return min(self.timeout_seconds, (self.deadline - now).total_seconds())
 
+    def may_start(self, now: datetime) -> bool:
+        """Whether the attempt may begin at ``now``: never past its deadline, when the operator
+        has given it up and may have sent it elsewhere (started, the tick could run twice)."""
+        return self.time_allowed(now) > 0
+
 
 @dataclass(frozen=True)
 class Outcome:

@@ -259,10 +259,8 @@ class RunRegistry:
                 return Outcome(
                     RunState.CANCELLED, error=f"cancelled before it started: {run.cancel_reason}"
                 )
-            if request.time_allowed(datetime.now(UTC)) <= 0:
-                # Held past its deadline (the pod was frozen or starved through its tick): the
-                # operator has given this attempt up and may have sent it elsewhere. Started
-                # now, the tick could run twice.
+            if not request.may_start(datetime.now(UTC)):
+                # Held past its deadline (the pod was frozen or starved through its tick).
                 return Outcome(RunState.TIMED_OUT, error=HELD_PAST_DEADLINE)
             run.started_at = protocol.now()
         allowed = max(request.time_allowed(datetime.now(UTC)), 0.0)
