@@ -41,6 +41,13 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.start_delay = Histogram(
+            "cadenza_start_delay_seconds",
+            "From a tick's scheduled time to its run's start on the pod (the first attempt's"
+            " startedAt), observed by the replica that applied the run's result",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
         self.ticks = Counter(
             "cadenza_ticks_total", "Ticks claimed, by decision", ["decision"], registry=r
         )

@@ -230,8 +230,11 @@ async def serve_http(replica: Replica) -> web.AppRunner:
     applied = replica.callback_applied
     # Callbacks may hold half the pool at most: a storm of them must not starve the leader.
     gate = asyncio.Semaphore(max(1, replica.settings.database.pool_size // 2))
-    app.add_routes(callbacks.routes(replica.engine, applied, grace_seconds=grace, gate=gate))
-    app.add_routes(callback_batches.routes(replica.engine, applied, grace_seconds=grace, gate=gate))
+    late = replica.metrics.start_delay.observe
+    for route in (callbacks.routes, callback_batches.routes):
+        app.add_routes(
+            route(replica.engine, applied, grace_seconds=grace, gate=gate, on_started=late)
+        )
     http = replica.settings.http
     context = _serving_context(app, http.tls_cert_file, http.tls_key_file)
     runner = web.AppRunner(app, access_log=None)

@@ -535,3 +535,23 @@ async def test_bodies_of_any_shape_or_depth_are_400_or_stored_never_500(engine: 
     stored = rows(engine, run)[0]
     assert stored["status"] == "succeeded"
     assert stored["result"]["reason"] == "nests deeper than 31 levels"
+
+
+def test_a_scheduled_runs_first_start_is_told_once_after_the_commit(engine: Engine) -> None:
+    """How late a run began, from its tick to the ``startedAt`` its result carries: told once
+    per run (not for a duplicate), only for a first attempt, and not for a refused report."""
+    run = prepared_run(engine, RunStatus.RUNNING)
+    tick = rows(engine, run)[0]["scheduled_at"].replace(tzinfo=UTC)
+    told: list[float] = []
+    success = outcome(RunStatus.SUCCEEDED, started_at=tick + timedelta(seconds=2.5))
+
+    callbacks.apply(engine, run, TOKEN, success, on_started=told.append)
+    callbacks.apply(engine, run, TOKEN, success, on_started=told.append)
+    assert told == [2.5]
+
+    second = prepared_run(engine, RunStatus.RUNNING, attempt=2, retry={"maxAttempts": 2})
+    callbacks.apply(engine, second, TOKEN, outcome(RunStatus.SUCCEEDED, attempt=2,
+                    started_at=tick + timedelta(seconds=9)), on_started=told.append)  # fmt: skip
+    with pytest.raises(callbacks.CallbackError):
+        callbacks.apply(engine, second, "forged", success, on_started=told.append)
+    assert told == [2.5]

@@ -16,7 +16,7 @@ database fails (the sidecar then retries it all).
 
 Invariants:
 - Each item is checked and applied by the single route's own code (``callbacks.run_id``,
-  ``callbacks.report_from``, ``callbacks.apply_in``), so the two routes cannot disagree.
+  ``callbacks.report_from``, ``callbacks.apply_many``), so the two routes cannot disagree.
 - All items are applied in ONE transaction, run again as a whole after a deadlock. An item is
   refused (403, 404, 409, 410) before it writes anything, so a refusal spoils no other item and
   needs no savepoint. (A savepoint would not survive a deadlock anyway: InnoDB rolls back the
@@ -64,8 +64,9 @@ def routes(
     *,
     grace_seconds: float = callbacks.DEFAULT_GRACE_SECONDS,
     gate: asyncio.Semaphore | None = None,
+    on_started: callbacks.Started = lambda seconds: None,
 ) -> list[web.RouteDef]:
-    """The route; ``gate`` as for the single route (share one)."""
+    """The route; ``gate`` and ``on_started`` as for the single route (share one gate)."""
     gate = gate or asyncio.Semaphore(callbacks.DEFAULT_CONCURRENCY)
 
     async def batch(request: web.Request) -> web.Response:
@@ -85,7 +86,8 @@ def routes(
         if items:
             async with gate:
                 applied = await asyncio.to_thread(
-                    deadlocks.retry_deadlocks, lambda: apply_all(engine, items, grace_seconds)
+                    deadlocks.retry_deadlocks,
+                    lambda: apply_all(engine, items, grace_seconds, on_started),
                 )
             for item, answer in zip(items, applied, strict=True):
                 answers[item.index] = {**_echo(raw_items[item.index]), **answer}
@@ -131,7 +133,10 @@ def parse_item(index: int, raw: Any) -> _Item:
 
 
 def apply_all(
-    engine: Engine, items: list[_Item], grace_seconds: float = callbacks.DEFAULT_GRACE_SECONDS
+    engine: Engine,
+    items: list[_Item],
+    grace_seconds: float = callbacks.DEFAULT_GRACE_SECONDS,
+    on_started: callbacks.Started = lambda seconds: None,
 ) -> list[dict[str, Any]]:
     """Applies every item in one transaction; ``{"status", "body"}`` per item, in order."""
     answers: list[dict[str, Any]] = [{} for _ in items]
@@ -143,7 +148,8 @@ def apply_all(
             [(items[p].run, items[p].token, items[p].report) for p in order],
             grace_seconds,
         )
-    for position, answer in zip(order, applied, strict=True):
+    applied.tell(on_started)
+    for position, answer in zip(order, applied.answers, strict=True):
         if isinstance(answer, CallbackError):
             answers[position] = {"status": answer.status, "body": _error(answer)}
         else:

@@ -42,6 +42,9 @@ from cadenza.store import deadlocks, reports, schema
 from cadenza.store import runs as store_runs
 
 Applied = Callable[[ExecutionId], None]
+Started = Callable[[float], None]
+"""Told, after the commit, how many seconds after its tick a scheduled run began (the first
+attempt's ``startedAt``, reported with its result)."""
 DEFAULT_GRACE_SECONDS = ApiSettings.callback_grace_seconds
 DEFAULT_CONCURRENCY = 4
 """Callback transactions at once, when the caller does not share a gate of its own."""
@@ -69,6 +72,7 @@ def routes(
     *,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     gate: asyncio.Semaphore | None = None,
+    on_started: Started = lambda seconds: None,
 ) -> list[web.RouteDef]:
     """The route; ``gate`` bounds how many callbacks use a thread and a pooled connection at
     once (shared with the batch route), so a storm of them leaves the rest to the leader."""
@@ -82,7 +86,7 @@ def routes(
             async with gate:
                 answer = await asyncio.to_thread(
                     deadlocks.retry_deadlocks,
-                    lambda: apply(engine, run, token, report, grace_seconds),
+                    lambda: apply(engine, run, token, report, grace_seconds, on_started),
                 )
         except CallbackError as exc:
             body: dict[str, Any] = {"error": exc.message}
@@ -101,22 +105,14 @@ def apply(
     token: str,
     report: Report,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    on_started: Started = lambda seconds: None,
 ) -> dict[str, Any]:
     """Check the token and apply the report in a transaction of its own; the answer's body (or a
     CallbackError)."""
     with engine.begin() as conn:
-        return apply_in(conn, run, token, report, grace_seconds)
-
-
-def apply_in(
-    conn: Connection,
-    run: ExecutionId,
-    token: str,
-    report: Report,
-    grace_seconds: float = DEFAULT_GRACE_SECONDS,
-) -> dict[str, Any]:
-    """``apply`` inside the caller's transaction."""
-    answer = apply_many(conn, [(run, token, report)], grace_seconds)[0]
+        reported = apply_many(conn, [(run, token, report)], grace_seconds)
+    reported.tell(on_started)
+    (answer,) = reported.answers
     if isinstance(answer, CallbackError):
         raise answer
     return answer
@@ -125,11 +121,25 @@ def apply_in(
 Item = tuple[ExecutionId, str, Report]
 
 
+@dataclass(frozen=True)
+class Reported:
+    """What applying reports did: an answer's body or a CallbackError per report, in order, and
+    how many seconds after its tick each scheduled run they ended had started."""
+
+    answers: list[dict[str, Any] | CallbackError]
+    start_delays: list[float]
+
+    def tell(self, on_started: Started) -> None:
+        """Pass the start delays on (once the transaction that applied them committed)."""
+        for seconds in self.start_delays:
+            on_started(seconds)
+
+
 def apply_many(
     conn: Connection, items: list[Item], grace_seconds: float = DEFAULT_GRACE_SECONDS
-) -> list[dict[str, Any] | CallbackError]:
+) -> Reported:
     """Check and apply many reports inside the caller's transaction, in order (a duplicate
-    after the report it repeats changes nothing); an answer's body or a CallbackError each.
+    after the report it repeats changes nothing).
 
     A report whose token is not its attempt's is refused (403) before any lock is taken, so a
     caller without a token cannot make real callbacks wait. The other runs are locked in one
@@ -147,6 +157,7 @@ def apply_many(
     policies = _retry_policies(conn, locked, items)
     now = datetime.now(UTC)
     answers: list[dict[str, Any] | CallbackError] = []
+    delays: list[float] = []
     ends: list[tuple[ExecutionId, int, rules.Outcome, datetime | None]] = []
     for i, (run, token, report) in enumerate(items):
         current = locked.get(run)
@@ -165,7 +176,12 @@ def apply_many(
         if decision is None:
             # A duplicate or late report: the run is over, or already waits for its retry.
             answers.append({"applied": False, "status": current.status.value})
-        elif isinstance(decision, rules.Retry):
+            continue
+        started = report.outcome.started_at
+        if current.tick is not None and report.attempt == 1 and started is not None:
+            delays.append((started - current.tick).total_seconds())
+            current.tick = None  # told once, whatever repeats the report in this batch
+        if isinstance(decision, rules.Retry):
             ends.append((run, report.attempt, decision.outcome, decision.at))
             current.status = RunStatus.QUEUED
             queued = RunStatus.QUEUED.value
@@ -177,7 +193,7 @@ def apply_many(
     # Each change is noted in the change log, which the leader reads with a cursor: that is
     # how it learns of results that reached another replica.
     reports.end_many_checked(conn, ends)
-    return answers
+    return Reported(answers, delays)
 
 
 _FORGED = "the token is not this run's callback token"

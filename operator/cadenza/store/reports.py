@@ -25,6 +25,7 @@ from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.runs import Outcome
 from cadenza.core.transitions import RunStatus, is_terminal
 from cadenza.store import bulk, schema
+from cadenza.store.executions import Origin
 
 _NOW = func.utc_timestamp(3)
 _runs = schema.task_executions
@@ -44,6 +45,9 @@ class Locked:
     over_for: float | None = None
     """Seconds since the run took its final state, by the database's clock; None while it is
     not over."""
+    tick: datetime | None = None
+    """A scheduled run's tick (UTC) while no start of it is recorded: the first report that
+    says when it started tells how late it did."""
 
 
 _RUNS: BindParameter[list[int]] = bindparam("runs", expanding=True)
@@ -62,6 +66,9 @@ _LOCK_FOR_REPORTS = (
         _attempts.c.callback_token_hash,
         _runs.c.updated_at,
         func.utc_timestamp(3, type_=_runs.c.updated_at.type),
+        _runs.c.scheduled_at,
+        _runs.c.origin,
+        _runs.c.started_at,
     )
     .select_from(_runs.outerjoin(_attempts, _attempts.c.execution_id == _runs.c.id))
     .where(_runs.c.id.in_(_RUNS))
@@ -89,13 +96,16 @@ def lock_many_for_reports(
     """The runs with their attempts' token hashes, in one locking read (in id order)."""
     rows = conn.execute(_LOCK_FOR_REPORTS, {"runs": sorted(set(runs))})
     found: dict[ExecutionId, Locked] = {}
-    for run, task, status, current, attempt, token_hash, changed, now in rows:
+    for row in rows:
+        run, task, status, current, attempt, token_hash, changed, now, tick, origin, started = row
         key = ExecutionId(int(run))
         entry = found.get(key)
         if entry is None:
             state = RunStatus(status)
             over_for = (now - changed).total_seconds() if is_terminal(state) else None
             entry = found[key] = Locked(TaskUid(task), state, int(current), {}, over_for)
+            if tick is not None and origin == Origin.SCHEDULE.value and started is None:
+                entry.tick = tick.replace(tzinfo=UTC)
         if attempt is not None:
             entry.token_hashes[int(attempt)] = token_hash
     return found
