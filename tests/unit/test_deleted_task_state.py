@@ -35,6 +35,7 @@ from cadenza.store import summary
 from cadenza.store.executions import Origin
 from cadenza.store.memory import MemoryRunStore
 from cadenza.store.port import NewRun
+from tests.unit.test_cancel_during_dispatch import until
 
 NOW = datetime(2026, 12, 2, 12, 0, 0, 500000, tzinfo=UTC)
 WRITES = "cadenza_task_status_writes_total"
@@ -183,8 +184,7 @@ async def test_a_book_that_stops_leading_removes_every_task_series(
         b.book.schedule(plan, NOW)
         await b.write(plan)
     running = asyncio.create_task(b.book.run(lambda: False))
-    await asyncio.sleep(0.3)
-    assert tracked(b.metrics, "status") == 3
+    await until(lambda: tracked(b.metrics, "status") == 3, "the book to count its Tasks")
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running
