@@ -81,6 +81,7 @@ def lifecycle_over(
     metrics: Metrics,
     grace: float = 10.0,
     on_change: Callable[[TaskUid, Any], None] = lambda task, execution: None,
+    lease_valid: Callable[[], bool] = lambda: True,
 ) -> Lifecycle:
     """The leader's run half for one every-second Task, its pool one pod, ``pod`` its client."""
     spec = {"schedule": "* * * * * *", "executors": [{"name": "workers"}]}
@@ -94,7 +95,7 @@ def lifecycle_over(
         callback_base_url="http://127.0.0.1:1",
         metrics=metrics,
         on_change=on_change,
-        lease_valid=lambda: True,
+        lease_valid=lease_valid,
         deadline_grace_seconds=grace,
     )
 

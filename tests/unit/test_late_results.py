@@ -1,19 +1,23 @@
-"""A result that reaches a run after the leader let go of it: a lost run corrected by its pod's
-late report. The leader no longer tracks the run, but the change log names it, and the Task's
-status must be written again to tell the new outcome (else a Task that fires once a day shows
-the guess until the next day). Over the in-memory store, the leader's loop running."""
+"""The leader's loop over the in-memory store, with what it does outside its runs' lives.
+
+A result that reaches a run after the leader let go of it (a lost run corrected by its pod's
+late report): the change log names the run, and the Task's status must be written again to tell
+the new outcome (else a Task that fires once a day shows the guess until the next day). And
+while the lease is in doubt, the loop waits between looks instead of spinning."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import time
 from datetime import UTC, datetime, timedelta
 
 from cadenza.core import runs as rules
 from cadenza.core.ids import TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.metrics import Metrics
+from cadenza.scheduling.lifecycle import CHANGES_SECONDS
 from cadenza.store.executions import Origin
 from cadenza.store.memory import MemoryRunStore
 from cadenza.store.port import Begin, NewRun
@@ -47,6 +51,29 @@ async def test_a_late_result_for_a_run_the_leader_let_go_of_touches_its_task() -
         await until(lambda: touched, "the Task's status to be asked for")
         assert touched == [TaskUid(TASK)]
         assert lifecycle.in_flight(TASK) == 0  # still not one of the leader's open runs
+    finally:
+        looping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await looping
+
+
+async def test_while_the_lease_is_in_doubt_the_loop_waits_instead_of_spinning() -> None:
+    """Nothing is done without a valid lease; the loop looks again after a pause (the third
+    look cannot come before two pauses), not in a tight loop that would take a core."""
+    looks: list[float] = []
+
+    def in_doubt() -> bool:
+        looks.append(time.monotonic())
+        return False
+
+    store = MemoryRunStore()
+    lifecycle = lifecycle_over(store, None, Metrics(), lease_valid=in_doubt)
+    store.mirror(TASK)
+    await lifecycle.recover()
+    looping = asyncio.create_task(lifecycle.run())
+    try:
+        await until(lambda: len(looks) >= 3, "three looks at the lease")
+        assert looks[2] - looks[0] >= 2 * CHANGES_SECONDS
     finally:
         looping.cancel()
         with contextlib.suppress(asyncio.CancelledError):

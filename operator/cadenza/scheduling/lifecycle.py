@@ -108,8 +108,7 @@ class Lifecycle:
         return self._runs.queued(task)
 
     def task_gone(self, task: TaskUid) -> None:
-        """The Task was deleted (its plan is gone): its balancer state goes, its queued runs and
-        those its pods hold for a tick to come are cancelled; the others end as they would."""
+        """Deleted: its balancer state goes; its runs not started yet are cancelled (pods too)."""
         self._dispatcher.forget(task)
         self.task_suspended(task)
         self._queue_changed(task)
@@ -184,6 +183,7 @@ class Lifecycle:
                 await woken(self._wake, self._sleep_seconds())
                 self._wake.clear()
                 if not self._lease_valid():
+                    await asyncio.sleep(CHANGES_SECONDS)  # nothing is done meanwhile: no spin
                     continue
                 await self._read_changes()
                 self._fire_timers(self._now())
