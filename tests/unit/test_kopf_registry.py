@@ -47,3 +47,5 @@ async def test_startup_settings_keep_no_diff_base_and_retry_the_api_server_often
     backoffs = list(settings.networking.error_backoffs)  # type: ignore[arg-type]
     assert backoffs == list(API_RETRY_BACKOFFS)
     assert max(backoffs) <= 5
+    # Every status write comes back as an event: idle workers must not pile up per Task.
+    assert settings.queueing.idle_timeout <= 1
