@@ -75,6 +75,7 @@ class Leader:
             ctx.metrics,
             min_interval=tuning.status_min_interval_seconds,
             max_per_second=tuning.status_max_writes_per_second,
+            max_spec_per_second=tuning.status_max_spec_writes_per_second,
             seeds=lambda namespace, name: (
                 view.status_seed if (view := ctx.hub.task(namespace, name)) else None
             ),

@@ -67,11 +67,12 @@ class Book:
     """A status book whose writes reach no API server: each patch of a status is taken, or
     waits for the test, or finds the Task gone (404). Every write has a new status to patch."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, seed: StatusSeed | None = None) -> None:
         self.metrics = Metrics()
         client = kubernetes.client.ApiClient()
         engine: Any = None  # the summary is stubbed
-        self.book = TaskStatusBook(client, engine, self.metrics, seeds=lambda ns, n: StatusSeed())
+        seeds = lambda ns, n: seed or StatusSeed()  # noqa: E731
+        self.book = TaskStatusBook(client, engine, self.metrics, seeds=seeds)
         self.hold: asyncio.Event | None = None
         self.missing = False
         self.refusal: int | None = None
@@ -102,6 +103,13 @@ class Book:
     async def write(self, plan: TaskPlan) -> None:
         self.loop = asyncio.get_running_loop()
         await self.book._write_all([self.book._entries[plan.uid]])
+
+    async def flush(self) -> list[TaskUid]:
+        """One turn of the flusher: the Tasks it may write now, written."""
+        self.loop = asyncio.get_running_loop()
+        chosen = self.book._due.take(lambda: True)
+        await self.book._write_all([self.book._entries[uid] for uid in chosen])
+        return chosen
 
 
 async def test_a_deleted_task_leaves_no_status_entry_and_no_series(
@@ -166,7 +174,7 @@ async def test_a_write_the_api_server_refuses_is_tried_again_later(
         for plan in plans:
             b.book.schedule(plan, NOW)
             await b.write(plan)
-    assert all(b.book._entries[plan.uid].dirty for plan in plans)
+    assert all(b.book._due.lane_of(plan.uid) is not None for plan in plans)
     assert series(b.metrics, "refused-0") is None
     # One warning for the three, not one for each (the next one, 30 s on, counts the others).
     assert caplog.messages == ["status of task ns/refused-0 not written: Refused"]

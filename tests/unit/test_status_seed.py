@@ -79,3 +79,9 @@ def test_a_new_leaders_book_keeps_the_transition_time_of_an_unchanged_condition(
     assert written["Ready"]["lastTransitionTime"] == "2026-12-01T10:00:00Z"
     assert written["ExecutorAvailable"]["status"] == "False"
     assert written["ExecutorAvailable"]["lastTransitionTime"] != "2026-12-01T10:00:00Z"
+
+
+@pytest.mark.parametrize(("value", "read"), [(4, 4), ("4", 0), (-1, 0), (True, 0), (None, 0)])
+def test_the_generation_a_status_answers_is_kept(value: Any, read: int) -> None:
+    seed = TaskView.from_body({**BODY, "status": {"observedGeneration": value}}).status_seed
+    assert seed.observed_generation == read

@@ -47,6 +47,8 @@ class StatusSeed:
     """(type, status, lastTransitionTime) of each condition."""
     failures: int = 0
     skipped: int = 0
+    observed_generation: int = 0
+    """The generation the stored status answers (0: none)."""
 
     @classmethod
     def of(cls, status: Any) -> StatusSeed:
@@ -61,7 +63,12 @@ class StatusSeed:
         )
         counters = status.get("counters")
         skipped = counters.get("skipped") if isinstance(counters, Mapping) else 0
-        return cls(transitions, _count(status.get("consecutiveFailures")), _count(skipped))
+        return cls(
+            transitions,
+            _count(status.get("consecutiveFailures")),
+            _count(skipped),
+            _count(status.get("observedGeneration")),
+        )
 
 
 def _count(value: Any) -> int:

@@ -1,10 +1,13 @@
 """Task status: the summary a person reads, written back coalesced and rate-limited.
 
 The leader marks a Task dirty whenever something about it changes (a tick, a run's progress, a
-condition); a flusher writes dirty Tasks at most once per ``min_interval`` each and at most
-``max_per_second`` overall, computing the run summary from MySQL at write time. So the number of
-API writes per Task is bounded by ``1 / min_interval`` whatever the fire frequency, and a burst of
-changes costs one write.
+condition); a flusher writes dirty Tasks at most once per ``min_interval`` each, computing the run
+summary from MySQL at write time. A write that answers a Task created or edited is budgeted at
+``max_spec_per_second``, apart from those that follow firing, at ``max_per_second``
+(``writequeue``). So the number of API writes per Task is bounded by ``1 / min_interval``
+whatever the fire frequency, firing never costs more than ``max_per_second`` writes overall, a
+burst of changes costs one write, and a Task applied among thousands that fire gets its status
+within seconds.
 
 Invariants:
 - This book is the only writer of ``Task.status`` (conditions included), so a merge patch of the
@@ -23,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import heapq
-import itertools
 import json
 import logging
 import time
@@ -42,6 +43,7 @@ from cadenza.kube.views import StatusSeed
 from cadenza.logthrottle import Throttled
 from cadenza.metrics import Metrics
 from cadenza.scheduling.plans import TaskPlan
+from cadenza.scheduling.writequeue import Lane, WriteQueue
 from cadenza.store import summary
 
 log = logging.getLogger(__name__)
@@ -81,9 +83,9 @@ class _Entry:
     """``Ready=False`` for what the engine found wrong with the Task's plan; it stands in for the
     mirror's ``Ready`` (which sees only the spec) until the plan changes."""
     conditions: dict[str, Condition] = dataclasses.field(default_factory=dict)
-    dirty: bool = False
-    """Waiting in the book's queue to be written."""
-    last_write: float = float("-inf")
+    answered: int = 0
+    """The generation the stored status answers (its ``observedGeneration``): behind
+    ``generation``, the next write answers an edit and goes in the spec lane."""
     written: bytes | None = None
     """A digest of the status last written: all a write needs to know whether the next one
     changes anything, where the status itself would be kept for every Task."""
@@ -103,6 +105,7 @@ class TaskStatusBook:
         *,
         min_interval: float = 2.0,
         max_per_second: float = 20.0,
+        max_spec_per_second: float = 200.0,
         clock: Callable[[], float] = time.monotonic,
         seeds: Callable[[str, str], StatusSeed | None] = lambda namespace, name: None,
     ) -> None:
@@ -112,15 +115,16 @@ class TaskStatusBook:
         self._events = events.EventPoster(client)
         self._engine = engine
         self._metrics = metrics
-        self._min_interval = min_interval
-        self._max_per_second = max_per_second
-        self._clock = clock
         self._seeds = seeds
         self._entries: dict[TaskUid, _Entry] = {}
-        self._due: list[tuple[float, int, _Entry]] = []
-        """The dirty entries, a heap by their last write: the flusher looks at the ones it may
-        write now, never at every Task."""
-        self._order = itertools.count()
+        self._due = WriteQueue[TaskUid](
+            min_interval=min_interval,
+            runs_per_second=max_per_second,
+            spec_per_second=max_spec_per_second,
+            clock=clock,
+        )
+        """The Tasks to write: the flusher looks at the ones it may write now, never at every
+        Task."""
         self._writers = asyncio.Semaphore(WRITERS)
         self._failures = Throttled(log, "status writes", clock=clock)
         """While the API server is away every write fails: one warning per 30 s, not each."""
@@ -131,6 +135,8 @@ class TaskStatusBook:
         entry = self._entries.get(uid)
         if entry is None:
             entry = self._entries[uid] = _Entry(uid, namespace, name, generation)
+            if (seed := self._seeds(namespace, name)) is not None:
+                entry.answered = seed.observed_generation
             self._touch(entry)
         entry.generation = max(entry.generation, generation)
         return entry
@@ -178,6 +184,7 @@ class TaskStatusBook:
     def forget(self, uid: TaskUid) -> None:
         """The Task went: drop its entry and its series (a write in flight counts no more)."""
         if (entry := self._entries.pop(uid, None)) is not None:
+            self._due.forget(uid)
             self._drop_series(entry)
 
     def _drop_series(self, entry: _Entry) -> None:
@@ -185,9 +192,7 @@ class TaskStatusBook:
             series.remove(_series(entry))
 
     def _touch(self, entry: _Entry) -> None:
-        if not entry.dirty:
-            entry.dirty = True
-            heapq.heappush(self._due, (entry.last_write, next(self._order), entry))
+        self._due.touch(entry.uid, Lane.SPEC if entry.answered < entry.generation else Lane.RUNS)
 
     # -- the flusher --------------------------------------------------------------------------
 
@@ -204,28 +209,11 @@ class TaskStatusBook:
     async def _flush_forever(
         self, lease_valid: Callable[[], bool], tracked: Callable[[float], None]
     ) -> None:
-        budget = self._max_per_second
-        last = self._clock()
         while True:
             await asyncio.sleep(FLUSH_TICK_SECONDS)
             tracked(len(self._entries))
-            now = self._clock()
-            budget = min(self._max_per_second, budget + (now - last) * self._max_per_second)
-            last = now
-            chosen: list[_Entry] = []
-            # Least recently written first, so a Task never written comes before refreshes.
-            while self._due and budget >= 1 and lease_valid():
-                last_write, _, entry = self._due[0]
-                if now - last_write < self._min_interval:
-                    break
-                heapq.heappop(self._due)
-                if self._entries.get(entry.uid) is not entry:
-                    continue  # the Task went
-                budget -= 1
-                entry.dirty = False
-                entry.last_write = now
-                chosen.append(entry)
-            await self._write_all(chosen)
+            # A Task that went was forgotten by the queue as well.
+            await self._write_all([self._entries[uid] for uid in self._due.take(lease_valid)])
 
     async def _write_all(self, entries: list[_Entry]) -> None:
         """One read of the history for all ``entries``, then their writes side by side (each
@@ -277,6 +265,7 @@ class TaskStatusBook:
         if patched:
             self._objects.patch_status("tasks", entry.namespace, entry.name, status)
             entry.written = digest
+        entry.answered = max(entry.answered, status["observedGeneration"])
         self._post_events(entry, facts)
         return patched
 

@@ -19,7 +19,16 @@ class SchedulingSettings:
     (``CADENZA_STATUS_MIN_INTERVAL_SECONDS``)."""
 
     status_max_writes_per_second: float = 20.0
-    """Task status writes per second across all Tasks (``CADENZA_STATUS_MAX_WRITES_PER_SECOND``)."""
+    """Task status writes per second across all Tasks that follow firing: next run, counters,
+    the last run (``CADENZA_STATUS_MAX_WRITES_PER_SECOND``). Bounds the API writes firing causes,
+    whatever the fire rate."""
+
+    status_max_spec_writes_per_second: float = 200.0
+    """Task status writes per second that answer a Task created or edited (its status's
+    ``observedGeneration`` behind its generation), budgeted apart from those that follow firing
+    (``CADENZA_STATUS_MAX_SPEC_WRITES_PER_SECOND``). One per Task applied, coalesced: so 10,000
+    Tasks applied at once each get a status within a minute, where at the firing budget alone
+    the last would wait over eight minutes."""
 
     retention_interval_seconds: float = 60.0
     """How often finished runs beyond each Task's ``spec.history`` are pruned
@@ -57,6 +66,9 @@ def read_scheduling(read: Reader) -> SchedulingSettings:
         ),
         status_max_writes_per_second=read(
             "CADENZA_STATUS_MAX_WRITES_PER_SECOND", float, 20.0, minimum=0.1, maximum=1000
+        ),
+        status_max_spec_writes_per_second=read(
+            "CADENZA_STATUS_MAX_SPEC_WRITES_PER_SECOND", float, 200.0, minimum=0.1, maximum=1000
         ),
         retention_interval_seconds=read(
             "CADENZA_RETENTION_INTERVAL_SECONDS", float, 60.0, minimum=1, maximum=86400
