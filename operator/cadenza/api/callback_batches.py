@@ -64,7 +64,7 @@ def routes(
     *,
     grace_seconds: float = callbacks.DEFAULT_GRACE_SECONDS,
     gate: asyncio.Semaphore | None = None,
-    on_started: callbacks.Started = lambda seconds: None,
+    on_started: callbacks.Started = callbacks.unobserved,
 ) -> list[web.RouteDef]:
     """The route; ``gate`` and ``on_started`` as for the single route (share one gate)."""
     gate = gate or asyncio.Semaphore(callbacks.DEFAULT_CONCURRENCY)
@@ -136,7 +136,7 @@ def apply_all(
     engine: Engine,
     items: list[_Item],
     grace_seconds: float = callbacks.DEFAULT_GRACE_SECONDS,
-    on_started: callbacks.Started = lambda seconds: None,
+    on_started: callbacks.Started = callbacks.unobserved,
 ) -> list[dict[str, Any]]:
     """Applies every item in one transaction; ``{"status", "body"}`` per item, in order."""
     answers: list[dict[str, Any]] = [{} for _ in items]

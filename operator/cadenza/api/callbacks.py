@@ -45,6 +45,7 @@ Applied = Callable[[ExecutionId], None]
 Started = Callable[[float], None]
 """Told, after the commit, how many seconds after its tick a scheduled run began (the first
 attempt's ``startedAt``, reported with its result)."""
+
 DEFAULT_GRACE_SECONDS = ApiSettings.callback_grace_seconds
 DEFAULT_CONCURRENCY = 4
 """Callback transactions at once, when the caller does not share a gate of its own."""
@@ -52,6 +53,10 @@ MAX_BYTES = 1024 * 1024
 """Largest single callback body (a sidecar fits a result into far less)."""
 _CHUNK = 65536
 _rng = random.Random()
+
+
+def unobserved(seconds: float) -> None:
+    """The ``Started`` of a caller that does not observe start delays."""
 
 
 class CallbackError(Exception):
@@ -72,7 +77,7 @@ def routes(
     *,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     gate: asyncio.Semaphore | None = None,
-    on_started: Started = lambda seconds: None,
+    on_started: Started = unobserved,
 ) -> list[web.RouteDef]:
     """The route; ``gate`` bounds how many callbacks use a thread and a pooled connection at
     once (shared with the batch route), so a storm of them leaves the rest to the leader."""
@@ -105,7 +110,7 @@ def apply(
     token: str,
     report: Report,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
-    on_started: Started = lambda seconds: None,
+    on_started: Started = unobserved,
 ) -> dict[str, Any]:
     """Check the token and apply the report in a transaction of its own; the answer's body (or a
     CallbackError)."""
