@@ -141,7 +141,7 @@ class Leader:
                 self.lifecycle = lifecycle
                 group.create_task(lifecycle.run(), name="lifecycle")
                 group.create_task(scheduler.run(), name="scheduler")
-                group.create_task(book.run(ctx.lease_valid), name="task-status")
+                group.create_task(book.run(ctx.lease_valid, scheduler.crowded), name="task-status")
                 group.create_task(
                     retention.prune_forever(
                         store,

@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from cadenza.core.ids import TaskUid
-from cadenza.scheduling.firetimes import FireTimes, Waves
+from cadenza.scheduling.firetimes import CROWDED_AFTER, CROWDED_BEFORE, FireTimes, Waves
 
 TICK = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 BASE = timedelta(seconds=0.25)
@@ -80,3 +80,29 @@ def test_claims_come_out_in_the_order_of_their_moment() -> None:
     while (found := times.pop_due(TICK)) is not None:
         order.append(found[1])
     assert order == [uid(9), uid(2), uid(1), uid(0)]
+
+
+def test_a_crowded_tick_counts_as_near_from_its_first_wave_until_well_past_it() -> None:
+    """The status book writes applied Tasks' statuses slower meanwhile: from ``CROWDED_BEFORE``
+    before the first wave's lead (a gap before the longest) until ``CROWDED_AFTER`` past the
+    tick, also once its runs are all claimed."""
+    times = FireTimes(Waves(first=3, size=1, gap=BASE, max_lead=timedelta(seconds=2)))
+    leads(times, 3)
+    second = timedelta(seconds=1)
+    first_wave = TICK - 2 * second - BASE
+    assert not times.crowded_near(first_wave - CROWDED_BEFORE - second)
+    assert times.crowded_near(first_wave - CROWDED_BEFORE)
+    while times.pop_due(TICK) is not None:
+        pass
+    assert times.crowd(TICK) == 0
+    assert times.crowded_near(TICK + CROWDED_AFTER)
+    assert not times.crowded_near(TICK + CROWDED_AFTER + second)
+    assert not times.crowded_near(TICK), "a tick well past is forgotten"
+
+
+def test_a_tick_below_the_first_wave_and_unspread_tasks_are_not_crowded() -> None:
+    times = FireTimes(Waves(first=3, size=1, gap=BASE, max_lead=timedelta(seconds=2)))
+    leads(times, 2)
+    for i in range(100, 110):
+        times.set(uid(i), TICK, BASE)
+    assert not times.crowded_near(TICK)

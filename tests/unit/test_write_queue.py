@@ -126,3 +126,21 @@ def test_an_idle_lane_saves_no_more_than_one_second_of_writes() -> None:
     for n in range(10):
         writes.touch(n, Lane.RUNS)
     assert len(writes.take(always)) == 2
+
+
+def test_while_the_fire_path_is_busy_both_lanes_share_the_runs_lanes_budget() -> None:
+    """A crowded tick is being handed over: status writes go no faster than firing alone would
+    have them, applied Tasks' first; nothing starves, and the spec lane's budget saved up
+    meanwhile is one second's worth."""
+    clock = Clock()
+    writes = queue(clock, runs=2, spec=50)
+    for n in range(100):
+        writes.touch(f"new-{n}", Lane.SPEC)
+        writes.touch(f"fired-{n}", Lane.RUNS)
+    assert writes.take(always, busy=True) == ["new-0", "new-1"]
+    clock.now += 1
+    assert writes.take(always, busy=True) == ["new-2", "new-3"]
+    clock.now += 10
+    after = writes.take(always)
+    assert sum(k.startswith("new") for k in after) == 50
+    assert sum(k.startswith("fired") for k in after) == 2

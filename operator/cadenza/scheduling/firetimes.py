@@ -18,6 +18,8 @@ Invariants:
   did; a deleted Task's yearly tick does not wait a year in the heap.
 - A tick's crowd counts only its live spread fire times: taking one off (popped, replaced,
   discarded) counts it out, and a tick nobody waits for any more has no entry.
+- A tick that reached a crowd of ``Waves.first`` is remembered as crowded until it is well past
+  (:meth:`FireTimes.crowded_near`), even as its fire times are claimed.
 - Only the event loop touches it: no locks.
 """
 
@@ -32,6 +34,14 @@ from cadenza.core.ids import TaskUid
 
 SLACK = 64
 """Stale entries tolerated beyond as many as there are live ones before a rebuild."""
+CROWDED_BEFORE = timedelta(seconds=10)
+"""How long before its first wave a crowded tick counts as near: writes made before it are still
+being digested then (the API server, kopf's queues of their events). Opened 2 s before the first
+wave, the window still saw the API server use 1.6-2.4 times the CPU of a tick without such
+writes before it; opened 10 s before, 1.2-1.3 times (docs/benchmark.md)."""
+CROWDED_AFTER = timedelta(seconds=15)
+"""How long past a crowded tick it still counts as near: the last of 10,000 runs was dispatched
+up to 6.6 s after the tick on 2 cores and finished up to 15.6 s after it (docs/benchmark.md)."""
 
 
 NO_LEAD = timedelta(0)
@@ -71,6 +81,8 @@ class FireTimes:
         """Tasks whose live fire time counts in its tick's crowd."""
         self._crowd: Counter[datetime] = Counter()
         """Live spread fire times per tick."""
+        self._crowded: set[datetime] = set()
+        """Ticks that reached a crowd of ``Waves.first``, until well past them."""
 
     def __len__(self) -> int:
         """Tasks with a fire time."""
@@ -100,6 +112,8 @@ class FireTimes:
             lead = self._waves.lead(lead, self._crowd[tick])
             self._crowd[tick] += 1
             self._spread.add(task)
+            if self._crowd[tick] >= self._waves.first:
+                self._crowded.add(tick)
         claim_at = tick - lead
         self._next[task] = (claim_at, tick)
         heapq.heappush(self._heap, (claim_at, tick, task))
@@ -110,6 +124,16 @@ class FireTimes:
         self._count_out(task)
         if self._next.pop(task, None) is not None:
             self._compact()
+
+    def crowded_near(self, now: datetime) -> bool:
+        """Whether a crowded tick's runs are being claimed, handed over and finished: from
+        ``CROWDED_BEFORE`` before the lead of its first wave until ``CROWDED_AFTER`` past it."""
+        for tick in list(self._crowded):
+            if now > tick + CROWDED_AFTER:
+                self._crowded.discard(tick)
+            elif now >= tick - self._waves.max_lead - self._waves.gap - CROWDED_BEFORE:
+                return True
+        return False
 
     def earliest(self) -> datetime | None:
         """The earliest moment a Task's tick is to be claimed (None: no Task has one)."""

@@ -153,6 +153,9 @@ class Scheduler:
             self._hub.unsubscribe(changes)
             self._metrics.tasks_tracked.labels(part="plans").set(0)
 
+    def crowded(self) -> bool:  # a crowded tick is being handed over (FireTimes.crowded_near)
+        return self._fire_times.crowded_near(self._now())
+
     async def fire_due(self) -> None:
         """Claim every tick due within the lookahead (and claims waiting for the mirror)."""
         await self._claim(self._due())
@@ -268,10 +271,9 @@ class Scheduler:
 
     def _undeferred(self) -> list[Claim]:
         """Claims that waited for the mirror and may go now, with their Task's current plan:
-        those of Tasks written since, and all of them every ``DEFER_SECONDS``. (Retrying every
-        waiting claim on every loop made a leader that was handed thousands of Tasks at once
-        spend its time asking for rows the mirror had not written yet, and so fall further
-        behind with writing them.)"""
+        those of Tasks written since, and all of them every ``DEFER_SECONDS`` (retrying all on
+        every loop kept a leader handed thousands of Tasks at once asking for rows the mirror had
+        not written yet, and so from writing them)."""
         now = self._now()
         every = self._retry_deferred_at is not None and now >= self._retry_deferred_at
         tasks = list(self._deferred) if every else list(self._mirrored & self._deferred.keys())
@@ -380,8 +382,7 @@ class Scheduler:
         delay = max((fire_at - requested).total_seconds(), 0.0)
         if delay > 0 and self._lifecycle.sends_ahead(claim.plan.uid):
             delay = 0.0  # a pod of the Task starts it at its tick: sent now, nothing left then
-        loop = asyncio.get_running_loop()
-        loop.call_later(
+        asyncio.get_running_loop().call_later(
             delay,
             self._lifecycle.claimed,
             item.run,

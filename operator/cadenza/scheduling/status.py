@@ -196,10 +196,14 @@ class TaskStatusBook:
 
     # -- the flusher --------------------------------------------------------------------------
 
-    async def run(self, lease_valid: Callable[[], bool]) -> None:
+    async def run(
+        self, lease_valid: Callable[[], bool], crowded: Callable[[], bool] = lambda: False
+    ) -> None:
+        """Write due statuses while ``lease_valid``; those of Tasks applied no faster than the
+        others while ``crowded`` (a crowded tick is being handed over)."""
         tracked = self._metrics.tasks_tracked.labels(part="status")
         try:
-            await self._flush_forever(lease_valid, tracked.set)
+            await self._flush_forever(lease_valid, crowded, tracked.set)
         finally:
             # A follower cannot tell which Tasks go: their series may not outlive the lead.
             for entry in self._entries.values():
@@ -207,13 +211,17 @@ class TaskStatusBook:
             tracked.set(0)
 
     async def _flush_forever(
-        self, lease_valid: Callable[[], bool], tracked: Callable[[float], None]
+        self,
+        lease_valid: Callable[[], bool],
+        crowded: Callable[[], bool],
+        tracked: Callable[[float], None],
     ) -> None:
         while True:
             await asyncio.sleep(FLUSH_TICK_SECONDS)
             tracked(len(self._entries))
             # A Task that went was forgotten by the queue as well.
-            await self._write_all([self._entries[uid] for uid in self._due.take(lease_valid)])
+            chosen = self._due.take(lease_valid, busy=crowded())
+            await self._write_all([self._entries[uid] for uid in chosen])
 
     async def _write_all(self, entries: list[_Entry]) -> None:
         """One read of the history for all ``entries``, then their writes side by side (each

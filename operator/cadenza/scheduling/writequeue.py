@@ -9,9 +9,14 @@ run) waits in the *runs* lane. Each lane has its own token bucket, so:
   lane's rate), instead of queueing behind every firing Task's refresh. Those writes answer the
   users' own writes one for one (coalesced per Task), so they cannot outgrow them.
 
-Within a lane the least recently written Task comes first (one never written before any other),
-and no Task is handed out twice within ``min_interval``. Pure: the caller brings the clock and
-says whether writing is allowed at all (the lease).
+While the fire path is busy (a crowded tick is being handed over), both lanes share the runs
+lane's budget, the spec lane first: a status write costs CPU in the API server, in etcd and in
+every replica's watch besides the leader's own, so 200 a second took the cores a crowded tick
+needed (docs/benchmark.md), and those statuses can wait some seconds.
+
+Within a lane the least recently written Task comes first (one never written before any
+other), and no Task is handed out twice within ``min_interval``. Pure: the caller brings the
+clock and says whether writing is allowed at all (the lease) and whether the fire path is busy.
 """
 
 from __future__ import annotations
@@ -54,13 +59,13 @@ class WriteQueue(Generic[K]):
     ) -> None:
         self._min_interval = min_interval
         self._clock = clock
-        # Spec first: a lane's order is the order it is served in.
         self._buckets = {
             Lane.SPEC: _Bucket(spec_per_second, spec_per_second),
             Lane.RUNS: _Bucket(runs_per_second, runs_per_second),
         }
         self._heaps: dict[Lane, list[tuple[float, int, K]]] = {lane: [] for lane in Lane}
-        """Per lane, by last write: a take looks only at what it may hand out now."""
+        """Per lane, in the order lanes are served, by last write: a take looks only at what it
+        may hand out now."""
         self._queued: dict[K, tuple[Lane, int]] = {}
         """Where each waiting key's live heap item is; an item not named here is stale."""
         self._last: dict[K, float] = {}
@@ -88,15 +93,16 @@ class WriteQueue(Generic[K]):
         self._queued.pop(key, None)
         self._last.pop(key, None)
 
-    def take(self, may_write: Callable[[], bool]) -> list[K]:
+    def take(self, may_write: Callable[[], bool], *, busy: bool = False) -> list[K]:
         """The keys to write now, each counted as written now; none while ``may_write`` says
-        no."""
+        no; both lanes from the runs lane's budget while ``busy``."""
         now = self._clock()
         elapsed, self._refilled = now - self._refilled, now
-        chosen: list[K] = []
-        for lane, bucket in self._buckets.items():
+        for bucket in self._buckets.values():
             bucket.refill(elapsed)
-            heap = self._heaps[lane]
+        chosen: list[K] = []
+        for lane, heap in self._heaps.items():
+            bucket = self._buckets[Lane.RUNS if busy else lane]
             while heap and bucket.tokens >= 1 and may_write():
                 last, order, key = heap[0]
                 if self._queued.get(key) != (lane, order):
