@@ -78,6 +78,13 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.status_waiting = Gauge(
+            "cadenza_task_status_writes_waiting",
+            "Task statuses waiting to be written, by lane: spec (answering a Task created or"
+            " edited), runs (following firing); all 0 on a replica that does not lead",
+            ["lane"],
+            registry=r,
+        )
         self.tasks_tracked = Gauge(
             "cadenza_leader_tasks_tracked",
             "Tasks the leader keeps state for, by part: plans (the scheduler), status (the status"

@@ -6,11 +6,15 @@ rewrites statuses at the runs lane's rate, not the spec lane's."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 
 from cadenza.kube.views import StatusSeed, TaskView
 from cadenza.scheduling.plans import plan_of
 from cadenza.scheduling.writequeue import Lane
+from tests.unit.test_cancel_during_dispatch import until
 from tests.unit.test_deleted_task_state import NOW, Book, view
 
 
@@ -62,3 +66,24 @@ async def test_a_new_leader_takes_over_what_the_stored_status_answers(
     plan = plan_of(view("taken-over"))
     b.book.schedule(plan, NOW)
     assert b.book._due.lane_of(plan.uid) is lane
+
+
+async def test_the_statuses_waiting_are_exposed_per_lane_while_leading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    b = Book(monkeypatch, StatusSeed(observed_generation=1))
+    b.book.schedule(plan_of(view("taken-over")), NOW)
+    b.book.schedule(plan_of(edited(view("edited"), 2)), NOW)
+    b.book.schedule(plan_of(edited(view("edited-too"), 3)), NOW)
+
+    def waiting(lane: str) -> float | None:
+        return b.metrics.registry.get_sample_value(
+            "cadenza_task_status_writes_waiting", {"lane": lane}
+        )
+
+    running = asyncio.create_task(b.book.run(lambda: False))  # the lease in doubt: no writes
+    await until(lambda: waiting("spec") == 2 and waiting("runs") == 1, "the gauge per lane")
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    assert waiting("spec") == 0 and waiting("runs") == 0, "a replica that stops leading"

@@ -144,3 +144,19 @@ def test_while_the_fire_path_is_busy_both_lanes_share_the_runs_lanes_budget() ->
     after = writes.take(always)
     assert sum(k.startswith("new") for k in after) == 50
     assert sum(k.startswith("fired") for k in after) == 2
+
+
+def test_what_waits_is_counted_per_lane() -> None:
+    clock = Clock()
+    writes = queue(clock, runs=1, spec=1)
+    for key in ("a", "b", "c"):
+        writes.touch(key, Lane.RUNS)
+    writes.touch("b", Lane.SPEC)
+    writes.touch("d", Lane.SPEC)
+    assert (writes.waiting(Lane.SPEC), writes.waiting(Lane.RUNS)) == (2, 2)
+    writes.forget("d")
+    writes.forget("never")
+    assert (writes.waiting(Lane.SPEC), writes.waiting(Lane.RUNS)) == (1, 2)
+    assert writes.take(always) == ["b", "a"]
+    assert (writes.waiting(Lane.SPEC), writes.waiting(Lane.RUNS)) == (0, 1)
+    assert len(writes) == 1

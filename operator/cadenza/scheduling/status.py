@@ -209,6 +209,8 @@ class TaskStatusBook:
             for entry in self._entries.values():
                 self._drop_series(entry)
             tracked.set(0)
+            for lane in Lane:
+                self._metrics.status_waiting.labels(lane=lane.value).set(0)
 
     async def _flush_forever(
         self,
@@ -219,6 +221,8 @@ class TaskStatusBook:
         while True:
             await asyncio.sleep(FLUSH_TICK_SECONDS)
             tracked(len(self._entries))
+            for lane in Lane:
+                self._metrics.status_waiting.labels(lane=lane.value).set(self._due.waiting(lane))
             # A Task that went was forgotten by the queue as well.
             chosen = self._due.take(lease_valid, busy=crowded())
             await self._write_all([self._entries[uid] for uid in chosen])

@@ -26,6 +26,7 @@ import enum
 import heapq
 import itertools
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -69,11 +70,15 @@ class WriteQueue(Generic[K]):
         self._queued: dict[K, tuple[Lane, int]] = {}
         """Where each waiting key's live heap item is; an item not named here is stale."""
         self._last: dict[K, float] = {}
+        self._waiting: Counter[Lane] = Counter()
         self._order = itertools.count()
         self._refilled = clock()
 
     def __len__(self) -> int:
         return len(self._queued)
+
+    def waiting(self, lane: Lane) -> int:
+        return self._waiting[lane]
 
     def lane_of(self, key: K) -> Lane | None:
         queued = self._queued.get(key)
@@ -85,12 +90,16 @@ class WriteQueue(Generic[K]):
         queued = self._queued.get(key)
         if queued is not None and (queued[0] is Lane.SPEC or lane is Lane.RUNS):
             return
+        if queued is not None:
+            self._waiting[queued[0]] -= 1
+        self._waiting[lane] += 1
         order = next(self._order)
         self._queued[key] = (lane, order)
         heapq.heappush(self._heaps[lane], (self._last.get(key, float("-inf")), order, key))
 
     def forget(self, key: K) -> None:
-        self._queued.pop(key, None)
+        if (queued := self._queued.pop(key, None)) is not None:
+            self._waiting[queued[0]] -= 1
         self._last.pop(key, None)
 
     def take(self, may_write: Callable[[], bool], *, busy: bool = False) -> list[K]:
@@ -112,6 +121,7 @@ class WriteQueue(Generic[K]):
                     break
                 heapq.heappop(heap)
                 del self._queued[key]
+                self._waiting[lane] -= 1
                 self._last[key] = now
                 bucket.tokens -= 1
                 chosen.append(key)
