@@ -11,9 +11,11 @@ import contextlib
 
 import pytest
 
+from cadenza.core.ids import TaskUid
 from cadenza.kube.views import StatusSeed, TaskView
 from cadenza.scheduling.plans import plan_of
 from cadenza.scheduling.writequeue import Lane
+from cadenza.store import summary
 from tests.unit.test_cancel_during_dispatch import until
 from tests.unit.test_deleted_task_state import NOW, Book, view
 
@@ -87,3 +89,22 @@ async def test_the_statuses_waiting_are_exposed_per_lane_while_leading(
     with contextlib.suppress(asyncio.CancelledError):
         await running
     assert waiting("spec") == 0 and waiting("runs") == 0, "a replica that stops leading"
+
+
+async def test_a_write_that_fails_after_its_task_went_queues_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The failed write would queue the Task again; the flusher's next turn then looked up an
+    entry that was gone and raised, which would end the leader's term."""
+    b = Book(monkeypatch)
+    plan = plan_of(view("went"))
+    b.book.schedule(plan, NOW)
+
+    def unreachable(engine: object, tasks: list[TaskUid]) -> dict[TaskUid, summary.Summary]:
+        b.book.gone(plan)  # the Task goes while its history is being read
+        raise OSError("the database is unreachable")
+
+    monkeypatch.setattr(summary, "read_many", unreachable)
+    assert await b.flush() == [plan.uid]
+    assert b.book._due.lane_of(plan.uid) is None
+    assert await b.flush() == []

@@ -192,7 +192,9 @@ class TaskStatusBook:
             series.remove(_series(entry))
 
     def _touch(self, entry: _Entry) -> None:
-        self._due.touch(entry.uid, Lane.SPEC if entry.answered < entry.generation else Lane.RUNS)
+        lane = Lane.SPEC if entry.answered < entry.generation else Lane.RUNS
+        if self._entries.get(entry.uid) is entry:  # not after a failed write whose Task went
+            self._due.touch(entry.uid, lane)
 
     # -- the flusher --------------------------------------------------------------------------
 
