@@ -412,7 +412,7 @@ def test_an_engine_fault_turns_ready_false_with_a_warning() -> None:
     book.conditions(plan.uid, "ns", "broken", 1, conditions.for_task(1, (), []))
     book.schedule(plan, None)
     entry = book._entries[plan.uid]
-    written = {c["type"]: c for c in book._conditions(entry)}
+    written = {c["type"]: c for c in entry.render_conditions()}
     assert (written["Ready"]["status"], written["Ready"]["reason"]) == ("False", "InvalidSchedule")
     assert written["Ready"]["message"].startswith("spec.schedule: no fire time")
     assert (written["Scheduled"]["status"], written["Scheduled"]["reason"]) == (
@@ -424,7 +424,7 @@ def test_an_engine_fault_turns_ready_false_with_a_warning() -> None:
     ]
     # A fixed spec (a new plan that computes) clears it.
     book.schedule(plan_of(view("broken")), NOW)
-    written = {c["type"]: c for c in book._conditions(entry)}
+    written = {c["type"]: c for c in entry.render_conditions()}
     assert (written["Ready"]["status"], written["Scheduled"]["status"]) == ("True", "True")
 
 

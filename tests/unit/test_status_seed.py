@@ -74,8 +74,8 @@ def test_a_new_leaders_book_keeps_the_transition_time_of_an_unchanged_condition(
     uid = TaskUid("u1")
     book.conditions(uid, "ns", "t", 1, conditions.for_task(1, (), ["gone"]))
     entry = book._entries[uid]
-    book._seed(entry, seed)
-    written = {c["type"]: c for c in book._conditions(entry)}
+    entry.seed(seed)
+    written = {c["type"]: c for c in entry.render_conditions()}
     assert written["Ready"]["lastTransitionTime"] == "2026-12-01T10:00:00Z"
     assert written["ExecutorAvailable"]["status"] == "False"
     assert written["ExecutorAvailable"]["lastTransitionTime"] != "2026-12-01T10:00:00Z"
