@@ -76,7 +76,8 @@ def build_registry(settings: Settings, hub: Hub) -> kopf.OperatorRegistry:
 
     @kopf.index(GROUP, VERSION, "tasks", id=TASKS_INDEX, registry=registry)
     async def cadenza_tasks(body: kopf.Body, **_: Any) -> dict[tuple[str, str], TaskView]:
-        view = TaskView.from_body(body)
+        meta = body["metadata"]
+        view = TaskView.from_body(body, hub.task(meta["namespace"], meta["name"]))
         return {(view.namespace, view.name): view}
 
     @kopf.index(GROUP, VERSION, "executors", id=EXECUTORS_INDEX, registry=registry)

@@ -17,7 +17,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cadenza.core import fields, taskspec
@@ -91,19 +91,39 @@ class TaskView:
     status_seed: StatusSeed = StatusSeed()
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> TaskView:
+    def from_body(cls, body: Mapping[str, Any], previous: TaskView | None = None) -> TaskView:
+        """The view of ``body``; ``previous`` (the view of the same name so far) is reused when
+        only the status changed: every status write comes back as an event, and encoding and
+        hashing the spec again was most of what such an event cost."""
         meta = body["metadata"]
         annotations = meta.get("annotations") or {}
+        uid, generation = meta["uid"], int(meta.get("generation") or 0)
+        original_name, trigger = annotations.get(ORIGINAL_NAME), annotations.get(TRIGGER)
+        seed = StatusSeed.of(body.get("status"))
+        if (
+            previous is not None
+            and (previous.uid, previous.generation) == (uid, generation)
+            and (previous.original_name, previous.trigger) == (original_name, trigger)
+        ):
+            # The spec is the same: a Task's generation moves with every change of its spec.
+            return previous if previous.status_seed == seed else previous.with_seed(seed)
         return cls.of(
-            meta["uid"],
+            uid,
             meta["namespace"],
             meta["name"],
-            int(meta.get("generation") or 0),
+            generation,
             _spec(body),
-            original_name=annotations.get(ORIGINAL_NAME),
-            trigger=annotations.get(TRIGGER),
-            status_seed=StatusSeed.of(body.get("status")),
+            original_name=original_name,
+            trigger=trigger,
+            status_seed=seed,
         )
+
+    def with_seed(self, seed: StatusSeed) -> TaskView:
+        """This view with another stored status, keeping the spec already read."""
+        fresh = replace(self, status_seed=seed)
+        if "task_spec" in self.__dict__:  # what `functools.cached_property` keeps
+            fresh.__dict__["task_spec"] = self.__dict__["task_spec"]
+        return fresh
 
     @classmethod
     def of(
