@@ -84,11 +84,12 @@ def _operator() -> int:
     failpoints.arm(settings.failpoints)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
 
-    from cadenza import replica
+    from cadenza import collector, replica
     from cadenza.kube.client import ConfigError
     from cadenza.store.engine import DatabaseUnavailable
     from cadenza.store.migrations import MigrationError
 
+    collector.settle()
     try:
         return asyncio.run(replica.run(settings))
     except (DatabaseUnavailable, MigrationError) as exc:
