@@ -3,6 +3,9 @@
 Invariants:
 - Published only for an Executor whose pods have all been probed once (``settled``): a new
   leader starts knowing no pod healthy, and a 0 it did not measure would page someone.
+- At most one update every ``DEBOUNCE_SECONDS``: the pool updates on every dispatch and every
+  finished run (its in-flight counts), hundreds of times a second, and building a snapshot for
+  each cost the leader 3 % of its CPU at 200 runs a second; a health change shows within it.
 - A series is labelled ``namespace/name`` and lives while its Executor does: one that leaves the
   pool loses its series at the pool's next update.
 
@@ -12,6 +15,7 @@ leader stops publishing (it stops leading); only the leader's ``/metrics`` has t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from prometheus_client import Gauge
@@ -19,6 +23,8 @@ from prometheus_client import Gauge
 from cadenza.executors.members import ExecutorSnapshot
 from cadenza.executors.pool import ExecutorPool
 from cadenza.metrics import Metrics
+
+DEBOUNCE_SECONDS = 0.5
 
 
 async def publish(pool: ExecutorPool, metrics: Metrics) -> None:
@@ -28,6 +34,7 @@ async def publish(pool: ExecutorPool, metrics: Metrics) -> None:
     try:
         while True:
             shown = show(pool.snapshot(), metrics.pods_healthy, shown)
+            await asyncio.sleep(DEBOUNCE_SECONDS)  # what came meanwhile is shown at once below
             seen = await pool.wait_updated(seen)
     finally:
         for series in shown:
