@@ -168,7 +168,9 @@ async def _first_probes(pool: ExecutorPool) -> None:
 
 
 async def _forward_changes(hub: Hub, pool: ExecutorPool) -> None:
-    changed = hub.subscribe()
+    # Not Tasks: the pool re-reads every Executor spec and pod when told, and a status write
+    # comes back as a Task event (with 10,000 Tasks applied, 9 % of the leader's CPU).
+    changed = hub.subscribe("executor", "pod")
     try:
         while True:
             await changed.wait()

@@ -31,7 +31,9 @@ class Changes:
     """One subscriber's view of what changed: an event to wait on and the keys since the last
     :meth:`take`."""
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: frozenset[Kind] = frozenset(("task", "executor", "pod"))) -> None:
+        self.kinds = kinds
+        """The kinds of object this subscriber is told of."""
         self._event = asyncio.Event()
         self._keys: set[Key] = set()
 
@@ -73,9 +75,10 @@ class Hub:
     def attach(self, indexes: Mapping[str, Any]) -> None:
         self.indexes = {k: indexes[k] for k in (TASKS_INDEX, EXECUTORS_INDEX, PODS_INDEX)}
 
-    def subscribe(self) -> Changes:
-        """The changes of every watched object from now on, until :meth:`unsubscribe`."""
-        changes = Changes()
+    def subscribe(self, *kinds: Kind) -> Changes:
+        """The changes of every watched object (of ``kinds`` only, if given) from now on, until
+        :meth:`unsubscribe`."""
+        changes = Changes(frozenset(kinds)) if kinds else Changes()
         self.subscribers.append(changes)
         return changes
 
@@ -86,7 +89,8 @@ class Hub:
     def notify(self, kind: Kind, namespace: str, name: str) -> None:
         key: Key = (kind, namespace, name)
         for changes in self.subscribers:
-            changes.add(key)
+            if kind in changes.kinds:
+                changes.add(key)
 
     def _values(self, index: str, key: Any = None) -> Iterator[Any]:
         idx = self.indexes.get(index)
