@@ -150,9 +150,18 @@ async def test_all_items_commit_together(route: Route, engine: Engine, database:
         )
         batch = asyncio.create_task(route.post([route.item(second), route.item(first)]))
 
-        await async_wait_for(
-            lambda: asyncio.to_thread(lock_waits, engine, db), 20, "the batch to wait"
-        )
+        def waiting() -> bool:
+            with engine.connect() as conn:
+                return bool(conn.execute(
+                    text(
+                        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t"
+                        " JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id"
+                        " WHERE t.trx_state = 'LOCK WAIT' AND p.DB = :db"
+                    ),
+                    {"db": db},
+                ).scalar())  # fmt: skip
+
+        await async_wait_for(lambda: asyncio.to_thread(waiting), 20, "the batch to wait")
         assert rows(engine, first)[0]["status"] == "running"  # applied, not yet committed
         blocker.rollback()
 
@@ -161,71 +170,6 @@ async def test_all_items_commit_together(route: Route, engine: Engine, database:
     assert status == 200 and [a["status"] for a in body["results"]] == [200, 200]
     assert rows(engine, first)[0]["status"] == rows(engine, second)[0]["status"] == "succeeded"
     assert route.applied == [second, first]
-
-
-async def test_batches_that_come_while_one_is_applied_go_together(
-    route: Route, engine: Engine, database: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each sidecar has one batch in flight: those that arrive while a transaction is open wait
-    and are applied in the next one, each answered for its own items only."""
-    blocked, second, third, shared = (prepared_run(engine, RunStatus.RUNNING) for _ in range(4))
-    transactions: list[int] = []
-    parsed: list[int] = []
-    apply_all, parse_batch = callback_batches.apply_all, callback_batches.parse_batch
-
-    def counted_apply(engine: Engine, items: list[Any], *args: Any) -> list[dict[str, Any]]:
-        transactions.append(len(items))
-        return apply_all(engine, items, *args)
-
-    def counted_parse(raw: bytes) -> list[Any]:
-        parsed.append(1)
-        return parse_batch(raw)
-
-    monkeypatch.setattr(callback_batches, "apply_all", counted_apply)
-    monkeypatch.setattr(callback_batches, "parse_batch", counted_parse)
-    db = make_url(database).database
-    with engine.connect() as blocker:
-        blocker.execute(
-            text("SELECT id FROM task_executions WHERE id = :id FOR UPDATE"), {"id": blocked}
-        )
-        first = asyncio.create_task(route.post([route.item(blocked)]))
-        await async_wait_for(lambda: asyncio.to_thread(lock_waits, engine, db), 20, "a wait")
-        later = [
-            asyncio.create_task(route.post([route.item(second), route.item(shared)])),
-            asyncio.create_task(route.post([route.item(shared), route.item(third, token="x")])),
-        ]
-
-        async def queued() -> bool:
-            # Parsed means queued: the handler hands its items over without yielding between.
-            return len(parsed) == 3
-
-        await async_wait_for(queued, 20, "both batches to be queued")
-        assert rows(engine, second)[0]["status"] == "running"  # not applied beside the first
-        blocker.rollback()
-        answers = [await first] + [await batch for batch in later]
-
-    assert transactions == [1, 4]
-    assert [status for status, _ in answers] == [200, 200, 200]
-    statuses = [[a["status"] for a in body["results"]] for _, body in answers]
-    assert statuses == [[200], [200, 200], [200, 403]]
-    applied = [[a["body"].get("applied") for a in body["results"]] for _, body in answers]
-    assert applied == [[True], [True, True], [False, None]]
-    assert answers[2][1]["results"][0]["executionId"] == "x-1"
-    assert sorted(route.applied) == sorted([blocked, second, shared, shared])
-    assert rows(engine, third)[0]["status"] == "running"  # its item was refused
-
-
-def lock_waits(engine: Engine, db: str | None) -> bool:
-    """Whether a transaction on ``db`` waits for a row lock."""
-    with engine.connect() as conn:
-        return bool(conn.execute(
-            text(
-                "SELECT COUNT(*) FROM information_schema.INNODB_TRX t"
-                " JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id"
-                " WHERE t.trx_state = 'LOCK WAIT' AND p.DB = :db"
-            ),
-            {"db": db},
-        ).scalar())  # fmt: skip
 
 
 @pytest.mark.parametrize(

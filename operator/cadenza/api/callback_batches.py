@@ -26,11 +26,6 @@ Invariants:
   duplicate comes after the report it repeats and changes nothing), so two batches never wait on
   each other in a cycle.
 - ``on_applied`` is called for every item answered 200, after the commit.
-- Batches that arrive while one is being applied wait and are applied together, in one
-  transaction (up to ``MERGED_REQUESTS`` of them): each sidecar has one batch in flight, and a
-  transaction per request cost the leader a sixth of its CPU at 200 runs a second. Each request
-  still gets the answers of its own items only; a database failure fails every request of the
-  transaction alike (each is retried by its sidecar).
 """
 
 from __future__ import annotations
@@ -38,26 +33,21 @@ from __future__ import annotations
 import asyncio
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from cadenza.api import callbacks
 from cadenza.api.callbacks import Applied, CallbackError, Report
-from cadenza.batching import Coalescer
 from cadenza.core.ids import ExecutionId
 from cadenza.store import deadlocks
-
-T = TypeVar("T")
 
 BATCH_PATH = "/api/v1/callbacks"
 MAX_ITEMS = 1000
 """Most items per batch; a sidecar sends at most 200 by default (``--callback-batch-max-items``)."""
 MAX_BYTES = 32 * 1024 * 1024
 """Largest batch body; the app-wide 1 MiB of ``request.read()`` is too small for 200 results."""
-MERGED_REQUESTS = 8
-"""Most batch requests applied in one transaction."""
 
 
 @dataclass(frozen=True)
@@ -79,17 +69,6 @@ def routes(
     """The route; ``gate`` and ``on_started`` as for the single route (share one gate)."""
     gate = gate or asyncio.Semaphore(callbacks.DEFAULT_CONCURRENCY)
 
-    async def apply_merged(requests: list[list[_Item]]) -> list[list[dict[str, Any]]]:
-        merged = [item for items in requests for item in items]
-        async with gate:
-            answers = await asyncio.to_thread(
-                deadlocks.retry_deadlocks,
-                lambda: apply_all(engine, merged, grace_seconds, on_started),
-            )
-        return split(answers, [len(items) for items in requests])
-
-    apply = Coalescer(apply_merged, MERGED_REQUESTS)
-
     async def batch(request: web.Request) -> web.Response:
         try:
             body = await callbacks.read_body(request, MAX_BYTES, "the batch", "send fewer items")
@@ -105,7 +84,11 @@ def routes(
             except CallbackError as exc:
                 answers.append({**_echo(raw), "status": exc.status, "body": _error(exc)})
         if items:
-            applied = await apply(items)
+            async with gate:
+                applied = await asyncio.to_thread(
+                    deadlocks.retry_deadlocks,
+                    lambda: apply_all(engine, items, grace_seconds, on_started),
+                )
             for item, answer in zip(items, applied, strict=True):
                 answers[item.index] = {**_echo(raw_items[item.index]), **answer}
                 if answer["status"] == 200:
@@ -113,17 +96,6 @@ def routes(
         return web.json_response({"results": answers})
 
     return [web.post(BATCH_PATH, batch)]
-
-
-def split(answers: list[T], sizes: list[int]) -> list[list[T]]:
-    """``answers`` cut into consecutive runs of ``sizes`` (which add up to their number)."""
-    out, start = [], 0
-    for size in sizes:
-        out.append(answers[start : start + size])
-        start += size
-    if start != len(answers):
-        raise ValueError(f"{len(answers)} answers for {start} items")
-    return out
 
 
 def parse_batch(raw: bytes) -> list[Any]:
