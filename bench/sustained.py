@@ -67,6 +67,8 @@ def leader_metrics(
         "ticks": by_label("cadenza_ticks_total"),
         "runs_finished": by_label("cadenza_runs_finished_total"),
         "fenced_writes": delta(after, before, "cadenza_fenced_writes_total"),
+        "gc_pause_seconds": round(delta(after, before, "cadenza_gc_pause_seconds_sum"), 3),
+        "gc_collections": by_label("cadenza_gc_pause_seconds_count"),
     }
 
 

@@ -22,6 +22,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from cadenza import collector
+
 
 def _registry() -> CollectorRegistry:
     return CollectorRegistry(auto_describe=True)
@@ -33,6 +35,7 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        r.register(collector.PauseCollector())
         self.leader = Gauge("cadenza_leader", "1 while this replica leads", registry=r)
         self.epoch = Gauge("cadenza_leader_epoch", "Epoch this replica leads with", registry=r)
         self.fire_delay = Histogram(

@@ -12,12 +12,14 @@ import gc, json
 from cadenza import collector
 before = gc.get_threshold()
 collector.settle()
+gc.collect()
 print(json.dumps({"before": before, "after": gc.get_threshold(),
-                  "frozen": gc.get_freeze_count(), "enabled": gc.isenabled()}))
+                  "frozen": gc.get_freeze_count(), "enabled": gc.isenabled(),
+                  "full_pauses": sum(collector.PAUSES.counts[2])}))
 """
 
 
-def test_settle_freezes_what_is_loaded_and_raises_only_the_youngest_threshold() -> None:
+def test_settle_freezes_what_is_loaded_raises_only_the_youngest_threshold_and_records() -> None:
     done = subprocess.run(
         [sys.executable, "-c", PROGRAM], capture_output=True, text=True, check=True, timeout=60
     )
@@ -27,3 +29,4 @@ def test_settle_freezes_what_is_loaded_and_raises_only_the_youngest_threshold() 
     young, middle, oldest = seen["after"]
     assert young == 10_000 and young > seen["before"][0]
     assert [middle, oldest] == seen["before"][1:]
+    assert seen["full_pauses"] >= 2  # settle's own collection and the one after it
