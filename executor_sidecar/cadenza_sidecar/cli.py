@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from cadenza_sidecar import app, flags, logs, settings
+from cadenza_sidecar import app, collector, flags, logs, settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,4 +18,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except settings.SettingsError as exc:
         flags.build_parser().error(str(exc))
     logs.configure(config.log_level)
+    collector.settle()
     return asyncio.run(app.serve(config))
