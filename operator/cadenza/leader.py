@@ -112,6 +112,7 @@ class Leader:
             on_change=lambda uid, _row: book.run_changed(uid),
             lease_valid=ctx.lease_valid,
             deadline_grace_seconds=tuning.deadline_grace_seconds,
+            max_dispatches=tuning.max_dispatches_in_flight,
         )
         scheduler = Scheduler(
             hub=ctx.hub,

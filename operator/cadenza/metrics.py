@@ -75,6 +75,12 @@ class Metrics:
         )
         self.active = Gauge("cadenza_runs_active", "Runs dispatched and not finished", registry=r)
         self.queued = Gauge("cadenza_runs_queued", "Runs waiting for their turn", registry=r)
+        self.dispatches_waiting = Gauge(
+            "cadenza_dispatches_waiting",
+            "Runs due to be sent that wait for one of the leader's dispatches in flight"
+            " (CADENZA_MAX_DISPATCHES_IN_FLIGHT)",
+            registry=r,
+        )
         self.status_writes = Counter(
             "cadenza_task_status_writes_total",
             "Task status patches, by task",

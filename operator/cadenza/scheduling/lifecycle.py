@@ -12,7 +12,7 @@ Invariants:
 - Queued runs are released by the core's rule (``modes.next_from_queue``).
 - Past its deadline plus a grace a run is cancelled on its pod and counted lost (and retried if
   the policy allows): no run stays in flight forever.
-- At most one action is under way per run (``Run.busy``).
+- One action at most is under way per run (``Run.busy``), ``max_dispatches`` in all.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class Lifecycle:
         on_change: Notify,
         lease_valid: Callable[[], bool],
         deadline_grace_seconds: float = 10.0,
+        max_dispatches: int | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -97,7 +98,7 @@ class Lifecycle:
         self._changes = ChangeFeed(store, CHANGES_SECONDS)
         self._queues: set[TaskUid] = set()
         self._wake = asyncio.Event()
-        self._act = Actions()
+        self._act = Actions(max_dispatches)
 
     # -- what others ask ----------------------------------------------------------------------
 
@@ -191,12 +192,14 @@ class Lifecycle:
                 active, queued = self._runs.totals()
                 self._metrics.active.set(active)
                 self._metrics.queued.set(queued)
+                self._metrics.dispatches_waiting.set(self._act.waiting)
         finally:
             self._act.cancel_all()
             self._dispatcher.close()
             # Only the leader's counts are true: summed over replicas, each run counts once.
             self._metrics.active.set(0)
             self._metrics.queued.set(0)
+            self._metrics.dispatches_waiting.set(0)
 
     def _sleep_seconds(self) -> float:
         poll = self._changes.seconds_to_poll()
@@ -356,10 +359,7 @@ class Lifecycle:
     async def _cancel(self, run: Run) -> None:
         """Its Task went, or was suspended before it started: cancelled, its pod told."""
         why = "the Task was deleted" if run.task not in self._plans else SUSPENDED
-        cancelled = rules.Finish(rules.Outcome(RunStatus.CANCELLED, error=why))
-        if await self._store.end_attempt(run.id, run.attempt, cancelled):
-            if run.base_url:
-                await self._settler.stop_on_pod(run)
+        if await self._settler.cancel(run, why):
             self._forget(run, RunStatus.CANCELLED)
         else:
             self.wake(run.id)

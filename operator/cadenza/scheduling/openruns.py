@@ -12,6 +12,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
@@ -181,19 +182,38 @@ class Actions:
     """What is being done to runs, one action per run at a time (``Run.busy``), each in a task
     of its own whose failure is logged (a fenced write is no failure: the leader stepped down).
 
+    At most ``limit`` actions are under way at once; the others wait their turn in the order
+    they came, their runs busy meanwhile. So a leader offered more runs than its pods take
+    keeps a queue of runs, not thousands of half-done dispatches (their coroutines, pod
+    candidates and pending requests, which every collection of the garbage collector walks).
+
     Once stopped (the leader's work ends), nothing new starts: a claim still in flight at that
     moment would otherwise start a dispatch on a store that is closing."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: collections.deque[tuple[Run, Coroutine[Any, Any, None]]] = (
+            collections.deque()
+        )
+        self._limit = limit
         self._stopped = False
+
+    @property
+    def waiting(self) -> int:
+        """Actions waiting for their turn."""
+        return len(self._waiting)
 
     def __call__(self, run: Run, action: Coroutine[Any, Any, None]) -> None:
         if self._stopped:
             action.close()
             return
         run.busy = True
+        if self._limit is not None and len(self._tasks) >= self._limit:
+            self._waiting.append((run, action))
+        else:
+            self._start(run, action)
 
+    def _start(self, run: Run, action: Coroutine[Any, Any, None]) -> None:
         async def acting() -> None:
             try:
                 await action
@@ -202,13 +222,22 @@ class Actions:
 
         task = asyncio.create_task(acting())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(self._log_failure)
+        task.add_done_callback(self._done)
 
     def cancel_all(self) -> None:
         self._stopped = True
         for task in self._tasks:
             task.cancel()
+        while self._waiting:
+            run, action = self._waiting.popleft()
+            action.close()
+            run.busy = False
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._log_failure(task)
+        if self._waiting and not self._stopped:
+            self._start(*self._waiting.popleft())
 
     def _log_failure(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

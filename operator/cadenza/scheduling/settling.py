@@ -1,4 +1,5 @@
-"""Settling runs nobody reported on: runs past their deadline, and runs an earlier leader sent.
+"""Settling runs nobody reported on (runs past their deadline, runs an earlier leader sent) and
+cancelling the runs of Tasks that went or were suspended.
 
 - A run past its deadline plus a grace is cancelled on its pod and its attempt counts as
   ``lost`` (retried if the Task's policy allows). ``lost`` may still be corrected by the real
@@ -78,6 +79,16 @@ class Settler:
             RunStatus.LOST,
             f"no result from pod {run.pod} by the deadline; the pod did not report back",
         )
+
+    async def cancel(self, run: Run, why: str) -> bool:
+        """End the run cancelled (its Task went, or was suspended before the run started) and
+        tell its pod; False when the run changed meanwhile (nothing is done then)."""
+        cancelled = rules.Finish(rules.Outcome(RunStatus.CANCELLED, error=why))
+        if not await self._store.end_attempt(run.id, run.attempt, cancelled):
+            return False
+        if run.base_url:
+            await self.stop_on_pod(run)
+        return True
 
     async def stop_on_pod(self, run: Run) -> bool:
         """Tell the run's pod to stop its current attempt; False when the pod is not known here

@@ -49,6 +49,14 @@ class SchedulingSettings:
     (``CADENZA_CLAIM_AHEAD_MAX_SECONDS``). So 10,000 Tasks due in one second are recorded and
     sent over the 8 s before it, and their pods start them at the tick."""
 
+    max_dispatches_in_flight: int = 1000
+    """How many runs the leader has on their way to pods at once, each from its record to the
+    pod's answer (``CADENZA_MAX_DISPATCHES_IN_FLIGHT``; the rare cancel or question to a pod
+    counts too). Runs due beyond it wait their turn in the order they were claimed, counted by
+    ``cadenza_dispatches_waiting``: offered more runs than its pods take, the leader keeps a
+    queue of runs rather than thousands of half-done dispatches. Their ticks are claimed on time
+    all the same (each still fires once); they are sent late."""
+
     dispatch_token_grace_seconds: float = 300.0
     """After an Executor's dispatch token was rotated (``cadenza.dev/rotate-token``), how long
     a sidecar that refuses the new token with 401 is sent the previous one instead, while its
@@ -78,6 +86,9 @@ def read_scheduling(read: Reader) -> SchedulingSettings:
         ),
         claim_ahead_max_seconds=read(
             "CADENZA_CLAIM_AHEAD_MAX_SECONDS", float, 8.0, minimum=0.25, maximum=10
+        ),
+        max_dispatches_in_flight=read(
+            "CADENZA_MAX_DISPATCHES_IN_FLIGHT", int, 1000, minimum=1, maximum=1_000_000
         ),
         dispatch_token_grace_seconds=read(
             "CADENZA_DISPATCH_TOKEN_GRACE_SECONDS", float, 300.0, minimum=0, maximum=86400
