@@ -177,6 +177,7 @@ class Outcome:
     measured: Measurement
     exits: dict[str, dict[str, Any]]
     leftovers: list[str]
+    overrides: dict[str, str]
 
 
 def run(args: argparse.Namespace, out: Path) -> Outcome:
@@ -193,7 +194,7 @@ def run(args: argparse.Namespace, out: Path) -> Outcome:
     finally:
         left = leftovers(system.pids) if system else []
         say(f"stopped; processes left: {left or 'none'}")
-    return Outcome(measured, system.exits, left)
+    return Outcome(measured, system.exits, left, system.operator_overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         "callbacks_to": args.callbacks_to,
         "schedule": outcome.measured.schedule,
         "handler": "echo",
-        "operator_settings": "defaults (docs/configuration.md)",
+        "operator_settings": "defaults (docs/configuration.md)"
+        + (", but operator_overrides" if outcome.overrides else ""),
+        "operator_overrides": outcome.overrides,
         "scenario": args.scenario,
     }
     if args.scenario != "sustained":

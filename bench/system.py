@@ -139,6 +139,9 @@ class System:
     pods: list[pods.SidecarPod] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
     exits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    operator_overrides: dict[str, str] = field(default_factory=dict)
+    """The ``CADENZA_*`` variables of the benchmark's own environment the replicas run with
+    (every other setting is its default or the benchmark's own)."""
 
     def start(self) -> None:
         server = mariadb.Server()
@@ -208,7 +211,7 @@ class System:
         # --callbacks-to next: results of this replica's dispatches go to the next replica, as a
         # Service in front of the replicas would spread them (a follower applies most of them).
         callbacks = ports[(index + 1) % len(ports)] if self.args.callbacks_to == "next" else port
-        env = self.plane.env | {
+        env = {
             "CADENZA_HTTP_ADVERTISE_URL": f"http://127.0.0.1:{callbacks}",
             "CADENZA_DATABASE_URL": database_url,
             "CADENZA_HTTP_HOST": "127.0.0.1",
@@ -220,6 +223,13 @@ class System:
             "CADENZA_API_OPEN_METRICS": "true",  # the benchmark reads the leader's /metrics
             "PYTHONUNBUFFERED": "1",
         }
+        # Any other CADENZA_* variable of the benchmark's environment reaches the replicas.
+        self.operator_overrides = {
+            k: v
+            for k, v in sorted(self.plane.env.items())
+            if k.startswith("CADENZA_") and k not in env
+        }
+        env = self.plane.env | env
         log = self.workdir / f"{name}.log"
         proc = cp.spawn([sys.executable, "-m", "cadenza", "operator"], log, env)
         replica = Replica(name, f"http://127.0.0.1:{port}", log, proc)
