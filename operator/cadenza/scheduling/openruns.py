@@ -33,7 +33,7 @@ SUSPENDED = "the Task was suspended before the run started"
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Run:
     """What the leader knows of one open run."""
 
