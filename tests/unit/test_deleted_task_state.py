@@ -261,7 +261,7 @@ def scene(
         on_misfire=lambda plan, fired, dropped: None,
         on_gone=lambda plan: told.append((plan.name, "gone")),
     )  # fmt: skip
-    monkeypatch.setattr(scheduler, "_hand_over", lambda item: None)
+    monkeypatch.setattr(scheduler._claimer, "_hand_over", lambda item: None)
     yield scheduler, ledger, tasks, told
 
 
@@ -275,13 +275,13 @@ async def test_a_deleted_task_is_forgotten_by_the_scheduler_and_the_parts_it_tel
     # Not mirrored yet: the first ticks' claims wait for the mirror.
     scheduler._now.now += timedelta(seconds=1)  # type: ignore[attr-defined]
     await scheduler.fire_due()
-    assert set(scheduler._deferred) == {TaskUid("uid-a"), TaskUid("uid-b")}
+    assert set(scheduler._claimer._deferred) == {TaskUid("uid-a"), TaskUid("uid-b")}
 
     del tasks[("ns", "a")]
     scheduler._refresh({("ns", "a")})
 
     assert set(scheduler.plans) == {TaskUid("uid-b")}
-    assert set(scheduler._deferred) == {TaskUid("uid-b")}
+    assert set(scheduler._claimer._deferred) == {TaskUid("uid-b")}
     assert scheduler._fire_times.get(TaskUid("uid-a")) is None
     assert len(scheduler._fire_times) == 1
     assert ledger.gone == [TaskUid("uid-a")]

@@ -314,7 +314,7 @@ def scheduler(
         on_schedule=lambda plan, tick: told.setdefault(plan.name, []).append((plan, tick)),
         on_misfire=lambda plan, fired, dropped: None, on_gone=lambda plan: None, clock=clock,
     )  # fmt: skip
-    monkeypatch.setattr(scheduler, "_hand_over", lambda item: None)
+    monkeypatch.setattr(scheduler._claimer, "_hand_over", lambda item: None)
     yield scheduler, store, clock, tasks
 
 

@@ -146,7 +146,7 @@ def _scene(
         clock=clock,
     )
     # Hand-over happens at the tick on the real loop; here it happens at once.
-    monkeypatch.setattr(scheduler, "_hand_over", lambda item: _hand_over(runs, item))
+    monkeypatch.setattr(scheduler._claimer, "_hand_over", lambda item: _hand_over(runs, item))
     yield Scene(clock, store, runs, hub, scheduler, tasks)
 
 

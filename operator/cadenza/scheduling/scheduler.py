@@ -1,10 +1,11 @@
 """The leader's scheduler loop: one heap of next fire times for every Task.
 
-It sleeps until the earliest fire time or until a watched object changes, claims every tick due
-within its Task's lead in one fenced transaction (so the commit is off the fire path), then
-hands each claimed run to the lifecycle at its tick, or at once when a pod of its Task holds
-runs until their tick (sidecar protocol version 3: the run is sent ahead with ``startAt``, so
-the database and the sending are off the fire path too). No kopf timer per Task.
+It sleeps until the earliest fire time or until a watched object changes, and has every tick
+due within its Task's lead claimed in one fenced transaction (so the commit is off the fire
+path) by the :mod:`~cadenza.scheduling.claimer`, which hands each claimed run to the lifecycle
+at its tick, or at once when a pod of its Task holds runs until their tick (sidecar protocol
+version 3: the run is sent ahead with ``startAt``, so the database and the sending are off the
+fire path too). No kopf timer per Task.
 
 The lead is ``LOOKAHEAD_SECONDS`` for most Tasks, and ``claim_ahead``
 (``CADENZA_CLAIM_AHEAD_SECONDS``, which may be longer, so that more of a tick's runs are recorded
@@ -28,25 +29,21 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
-from cadenza import failpoints
 from cadenza.core import modes
 from cadenza.core.ids import TaskUid
-from cadenza.core.transitions import RunStatus
 from cadenza.core.triggers import trigger_key
 from cadenza.kube.hub import Changes, Hub, names
 from cadenza.metrics import Metrics
 from cadenza.scheduling import misfires
+from cadenza.scheduling.claimer import Claimer
 from cadenza.scheduling.claims import (
     Claim,
-    Claimed,
     GoneHook,
     MisfireHook,
     Origin,
@@ -55,7 +52,7 @@ from cadenza.scheduling.claims import (
 from cadenza.scheduling.firetimes import FireTimes, Waves
 from cadenza.scheduling.lifecycle import Lifecycle
 from cadenza.scheduling.plans import TaskPlan, plan_of
-from cadenza.store.port import NewRun, RunStore
+from cadenza.store.port import RunStore
 from cadenza.waiting import at_most
 
 log = logging.getLogger(__name__)
@@ -67,10 +64,6 @@ REFRESH_SECONDS = 0.2
 of Tasks applied at once, and every status write comes back as one); only the Tasks they name are
 re-read (re-reading every Task for each event took 69 % of a leader's CPU with 10,000 Tasks, so
 that ticks were claimed late), and a burst's changes make one batch of claims."""
-DEFER_SECONDS = 2.0
-"""How soon claims waiting for the mirror are tried again when no mirror write named their Task
-(the write may have landed while their claim was in flight). A write that names it lets them go
-at once (:meth:`Scheduler.mirrored`)."""
 
 
 class Scheduler:
@@ -101,11 +94,7 @@ class Scheduler:
         self._lookahead = timedelta(seconds=LOOKAHEAD_SECONDS)
         self._claim_ahead = max(timedelta(seconds=claim_ahead), self._lookahead)
         self._fire_times = FireTimes(Waves(max_lead=timedelta(seconds=claim_ahead_max)))
-        self._deferred: dict[TaskUid, list[Claim]] = {}
-        """Claims of Tasks the mirror has not written yet, by Task."""
-        self._mirrored: set[TaskUid] = set()
-        """Tasks the mirror wrote since the last look at the deferred claims."""
-        self._retry_deferred_at: datetime | None = None
+        self._claimer = Claimer(store=store, lifecycle=lifecycle, metrics=metrics, clock=clock)
         self._by_name: dict[tuple[str, str], TaskUid] = {
             (p.namespace, p.name): uid for uid, p in plans.items()
         }
@@ -121,8 +110,7 @@ class Scheduler:
 
     def mirrored(self, tasks: Iterable[TaskUid]) -> None:
         """The mirror wrote these Tasks' rows: the claims that wait for them may go now."""
-        self._mirrored.update(tasks)
-        if self._changed is not None and self._mirrored & self._deferred.keys():
+        if self._claimer.mirrored(tasks) and self._changed is not None:
             self._changed.wake()
 
     async def run(self) -> None:
@@ -133,7 +121,7 @@ class Scheduler:
             # The manual triggers found by load(), and whatever changed since.
             triggered = (self._loaded or []) + self._refresh()
             await self._misfires()
-            await self._claim(triggered)
+            await self._claimer.claim(triggered)
             refreshed = -math.inf
             while True:
                 await self.fire_due()
@@ -148,7 +136,7 @@ class Scheduler:
                     continue
                 refreshed = time.monotonic()
                 changed = names("task", changes.take())
-                await self._claim(self._refresh(changed))
+                await self._claimer.claim(self._refresh(changed))
         finally:
             self._hub.unsubscribe(changes)
             self._metrics.tasks_tracked.labels(part="plans").set(0)
@@ -158,7 +146,7 @@ class Scheduler:
 
     async def fire_due(self) -> None:
         """Claim every tick due within the lookahead (and claims waiting for the mirror)."""
-        await self._claim(self._due())
+        await self._claimer.claim(self._due())
 
     # -- plans --------------------------------------------------------------------------------
 
@@ -220,7 +208,7 @@ class Scheduler:
         the mirror, its balancer state, its status bookkeeping); its open runs end as cancelled."""
         plan = self.plans.pop(uid, None)
         self._fire_times.discard(uid)
-        self._deferred.pop(uid, None)
+        self._claimer.forget(uid)
         self._lifecycle.task_gone(uid)
         if plan is None:
             return
@@ -257,7 +245,7 @@ class Scheduler:
 
     def _due(self) -> list[Claim]:
         horizon = self._now()
-        due = self._undeferred()
+        due = self._claimer.undeferred(self.plans)
         while (found := self._fire_times.pop_due(horizon)) is not None:
             tick, uid = found
             plan = self.plans.get(uid)
@@ -269,33 +257,11 @@ class Scheduler:
             self._reschedule(plan, tick)
         return due
 
-    def _undeferred(self) -> list[Claim]:
-        """Claims that waited for the mirror and may go now, with their Task's current plan:
-        those of Tasks written since, and all of them every ``DEFER_SECONDS`` (retrying all on
-        every loop kept a leader handed thousands of Tasks at once asking for rows the mirror had
-        not written yet, and so from writing them)."""
-        now = self._now()
-        every = self._retry_deferred_at is not None and now >= self._retry_deferred_at
-        tasks = list(self._deferred) if every else list(self._mirrored & self._deferred.keys())
-        self._mirrored.clear()
-        if every:
-            self._retry_deferred_at = None
-        due: list[Claim] = []
-        for uid in tasks:
-            claims = self._deferred.pop(uid)
-            plan = self.plans.get(uid)
-            if plan is not None:  # a Task deleted meanwhile: its claims go with it
-                due.extend(dataclasses.replace(c, plan=plan) for c in claims)
-        return due
-
     def _sleep_seconds(self) -> float:
-        if self._mirrored & self._deferred.keys():
-            return 0.0  # written while their claim was in flight
         until_tick = MAX_IDLE_SECONDS
         if (earliest := self._fire_times.earliest()) is not None:
             until_tick = (earliest - self._now()).total_seconds()
-        if self._retry_deferred_at is not None:
-            until_retry = (self._retry_deferred_at - self._now()).total_seconds()
+        if (until_retry := self._claimer.seconds_to_retry()) is not None:
             until_tick = min(until_tick, until_retry)
         return min(max(until_tick, 0.0), MAX_IDLE_SECONDS)
 
@@ -307,91 +273,7 @@ class Scheduler:
         scheduled = [p for p in self.plans.values() if p.schedule and not p.suspend]
         last = await self._store.last_ticks([p.uid for p in scheduled])
         found = await asyncio.to_thread(misfires.missed_ticks, scheduled, last, self._now())
-        await self._claim(misfires.claims_of(found, self._metrics, self._on_misfire))
-
-    # -- claiming -----------------------------------------------------------------------------
-
-    async def _claim(self, claims: Iterable[Claim]) -> None:
-        """Claim a batch of ticks and triggers in one fenced transaction. The claims of Tasks
-        not mirrored yet come back to be tried again: a run of a Task without its row would
-        find no retry policy for its callbacks and no parent for its balancer state (the
-        indexes, which the scheduler reads, are ahead of the mirror by its debounce)."""
-        batch = list(claims)
-        if not batch:
-            return
-        # Earlier claims of the same Task in this batch count as in flight for the later ones.
-        earlier: Counter[TaskUid] = Counter()
-        decided = []
-        for claim in batch:
-            decided.append((claim, self._decide(claim, earlier[claim.plan.uid])))
-            earlier[claim.plan.uid] += 1
-        result = await self._store.claim(
-            [
-                NewRun(
-                    task=c.plan.uid,
-                    namespace=c.plan.namespace,
-                    name=c.plan.name,
-                    tick=c.tick,
-                    origin=c.origin,
-                    status=status,
-                    max_attempts=c.plan.retry.max_attempts,
-                    trigger_key=c.trigger_key,
-                )
-                for c, status in decided
-            ]
-        )
-        failpoints.reached("after-claim")
-        deferred = [c for c, _ in decided if c.plan.uid in result.unmirrored]
-        if deferred:
-            log.info("%d claims wait for the mirror to write their Tasks", len(deferred))
-            for claim in deferred:
-                self._deferred.setdefault(claim.plan.uid, []).append(claim)
-            if self._retry_deferred_at is None:
-                self._retry_deferred_at = self._now() + timedelta(seconds=DEFER_SECONDS)
-        counted: Counter[RunStatus] = Counter()
-        for (claim, status), run in zip(decided, result.runs, strict=True):
-            if run is None:
-                continue
-            counted[status] += 1
-            self._hand_over(Claimed(claim, run, status))
-        for status, count in counted.items():
-            self._metrics.ticks.labels(decision=status.value).inc(count)
-
-    def _decide(self, claim: Claim, same: int) -> RunStatus:
-        plan = claim.plan
-        decision = modes.decide_tick(
-            plan.mode,
-            self._lifecycle.in_flight(plan.uid) + same,
-            plan.max_concurrent,
-            queued_runs=self._lifecycle.queued(plan.uid),
-        )
-        return {
-            modes.TickDecision.RUN: RunStatus.CLAIMED,
-            modes.TickDecision.QUEUE: RunStatus.QUEUED,
-            modes.TickDecision.SKIP: RunStatus.SKIPPED,
-        }[decision]
-
-    def _hand_over(self, item: Claimed) -> None:
-        claim = item.claim
-        if item.status is RunStatus.SKIPPED:
-            log.info("task %s: tick %s skipped (a run is still going)", claim.plan.key, claim.tick)
-            self._lifecycle.skipped(claim.plan.uid, item.run)
-            return
-        requested = self._now()
-        fire_at = claim.tick if claim.origin is Origin.SCHEDULE and claim.tick else requested
-        delay = max((fire_at - requested).total_seconds(), 0.0)
-        if delay > 0 and self._lifecycle.sends_ahead(claim.plan.uid):
-            delay = 0.0  # a pod of the Task starts it at its tick: sent now, nothing left then
-        asyncio.get_running_loop().call_later(
-            delay,
-            self._lifecycle.claimed,
-            item.run,
-            claim.plan.uid,
-            claim.tick,
-            claim.origin.value,
-            item.status,
-            requested,
-        )
+        await self._claimer.claim(misfires.claims_of(found, self._metrics, self._on_misfire))
 
 
 def _timing_changed(old: TaskPlan, new: TaskPlan) -> bool:
