@@ -15,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 import re
@@ -330,12 +331,18 @@ def _optional_url(body: dict[str, Any], field: str) -> str | None:
 
 def _url(body: dict[str, Any], field: str) -> str:
     value = _string(body, field)
-    try:
-        parts = urllib.parse.urlsplit(value)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        valid = False
-    if not valid:
+    if not _is_http_url(value):
         raise InvalidRequest(field, f"{field} must be an absolute http(s) URL")
     return value
+
+
+@functools.lru_cache(maxsize=256)
+def _is_http_url(value: str) -> bool:
+    """An absolute http(s) URL; remembered, since every run a leader sends names the same
+    callback URLs."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
