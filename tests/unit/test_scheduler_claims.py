@@ -339,21 +339,24 @@ async def test_a_crowded_tick_is_claimed_in_waves_ahead_of_it(wave_scene: Scene)
         rows = scene.store.runs.values()
         return sum(1 for row in rows if row.scheduled_at == at and row.task_uid != "uid-capped")
 
-    scene.clock.now = tick - timedelta(seconds=1.5)
+    scene.clock.now = tick - timedelta(seconds=2.5)
     await scene.scheduler.fire_due()
     assert claimed(tick) == 0
-    # A thousand at the usual lead, and each further 250 a quarter of a second earlier than
-    # the ones before: the last 100 are claimed a second ahead of the tick.
+    # A thousand a second before their usual lead, and each further 250 a quarter of a second
+    # earlier than the ones before: the last 100 are claimed 2 s ahead of the tick (the longest).
     seen = []
     for _ in range(5):
         scene.clock.advance(0.25)
         await scene.scheduler.fire_due()
         seen.append(claimed(tick))
     assert seen == [0, 100, 350, 600, 1600]
+    assert scene.ticks("capped") == []
+    scene.clock.now = tick - timedelta(seconds=0.25)
+    await scene.scheduler.fire_due()
     assert scene.ticks("capped") == [tick]  # a Task with a cap on its runs: its usual lead
     # Each once; the next minute's tick is crowded again, and claimed in the same waves.
     await scene.fire(0.5)
     assert len(scene.store.runs) == 1601
-    scene.clock.now = tick + timedelta(seconds=60 - 1)
+    scene.clock.now = tick + timedelta(seconds=60 - 2)
     await scene.scheduler.fire_due()
     assert claimed(tick + timedelta(minutes=1)) == 100

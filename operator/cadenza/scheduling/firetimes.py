@@ -2,12 +2,14 @@
 scheduler's heap. Each fire time is claimed its Task's *lead* before it is due.
 
 A crowded tick is claimed in waves. Fire times set with ``spread`` (Tasks whose runs may be
-claimed and sent early: Parallel ones without ``maxConcurrent``) are counted per tick. The first
-``Waves.first`` of them keep their lead; every ``Waves.size`` beyond are claimed ``Waves.gap``
-earlier than the ones before, up to ``Waves.max_lead``. So the runs of a tick that many Tasks
-share are recorded and sent over the seconds before it, in batches the leader can hand over in
-time (a wave per gap is the pace it plans for), rather than all within one short lead, and ticks
-due sooner still interleave with them in the heap.
+claimed and sent early: Parallel ones without ``maxConcurrent``) are counted per tick. Up to
+``Waves.first`` of them keep their own lead. Once a tick has more, all of its fire times are
+claimed ``Waves.margin`` earlier (those set before move), and every ``Waves.size`` beyond the
+first are claimed ``Waves.gap`` earlier than the ones before, up to
+``Waves.max_lead``. So the runs of a tick that many Tasks share are recorded and sent over the
+seconds before it, in batches the leader can hand over in time (a wave per gap is the pace it
+plans for), and all of them before the tick itself, when the pods start them at once; ticks due
+sooner still interleave with them in the heap.
 
 Invariants:
 - At most one fire time per Task counts: setting a new one (an edited schedule, or the same tick
@@ -18,6 +20,8 @@ Invariants:
   did; a deleted Task's yearly tick does not wait a year in the heap.
 - A tick's crowd counts only its live spread fire times: taking one off (popped, replaced,
   discarded) counts it out, and a tick nobody waits for any more has no entry.
+- A fire time keeps its own lead only while its tick has at most ``Waves.first`` spread ones;
+  the moment one more is set, the ones at their own lead move ``Waves.margin`` earlier.
 - A tick that reached a crowd of ``Waves.first`` is remembered as crowded until it is well past
   (:meth:`FireTimes.crowded_near`), even as its fire times are claimed.
 - Only the event loop touches it: no locks.
@@ -64,11 +68,26 @@ class Waves:
     1,300 a second on 2 cores)."""
     max_lead: timedelta = timedelta(seconds=8)
     """No wave is claimed earlier than this before its tick."""
+    margin: timedelta = timedelta(seconds=1)
+    """How much earlier than their own lead the fire times of a tick with more than ``first``
+    are claimed, its first ``first`` too. At the tick the pods start every run they were sent
+    ahead at once, which on 2 cores left the leader too little CPU for the runs still to be
+    handed over: a 10,000-run tick whose last 1,000 were claimed 0.25 s ahead had its last
+    dispatch 2.7-3.6 s after the tick, every earlier wave sent within 50 ms of its claim
+    (docs/benchmark.md)."""
 
     def lead(self, base: timedelta, crowd: int) -> timedelta:
         """The lead of the fire time that finds ``crowd`` others at its tick."""
-        waves = 0 if crowd < self.first else 1 + (crowd - self.first) // self.size
-        return max(base, min(base + self.gap * waves, self.max_lead))
+        if crowd < self.first:
+            return base
+        return self._earlier(base, self.margin + self.gap * (1 + (crowd - self.first) // self.size))
+
+    def moved(self, base: timedelta) -> timedelta:
+        """The lead of a fire time set with ``base`` before its tick had more than ``first``."""
+        return self._earlier(base, self.margin)
+
+    def _earlier(self, base: timedelta, by: timedelta) -> timedelta:
+        return max(base, min(base + by, self.max_lead))
 
 
 class FireTimes:
@@ -83,6 +102,8 @@ class FireTimes:
         """Live spread fire times per tick."""
         self._crowded: set[datetime] = set()
         """Ticks that reached a crowd of ``Waves.first``, until well past them."""
+        self._own_lead: dict[datetime, set[TaskUid]] = {}
+        """Per tick of at most ``Waves.first`` (yet), its spread fire times at their own lead."""
 
     def __len__(self) -> int:
         """Tasks with a fire time."""
@@ -109,16 +130,30 @@ class FireTimes:
         and its tick is crowded); the moment it will be claimed."""
         self._count_out(task)
         if spread:
-            lead = self._waves.lead(lead, self._crowd[tick])
+            crowd = self._crowd[tick]
+            if crowd < self._waves.first:
+                self._own_lead.setdefault(tick, set()).add(task)
+            else:
+                lead = self._waves.lead(lead, crowd)
+                self._move_earlier(tick)
             self._crowd[tick] += 1
             self._spread.add(task)
             if self._crowd[tick] >= self._waves.first:
                 self._crowded.add(tick)
         claim_at = tick - lead
+        self._push(task, claim_at, tick)
+        return claim_at
+
+    def _move_earlier(self, tick: datetime) -> None:
+        """``tick`` just got more than ``Waves.first``: those at their own lead move earlier."""
+        for task in self._own_lead.pop(tick, ()):
+            claim_at = tick - self._waves.moved(tick - self._next[task][0])
+            self._push(task, claim_at, tick)
+
+    def _push(self, task: TaskUid, claim_at: datetime, tick: datetime) -> None:
         self._next[task] = (claim_at, tick)
         heapq.heappush(self._heap, (claim_at, tick, task))
         self._compact()
-        return claim_at
 
     def discard(self, task: TaskUid) -> None:
         self._count_out(task)
@@ -156,6 +191,10 @@ class FireTimes:
             return
         self._spread.discard(task)
         tick = self._next[task][1]
+        if (own := self._own_lead.get(tick)) is not None:
+            own.discard(task)
+            if not own:
+                del self._own_lead[tick]
         self._crowd[tick] -= 1
         if self._crowd[tick] <= 0:
             del self._crowd[tick]
