@@ -187,17 +187,37 @@ async def test_a_run_held_for_its_tick_is_withdrawn_when_its_task_goes_or_pauses
         assert store.runs[run].error == why
 
 
+async def loop_turns(lifecycle: Lifecycle, turns: list[datetime], count: int) -> None:
+    """Wake the lifecycle and wait until its loop has acted on its timers ``count`` more times
+    (``turns`` lists each time it did) and every action they started has ended: whatever it
+    was to do about a change made before, it has done."""
+    seen = len(turns)
+    lifecycle.wake()
+    await until(lambda: len(turns) >= seen + count, f"{count} turns of the loop")
+    await until(lambda: lifecycle._act.under_way == 0, "the actions they started")
+
+
 @pytest.mark.parametrize(("end", "why"), ENDINGS, ids=["deleted", "suspended"])
 async def test_a_run_already_started_is_left_to_finish_when_its_task_goes_or_pauses(
-    end: Callable[[dict[TaskUid, TaskPlan], Lifecycle], None], why: str
+    end: Callable[[dict[TaskUid, TaskPlan], Lifecycle], None],
+    why: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store, pod, plans = MemoryRunStore(), Pod(), {}
     lifecycle = lifecycle_with(store, Pool(HOLDING), pod, plans)
+    turns: list[datetime] = []
+    act_on_timers = lifecycle._fire_timers
+
+    def counted(now: datetime) -> None:
+        act_on_timers(now)
+        turns.append(now)
+
+    monkeypatch.setattr(lifecycle, "_fire_timers", counted)
     async with handed_over_ahead(store, lifecycle, seconds=0.3) as (run, tick):
         await until(lambda: store.runs[run].status is RunStatus.RUNNING, "the pod to hold it")
         await until(lambda: datetime.now(UTC) > tick, "the tick")
         end(plans, lifecycle)
-        await asyncio.sleep(0.3)  # the loop's turn; nothing is to happen
+        await loop_turns(lifecycle, turns, 2)  # a withdrawal would have been made by now
         assert store.runs[run].status is RunStatus.RUNNING and pod.cancelled == []
 
 

@@ -203,6 +203,11 @@ class Actions:
         """Actions waiting for their turn."""
         return len(self._waiting)
 
+    @property
+    def under_way(self) -> int:
+        """Actions started and not ended."""
+        return len(self._tasks)
+
     def __call__(self, run: Run, action: Coroutine[Any, Any, None]) -> None:
         if self._stopped:
             action.close()
