@@ -22,7 +22,8 @@ Invariants:
 - An endpoint (an executor outside the cluster) is probed at its own health URL; when its
   Executor sets ``heartbeatSeconds``, each probe also reads its last heartbeat
   (``executor_heartbeats``) and it is no candidate while that is older than
-  ``MISSED_HEARTBEATS`` times the interval, whatever the probes say.
+  ``MISSED_HEARTBEATS`` times the interval, whatever the probes say
+  (:mod:`cadenza.executors.heartbeats`).
 - With a database, findings go to ``executor_instances`` through
   :class:`cadenza.executors.persistence.HealthStore` (batched, changed rows, fenced); ``Fenced``
   ends :meth:`ExecutorPool.run`.
@@ -34,11 +35,10 @@ await between reading and writing the members.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
@@ -47,6 +47,7 @@ from cadenza.core import health as pod_health
 from cadenza.core.ids import Epoch
 from cadenza.dispatch.client import DispatchClient, ProbeResult
 from cadenza.executors import endpoints, persistence
+from cadenza.executors.heartbeats import HeartbeatCheck, Heartbeats
 from cadenza.executors.members import (
     ExecutorEntry,
     ExecutorSnapshot,
@@ -58,7 +59,6 @@ from cadenza.executors.members import (
 from cadenza.executors.spec import read_spec
 from cadenza.executors.tokens import TokenSource, TokenUnavailable
 from cadenza.kube.views import ExecutorView, PodView
-from cadenza.store import heartbeats as heartbeat_rows
 from cadenza.waiting import woken
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,6 @@ Source = Callable[[], tuple[Sequence[ExecutorView], Sequence[PodView]]]
 TOKEN_POLL_SECONDS = 5.0
 """How often the pool asks the TokenSource (which reads the Secret only when its cache aged)."""
 TOKEN_RETRY_SECONDS = 2.0
-Heartbeats = Callable[[str, str, Sequence[str]], Mapping[str, datetime]]
-"""(namespace, Executor name, instance ids) -> the last heartbeat of each; blocking."""
 
 
 class ExecutorPool:
@@ -92,9 +90,7 @@ class ExecutorPool:
         ``heartbeats`` reads endpoints' heartbeats (default: from ``engine``; neither: they are
         not checked)."""
         self._source = source
-        if heartbeats is None and engine is not None:
-            heartbeats = functools.partial(heartbeat_rows.last_beats, engine)
-        self._heartbeats = heartbeats
+        self._heartbeats = HeartbeatCheck(heartbeats, engine)
         self._client = client
         self._tokens = tokens
         self._clock = clock
@@ -272,7 +268,7 @@ class ExecutorPool:
             result = await self._client.probe(
                 member.probe_url(executor.spec), "", check.timeout_seconds
             )
-            member.beat_error = await self._beat_error(executor, member, at)
+            member.beat_error = await self._heartbeats.error(executor, member, at)
         except Exception as exc:  # a bug here must not stop this pod's probing for good
             log.exception("probing pod %s failed unexpectedly", member.pod.name)
             result = ProbeResult(False, None, None, False, f"probe failed: {exc}")
@@ -300,32 +296,6 @@ class ExecutorPool:
             )  # fmt: skip
         self._bump()
         self._wake.set()
-
-    async def _beat_error(
-        self, executor: ExecutorEntry, member: Member, at: datetime
-    ) -> str | None:
-        """Why the endpoint's heartbeats make it unhealthy; None when they are fresh or not
-        required. A failed read keeps the previous finding."""
-        interval = executor.spec.heartbeat_seconds
-        if member.endpoint is None or interval is None or self._heartbeats is None:
-            return None
-        view, instance = executor.view, member.pod.name
-        try:
-            beats = await asyncio.to_thread(self._heartbeats, view.namespace, view.name, [instance])
-        except Exception as exc:
-            log.warning("reading the heartbeat of %s/%s failed: %s", view.namespace, instance, exc)
-            return member.beat_error
-        allowed = interval * endpoints.MISSED_HEARTBEATS
-        last = beats.get(instance)
-        if last is None:
-            return f"no heartbeat received (heartbeatSeconds {interval})"
-        silent = (at - last).total_seconds()
-        if silent > allowed:
-            return (
-                f"no heartbeat for {silent:.0f} s, more than {endpoints.MISSED_HEARTBEATS} x"
-                f" heartbeatSeconds ({interval})"
-            )
-        return None
 
     async def _load_token(self, executor: ExecutorEntry) -> None:
         assert self._tokens is not None
