@@ -14,6 +14,9 @@ Invariants:
 - A refusal that every pod would give (a malformed request) ends the attempt at once instead
   of being repeated on every pod; a busy, draining or unreachable pod hands the run to the next
   eligible pod without further ado.
+- An attempt that every pod refused as busy waits for room (:func:`offer_again_at`): offered
+  again, at growing intervals, until the Task's ``startingDeadlineSeconds`` (else its
+  ``timeoutSeconds``) after it was due; only then does it fail as no pod took it.
 - A run an earlier leader recorded as sent but never saw accepted is sent again, under the same
   key and to the same pod, when that pod does not know it (:func:`send_again_when_unknown`).
 - Pure: time and randomness come in as arguments.
@@ -197,6 +200,31 @@ class AfterAnswer(enum.Enum):
     """Offer the same attempt to the next eligible pod at once."""
     END_ATTEMPT = "end_attempt"
     """Stop offering this attempt: it failed (and may be retried by the policy)."""
+
+
+ROOM_FIRST_WAIT_SECONDS = 0.5
+"""The wait before an attempt every pod refused as busy is offered again the first time."""
+ROOM_MAX_WAIT_SECONDS = 4.0
+"""The longest wait between two offers of such an attempt: each wait doubles up to this."""
+
+
+def offer_again_at(
+    due: datetime, now: datetime, offers: int, may_wait_seconds: int, rng: random.Random
+) -> datetime | None:
+    """Every pod answered busy to an attempt due at ``due``, offered ``offers`` times so far:
+    when to offer it again, or None when it waited all it may (``may_wait_seconds`` after it
+    was due): then it fails as no pod took it.
+
+    Busy is the pods' own back-pressure (their slots free as runs end), so a crowd of runs
+    larger than the pods' room runs late instead of failing at once. The waits double from
+    ``ROOM_FIRST_WAIT_SECONDS`` up to ``ROOM_MAX_WAIT_SECONDS``, each drawn from its second
+    half, so that runs refused together do not come back together; the last offer is made at
+    the limit itself."""
+    limit = due + timedelta(seconds=may_wait_seconds)
+    if now >= limit:
+        return None
+    wait = min(ROOM_FIRST_WAIT_SECONDS * 2 ** max(offers - 1, 0), ROOM_MAX_WAIT_SECONDS)
+    return min(now + timedelta(seconds=rng.uniform(wait / 2, wait)), limit)
 
 
 def after_answer(answer: Answer) -> AfterAnswer:

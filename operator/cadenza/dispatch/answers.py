@@ -15,6 +15,8 @@ import enum
 import json
 from typing import Any
 
+from cadenza.core import runs as rules
+
 _ERROR_BODY_CHARS = 300
 HOLDING_PROTOCOL = 3
 """The sidecar protocol version that added ``startAt``."""
@@ -73,6 +75,21 @@ class DispatchResult:
         if self.outcome in (Outcome.BUSY, Outcome.DRAINING, Outcome.UNREACHABLE):
             return True
         return self.outcome is Outcome.REJECTED and self.status not in (400, 413)
+
+    @property
+    def answer(self) -> rules.Answer:
+        """What the run rules make of it (:func:`cadenza.core.runs.after_answer`)."""
+        if self.started:
+            return rules.Answer.STARTED
+        if self.may_have_started:
+            return rules.Answer.MAYBE_STARTED
+        if self.outcome is Outcome.BUSY:
+            return rules.Answer.BUSY
+        if self.outcome is Outcome.DRAINING:
+            return rules.Answer.DRAINING
+        if self.outcome is Outcome.UNREACHABLE:
+            return rules.Answer.UNREACHABLE
+        return rules.Answer.POD_REFUSED if self.try_another_pod else rules.Answer.MALFORMED
 
 
 @dataclasses.dataclass(frozen=True)

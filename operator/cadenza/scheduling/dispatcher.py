@@ -4,8 +4,10 @@ The Task's strategy picks among the healthy pods of its Executors (lower priorit
 pods that look full last, since their counts may be a probe behind). What a pod's answer leads
 to is the core's decision (:func:`cadenza.core.runs.after_answer`): a busy, draining or
 unreachable pod passes the attempt to the next pod at once, a request every pod would refuse
-ends the attempt, and when no pod is left the attempt counts as failed — retried or final by
-the Task's retry policy.
+ends the attempt. When every pod answered busy, the attempt waits for room and is offered again
+(:func:`cadenza.core.runs.offer_again_at`) until the Task's ``startingDeadlineSeconds``, else
+its ``timeoutSeconds``, after it was due; when no pod is left otherwise, or that wait is over,
+the attempt counts as failed — retried or final by the Task's retry policy.
 
 Invariants:
 - The pod, the deadline and the per-run token's hash are committed (through the store port)
@@ -76,6 +78,8 @@ class Sent(enum.Enum):
     AT_TICK = "at_tick"
     """Offered ahead of its tick, no pod took it yet: offer it again at the tick
     (``retry_at``), when every pod is asked as usual."""
+    NO_ROOM = "no_room"
+    """Every pod answered busy: offer the same attempt again at ``retry_at``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +87,7 @@ class Dispatched:
     how: Sent
     retry_at: datetime | None = None
     """With ``ENDED``: when the next attempt is due, None when the run is over; with
-    ``AT_TICK``: the tick."""
+    ``AT_TICK``: the tick; with ``NO_ROOM``: the next offer."""
     error: str | None = None
 
 
@@ -92,6 +96,8 @@ class _Refused:
     reason: str
     final: bool
     """Every pod would refuse it alike."""
+    busy: bool = False
+    """The pod had no room for it now (429)."""
 
 
 class Dispatcher:
@@ -169,6 +175,7 @@ class Dispatcher:
         # Pods that look full come last: their counts may be a probe behind, so they are still
         # tried once every pod with room refused (the sidecar's 429 is the real limit).
         refusals: list[str] = []
+        all_busy = True
         for group in ([c for c in found if not c.full], [c for c in found if c.full]):
             pods = {c.pod: c for c in group}
             while pods:
@@ -180,6 +187,7 @@ class Dispatcher:
                 if isinstance(answer, Dispatched):
                     return answer
                 refusals.append(f"{chosen.pod}: {answer.reason}")
+                all_busy = all_busy and answer.busy
                 if answer.final:
                     # Every pod would refuse this request alike: asking them all helps nobody.
                     return await self.give_up(
@@ -187,10 +195,19 @@ class Dispatcher:
                     )
         if ahead is not None:
             return Dispatched(Sent.AT_TICK, ahead)
+        may_wait = plan.starting_deadline_seconds or plan.timeout_seconds
+        if refusals and all_busy:
+            run.room_waits += 1
+            due = run.due(attempt)
+            again = rules.offer_again_at(due, self._now(), run.room_waits, may_wait, self._rng)
+            if again is not None:
+                return Dispatched(Sent.NO_ROOM, again)
         detail = "; ".join(refusals) or f"no healthy pod of executor {', '.join(names)}"
-        return await self.give_up(
-            run, plan.retry, attempt, f"no executor pod accepted the run ({detail})"
-        )
+        error = f"no executor pod accepted the run ({detail})"
+        if run.room_waits > 1:
+            error += f"; offered {run.room_waits} times within {may_wait} s of its time"
+        run.room_waits = 0
+        return await self.give_up(run, plan.retry, attempt, error)
 
     async def send_again(self, run: Run, plan: TaskPlan, pod: PodCandidate) -> bool:
         """Send the run's current attempt to ``pod`` again, under the same execution key (an
@@ -299,7 +316,7 @@ class Dispatcher:
             log.warning("lease in doubt: not sending run %s", run.id)
             run.attempt, run.status, run.deadline_at = attempt, RunStatus.DISPATCHED, deadline
             return Dispatched(Sent.RUNNING)
-        back_to = run.status
+        back_to, back_attempt = run.status, run.attempt
         run.pod, run.pod_uid, run.base_url, run.token = (
             pod.pod,
             pod.pod_uid,
@@ -310,14 +327,14 @@ class Dispatcher:
         run.used_pods.add(pod.pod)
         result = await self._sent(pod, self._request(run, plan, attempt, token, start_at))
         self._dispatch_counters[result.outcome].inc()
-        after = rules.after_answer(_answer(result))
+        after = rules.after_answer(result.answer)
         if after is rules.AfterAnswer.RUNNING:
             if result.started:
                 failpoints.reached("after-dispatch")
                 self._observe_delay(run, attempt)  # the pod's acceptance, not our bookkeeping
                 await self._store.confirm(run.id, attempt)
                 self._pool.note_dispatched(pod.pod_uid)
-            run.status = RunStatus.RUNNING
+            run.status, run.room_waits = RunStatus.RUNNING, 0
             return Dispatched(Sent.RUNNING)
         log.info("pod %s refused run %s: %s", pod.pod, run.id, result.error)
         if result.outcome is Outcome.UNREACHABLE:
@@ -327,8 +344,11 @@ class Dispatcher:
         # The row stays pointed at this pod until the next one is recorded (or the attempt is
         # given up): both are allowed from a refused attempt, so no write is needed here.
         run.status, run.pod, run.pod_uid, run.base_url, run.token = back_to, None, None, None, None
+        run.attempt = back_attempt  # a retry refused everywhere is offered again as the same
         return _Refused(
-            result.error or result.outcome.value, final=after is rules.AfterAnswer.END_ATTEMPT
+            result.error or result.outcome.value,
+            final=after is rules.AfterAnswer.END_ATTEMPT,
+            busy=result.outcome is Outcome.BUSY,
         )
 
     async def _sent(self, pod: PodCandidate, request: DispatchRequest) -> DispatchResult:
@@ -371,18 +391,3 @@ class Dispatcher:
         if attempt == 1 and run.scheduled_at is not None and run.origin == "schedule":
             delay = (self._now() - run.scheduled_at).total_seconds()
             self._metrics.fire_delay.observe(max(delay, 0.0))
-
-
-def _answer(result: DispatchResult) -> rules.Answer:
-    """The run rules' view of a pod's answer."""
-    if result.started:
-        return rules.Answer.STARTED
-    if result.may_have_started:
-        return rules.Answer.MAYBE_STARTED
-    if result.outcome is Outcome.BUSY:
-        return rules.Answer.BUSY
-    if result.outcome is Outcome.DRAINING:
-        return rules.Answer.DRAINING
-    if result.outcome is Outcome.UNREACHABLE:
-        return rules.Answer.UNREACHABLE
-    return rules.Answer.POD_REFUSED if result.try_another_pod else rules.Answer.MALFORMED

@@ -325,7 +325,7 @@ class Lifecycle:
             self._attempt_failed(run, attempt, RunStatus.FAILED, sent.retry_at, sent.error)
         elif sent.how is Sent.NOT_OURS:
             self.wake(run.id)
-        else:  # not sent yet: offered again at its tick (AT_TICK), or soon (NOT_SENT)
+        else:  # not sent: offered again at its tick (AT_TICK), for room (NO_ROOM), or soon
             self._timers.set(run.id, Kind.RESEND, sent.retry_at or self._now() + RESEND_AFTER)
         self._queue_changed(run.task)
 

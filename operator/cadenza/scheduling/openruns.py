@@ -51,6 +51,8 @@ class Run:
     deadline_at: datetime | None = None
     next_attempt_at: datetime | None = None
     used_pods: set[str] = dataclasses.field(default_factory=set)
+    room_waits: int = 0
+    """Times every pod answered busy to the current attempt (it waits for room meanwhile)."""
     busy: bool = False
     """Something is being done to the run right now (a dispatch, a cancel, a question to its
     pod): nothing else may start on it."""
@@ -87,6 +89,13 @@ class Run:
         """Not to be started: its Task was deleted (``plan`` None), or suspended and ``attempt``
         is a scheduled tick's first (retries and manual runs go on)."""
         return plan is None or (plan.suspend and self.origin == "schedule" and attempt == 1)
+
+    def due(self, attempt: int) -> datetime:
+        """When ``attempt`` was due: a retry when its backoff ended, else the tick (or the
+        moment the run was asked for)."""
+        if attempt > 1 and self.next_attempt_at is not None:
+            return self.next_attempt_at
+        return self.scheduled_at or self.requested_at
 
     def held_for_tick(self, now: datetime) -> bool:
         """A pod holds it for its tick, still to come."""
