@@ -56,10 +56,11 @@ class Waves:
     """How a crowded tick's spread fire times are claimed ahead."""
 
     first: int = 1000
-    """Fire times of one tick claimed together at their own lead. A thousand is what the leader
-    handed over within the usual 0.25 s lead, tick after tick, at 1,000 Tasks every second on
-    2 cores; spreading those over a second before their tick instead made it fall behind
-    there (docs/benchmark.md), so only crowds beyond it go in waves."""
+    """Fire times of one tick claimed together at their own lead, unless the tick has more
+    (then they move ``margin`` earlier). A thousand is what the leader handed over within the
+    usual 0.25 s lead, tick after tick, at 1,000 Tasks every second on 2 cores; spreading those
+    over a second before their tick instead made it fall behind there (docs/benchmark.md), so
+    only crowds beyond it go in waves."""
     size: int = 250
     """Fire times per further wave."""
     gap: timedelta = timedelta(seconds=0.25)

@@ -43,11 +43,11 @@ class SchedulingSettings:
     saturated 2-core machine (docs/benchmark.md), so it is not the default."""
 
     claim_ahead_max_seconds: float = 8.0
-    """How far ahead of a crowded tick the runs of such Tasks are claimed at most: beyond the
-    first 1,000 Tasks due at the same tick (which keep ``CADENZA_CLAIM_AHEAD_SECONDS``), each
-    further 250 are claimed 0.25 s earlier than the ones before, up to this
-    (``CADENZA_CLAIM_AHEAD_MAX_SECONDS``). So 10,000 Tasks due in one second are recorded and
-    sent over the 8 s before it, and their pods start them at the tick."""
+    """How far ahead of a crowded tick the runs of such Tasks are claimed at most: up to 1,000
+    Tasks due at the same tick keep ``CADENZA_CLAIM_AHEAD_SECONDS``; with more, the first 1,000
+    are claimed a second earlier than that and each further 250 0.25 s earlier than the ones
+    before, up to this (``CADENZA_CLAIM_AHEAD_MAX_SECONDS``). So 10,000 Tasks due in one second
+    are recorded and sent over the 8 s before it, all before their pods start them at the tick."""
 
     max_dispatches_in_flight: int = 1000
     """How many runs the leader has on their way to pods at once, each from its record to the
