@@ -17,7 +17,7 @@ import math
 import random
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class RetryPolicy:
     max_attempts: int
     """Total attempts including the first; 1 means never retry."""

@@ -94,7 +94,7 @@ TIMING_FIELDS = SCHEDULE_FIELDS | {
 _EMPTY: Mapping[str, Any] = {}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ExecutorRef:
     """One entry of ``spec.executors``."""
 
@@ -103,7 +103,7 @@ class ExecutorRef:
     priority: int = 0
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class TaskSpec:
     """A Task's spec, typed and within bounds; made by :func:`read_task_spec`."""
 

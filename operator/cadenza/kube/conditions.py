@@ -12,6 +12,7 @@ The reason is ``InvalidSchedule`` when only the schedule or the time zone is wro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,7 @@ from cadenza.core import taskspec
 from cadenza.core.fields import FieldError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Condition:
     type: str
     status: str
@@ -29,11 +30,18 @@ class Condition:
     observed_generation: int
 
 
+@functools.lru_cache(maxsize=1024)
+def _shared(kind: str, status: str, reason: str, message: str, generation: int) -> Condition:
+    """One instance for all equal conditions: every valid Task holds the same three, and the
+    leader holds them for each of thousands of Tasks (a condition is immutable)."""
+    return Condition(kind, status, reason, message, generation)
+
+
 def for_task(
     generation: int, problems: Sequence[FieldError], missing: list[str]
 ) -> list[Condition]:
     available = (
-        Condition(
+        _shared(
             "ExecutorAvailable",
             "False",
             "ExecutorNotFound",
@@ -41,7 +49,7 @@ def for_task(
             generation,
         )
         if missing
-        else Condition(
+        else _shared(
             "ExecutorAvailable", "True", "ExecutorsFound", "every named Executor exists", generation
         )
     )
@@ -50,8 +58,8 @@ def for_task(
 
 def ready(generation: int, problems: Sequence[FieldError]) -> Condition:
     if not problems:
-        return Condition("Ready", "True", "Valid", "schedule and time zone are valid", generation)
-    return Condition(
+        return _shared("Ready", "True", "Valid", "schedule and time zone are valid", generation)
+    return _shared(
         "Ready",
         "False",
         invalid_reason(problems),
@@ -66,11 +74,11 @@ def scheduled(
     """Whether ticks fire, and if not, why: an invalid spec (see ``Ready``), ``spec.suspend``,
     or a schedule with no tick left."""
     if next_fire is not None:
-        return Condition(
+        return _shared(
             "Scheduled", "True", "Scheduled", "ticks fire; see nextScheduleTime", generation
         )
     if problems:
-        return Condition(
+        return _shared(
             "Scheduled",
             "False",
             invalid_reason(problems),
@@ -78,10 +86,10 @@ def scheduled(
             generation,
         )
     if suspend:
-        return Condition(
+        return _shared(
             "Scheduled", "False", "Suspended", "spec.suspend is true: no ticks fire", generation
         )
-    return Condition("Scheduled", "False", "NotScheduled", "no tick to fire", generation)
+    return _shared("Scheduled", "False", "NotScheduled", "no tick to fire", generation)
 
 
 def invalid_reason(problems: Sequence[FieldError]) -> str:

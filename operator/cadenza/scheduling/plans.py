@@ -33,7 +33,7 @@ ExecutorEntry = taskspec.ExecutorRef
 """One of ``spec.executors`` (name, weight, priority)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskPlan:
     uid: TaskUid
     namespace: str

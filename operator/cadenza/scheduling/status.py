@@ -140,8 +140,7 @@ class TaskStatusBook:
             self._drop_series(entry)
 
     def _drop_series(self, entry: StatusEntry) -> None:
-        for series in (self._metrics.status_writes, self._metrics.consecutive_failures):
-            series.remove(entry.series)
+        self._metrics.tasks.remove(entry.series)
 
     def _touch(self, entry: StatusEntry) -> None:
         lane = Lane.SPEC if entry.answered < entry.generation else Lane.RUNS
@@ -217,9 +216,7 @@ class TaskStatusBook:
             # Counted on the event loop, and only for a Task still kept: a Task that went while
             # its write was in flight must not leave its series behind.
             if patched and self._entries.get(entry.uid) is entry:
-                self._metrics.status_writes.labels(task=entry.series).inc()
-                failures = self._metrics.consecutive_failures.labels(task=entry.series)
-                failures.set(entry.reported_failures)
+                self._metrics.tasks.written(entry.series, entry.reported_failures)
 
     def _flush(self, entry: StatusEntry, facts: summary.Summary, seed: StatusSeed | None) -> bool:
         """Write the entry's status if it changed (True when it did) and post its events."""
