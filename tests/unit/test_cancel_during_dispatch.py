@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +23,7 @@ from cadenza.scheduling.plans import plan_of
 from cadenza.store.executions import Origin
 from cadenza.store.memory import MemoryRunStore
 from cadenza.store.port import NewRun
+from tests.support.waiting import until
 
 TASK = TaskUid("uid-cancelled")
 POD = PodCandidate(
@@ -66,13 +66,6 @@ class HeldPod:
     async def cancel(self, base_url: str, token: str | None, key: str) -> bool:
         self.cancels.append((base_url, token, key))
         return True
-
-
-async def until(check: Any, what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def lifecycle_over(

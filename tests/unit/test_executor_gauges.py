@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable
 
 from cadenza.executors import gauges
 from cadenza.executors.members import ExecutorSnapshot, PodSnapshot
 from cadenza.metrics import Metrics
+from tests.support.waiting import until
 
 GAUGE = "cadenza_executor_pods_healthy"
 
@@ -77,13 +76,6 @@ class Pool:
         async with self.updated:
             self.shots, self.version = list(shots), self.version + 1
             self.updated.notify_all()
-
-
-async def until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 5
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def test_publishes_every_update_and_removes_every_series_when_the_lead_ends() -> None:
