@@ -1,40 +1,47 @@
 """The spool: finished results kept on disk until their callback is acknowledged or refused.
 
-Format: one JSON file per execution, ``<sha256(executionId)>.json`` (mode 0600: it holds the
-callback token; the id itself is inside the record), written as a temp file, fsynced, renamed
-over the final name, and the directory fsynced. Anything else in the directory is ignored;
-leftover ``*.tmp`` files are deleted at start and files that cannot be parsed are renamed to
-``*.corrupt`` (and logged) so they are not retried. ``callbackBatchUrl`` is written only when
-the run has one and is optional on reading, so the format stays version 1 both ways: an older
-sidecar ignores the key and sends that report alone.
+Format: group files ``<random hex>.jsonl`` (mode 0600: they hold callback tokens), one record per
+line; each record is a JSON object with ``version`` 1, ``callbackUrl``, ``callbackToken``,
+``callback`` (the body sent) and, when the run has one, ``callbackBatchUrl``. A file is written
+as a temp file, fsynced, renamed over its final name, and the directory fsynced. Files named
+``*.json`` hold one record each: that is how sidecars before group files spooled, and they are
+still read and removed the same way. Anything else in the directory is ignored; leftover
+``*.tmp`` files are deleted at start and files that cannot be parsed are renamed to
+``*.corrupt`` (and logged) so they are not retried.
 
-Writes are committed in groups: the results that finish while one group is being written
-form the next, written by one worker thread, each file fsynced, the directory fsynced once for
-the group. A pod finishing hundreds of runs a second then pays one thread hop and one directory
-fsync per group instead of per run; a lone result is written at once, as before.
+Writes are committed in groups: the results that finish while one group is being written form
+the next, written as one file by one worker thread. A pod finishing hundreds of runs a second
+then creates, renames and later removes one file per group instead of one per run: those
+directory operations, not the fsyncs, were most of the sidecars' CPU at 1,000 runs a second
+(``docs/benchmark.md``). A lone result is written at once, as before. When some results of a
+file are settled and others not, the file is written again with those left (fsynced and
+renamed as a save is), so a restart re-sends only what was never settled.
 
 Invariants:
-- ``save`` returns only once the file and its directory entry are durable, so a run whose result
-  was saved survives kill -9 of the sidecar. In a group, each result fails or succeeds on its
-  own (one file's full disk fails that save only); a failed directory fsync fails them all.
+- ``save`` returns only once its file and directory entry are durable, so a run whose result
+  was saved survives kill -9 of the sidecar. A group fails or succeeds whole (a full disk fails
+  every save of the group: each result then waits in memory, as a single failed save did).
 - A file is either absent or complete: readers never see a half-written record.
-- Removal is best-effort durable: if it is lost in a crash the result is re-sent, which the
-  receiver must tolerate anyway (delivery is at least once).
+- Removal is best-effort durable: if it is lost in a crash (or a file's rewrite fails) the
+  settled results are re-sent, which the receiver must tolerate anyway (delivery is at least
+  once). A result not yet settled is never dropped from its file.
 - The directory is 0700 and every file in it 0600: only the sidecar's uid reads the callback
   tokens (a command run with ``--handler-user`` cannot).
 - A failed write (full disk, I/O error) leaves no ``*.tmp`` behind: the temp file is removed
   before the error reaches the caller.
 - The spool is bounded (``spool_quota``): a run reserves its room when admitted, so the result of
   an admitted run always finds room; ``fit`` trims it to its reservation before it is saved.
+- Only the event loop touches the record of which file holds which result; removals run one
+  at a time, so two rewrites of one file never race.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,20 +52,23 @@ from cadenza_sidecar.settings import SpoolSettings
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-_SUFFIX = ".json"
+"""The version of each record (a line of a group file, or the whole of a single file)."""
+_SUFFIX = ".jsonl"
+_SINGLE_SUFFIX = ".json"
 # Stand-ins of the longest values a finished run's record takes where the request does not say:
 # the two timestamps (always this long) and the exit code (the room "null" leaves it).
 _TIMESTAMP_STAND_IN = "2024-05-01T12:00:00.000Z"
 _EXIT_CODE_ROOM = len("-2147483648") - len("null")
 MAX_GROUP = 256
-"""Results written together at most: bounds how long the first of a group waits for the rest."""
+"""Results written together at most: bounds how long the first of a group waits for the rest
+and how much one file's rewrite carries."""
 
 _Write = tuple[ExecutionId, bytes]
 
 
-def file_name(execution_id: ExecutionId) -> str:
-    """A fixed-length, filesystem-safe name whatever characters the id holds."""
-    return hashlib.sha256(execution_id.encode("utf-8")).hexdigest() + _SUFFIX
+def group_name() -> str:
+    """A new group file's name: random, so no two processes or restarts pick the same."""
+    return secrets.token_hex(16) + _SUFFIX
 
 
 def _record(report: Report) -> dict[str, Any]:
@@ -74,7 +84,7 @@ def _record(report: Report) -> dict[str, Any]:
 
 
 def encode(report: Report) -> bytes:
-    """The spool file's content for ``report``."""
+    """The record of ``report``: one line (compact JSON escapes every newline inside)."""
     return protocol.dumps(_record(report)).encode("utf-8")
 
 
@@ -104,7 +114,8 @@ def _optional_string(value: Any) -> str | None:
 
 class Spool:
     """One directory of pending results and its quota; blocking file work runs in a worker
-    thread, the quota is kept on the event loop."""
+    thread, the quota and the record of which file holds which result are kept on the event
+    loop."""
 
     def __init__(self, settings: SpoolSettings) -> None:
         self.directory = settings.directory
@@ -116,6 +127,10 @@ class Spool:
         self._output_reserve_bytes = settings.output_reserve_bytes
         self._waiting: list[tuple[_Write, asyncio.Future[None]]] = []
         self._writing: asyncio.Task[None] | None = None
+        self._files: dict[str, dict[ExecutionId, bytes]] = {}
+        """Each file's results not settled yet, with their records (to write a file again)."""
+        self._file_of: dict[ExecutionId, str] = {}
+        self._removing = asyncio.Lock()
 
     def prepare(self) -> None:
         """Creates the directory (or makes an existing one, such as an emptyDir volume, which is
@@ -158,15 +173,18 @@ class Spool:
         return fitted
 
     def load(self) -> list[Report]:
-        """Every pending result, oldest first."""
-        paths = sorted(self.directory.glob("*" + _SUFFIX), key=lambda p: p.stat().st_mtime)
+        """Every pending result, oldest file first."""
+        paths = [
+            *self.directory.glob("*" + _SUFFIX),
+            *self.directory.glob("*" + _SINGLE_SUFFIX),
+        ]
         reports = []
-        for path in paths:
+        for path in sorted(paths, key=lambda p: p.stat().st_mtime):
             try:
-                data = path.read_bytes()
-                report = _report(protocol.loads(data))
-                reports.append(report)
-                self.quota.hold(report.execution_id, len(data))
+                lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+                found = [_report(protocol.loads(line)) for line in lines]
+                if not found:
+                    raise ValueError("no record")
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 quarantined = path.with_suffix(".corrupt")
                 logger.error(
@@ -175,7 +193,22 @@ class Spool:
                 )
                 with contextlib.suppress(OSError):
                     path.rename(quarantined)
+                continue
+            for report, line in zip(found, lines, strict=True):
+                if report.execution_id in self._file_of:
+                    continue  # kept by an older file; this copy goes with its file
+                self._hold(path.name, report.execution_id, line)
+                self.quota.hold(report.execution_id, len(line))
+                reports.append(report)
         return reports
+
+    def pending(self) -> list[ExecutionId]:
+        """The results on disk whose callbacks have not settled."""
+        return sorted(self._file_of)
+
+    def _hold(self, name: str, execution_id: ExecutionId, record: bytes) -> None:
+        self._files.setdefault(name, {})[execution_id] = record
+        self._file_of[execution_id] = name
 
     async def save(self, report: Report) -> None:
         """Writes ``report`` (already ``fit``) durably. On OSError no temp file is left behind,
@@ -192,15 +225,34 @@ class Spool:
         await self.remove_many([execution_id])
 
     async def remove_many(self, execution_ids: list[ExecutionId]) -> None:
-        """Removes several files with one directory fsync (a settled batch of callbacks) and gives
-        their room back, even if the removal fails: the callbacks are settled either way."""
+        """Takes settled results off the disk with one directory fsync (a settled batch of
+        callbacks): a file left with none is removed, one left with some is written again with
+        those. Their room is given back even if that fails: the callbacks are settled either
+        way."""
         try:
-            await asyncio.to_thread(self._remove_many, execution_ids)
+            async with self._removing:
+                changes = self._settle(execution_ids)
+                if changes:
+                    await asyncio.to_thread(self._change_files, changes)
         finally:
             self.quota.release(execution_ids)
 
-    def pending(self) -> list[str]:
-        return sorted(p.name for p in self.directory.glob("*" + _SUFFIX))
+    def _settle(self, execution_ids: list[ExecutionId]) -> dict[str, list[bytes]]:
+        """Forget the settled results: per file they were in, the records it keeps (none: the
+        file goes)."""
+        touched = set()
+        for execution_id in execution_ids:
+            name = self._file_of.pop(execution_id, None)
+            if name is not None:
+                del self._files[name][execution_id]
+                touched.add(name)
+        changes = {}
+        for name in touched:
+            kept = self._files[name]
+            if not kept:
+                del self._files[name]
+            changes[name] = list(kept.values())
+        return changes
 
     async def _write_groups(self) -> None:
         """Until no save waits: write the waiting ones as one group, then the next."""
@@ -208,12 +260,15 @@ class Spool:
         try:
             while self._waiting:
                 group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
-                failures: list[BaseException | None]
+                name = group_name()
+                failure: BaseException | None = None
                 try:
-                    failures = [*await asyncio.to_thread(self._save_many, [w for w, _ in group])]
-                except Exception as exc:  # a bug, not a disk: each save of the group hears it
-                    failures = [exc] * len(group)
-                for (_, written), failure in zip(group, failures, strict=True):
+                    await asyncio.to_thread(self._write, name, [data for (_, data), _ in group])
+                except Exception as exc:  # a full disk, or a bug: each save of the group hears it
+                    failure = exc
+                for (execution_id, data), written in group:
+                    if failure is None:
+                        self._hold(name, execution_id, data)
                     if written.done():  # its save was cancelled
                         continue
                     if failure is None:
@@ -228,30 +283,18 @@ class Spool:
         finally:
             self._writing = None
 
-    def _save_many(self, group: Sequence[_Write]) -> list[OSError | None]:
-        """Each file of ``group`` written and fsynced, then the directory once; per file, the
-        error that kept it from being durable, or None."""
-        failures: list[OSError | None] = []
-        for execution_id, data in group:
-            try:
-                self._save(execution_id, data)
-                failures.append(None)
-            except OSError as exc:
-                failures.append(exc)
-        if any(failure is None for failure in failures):
-            try:
-                self._sync_directory()
-            except OSError as exc:
-                failures = [failure or exc for failure in failures]
-        return failures
+    def _write(self, name: str, records: Sequence[bytes]) -> None:
+        """One file of ``records``, durable: written, fsynced, renamed, the directory fsynced."""
+        self._replace(name, records)
+        self._sync_directory()
 
-    def _save(self, execution_id: ExecutionId, data: bytes) -> None:
-        final = self._prefix + file_name(execution_id)
+    def _replace(self, name: str, records: Sequence[bytes]) -> None:
+        final = self._prefix + name
         temp = final + ".tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             try:
-                view = memoryview(data)
+                view = memoryview(b"".join(record + b"\n" for record in records))
                 while view:
                     view = view[os.write(fd, view) :]
                 os.fsync(fd)
@@ -269,10 +312,24 @@ class Spool:
                 )
             raise
 
-    def _remove_many(self, execution_ids: list[ExecutionId]) -> None:
-        for execution_id in execution_ids:
-            _unlink(self._prefix + file_name(execution_id))
-        self._sync_directory()
+    def _change_files(self, changes: dict[str, list[bytes]]) -> None:
+        """Remove each file that keeps no record, write the others again with what they keep,
+        then fsync the directory once; raises the first error after trying them all."""
+        failure: OSError | None = None
+        for name, kept in changes.items():
+            try:
+                if kept:
+                    self._replace(name, kept)
+                else:
+                    _unlink(self._prefix + name)
+            except OSError as exc:
+                failure = failure or exc
+        try:
+            self._sync_directory()
+        except OSError as exc:
+            failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _sync_directory(self) -> None:
         fd = os.open(self._prefix, os.O_RDONLY | os.O_DIRECTORY)

@@ -45,6 +45,7 @@ from tests.sidecar.conftest import (
 from tests.sidecar.conftest import demo_app as demo_app  # fixture, by name
 from tests.sidecar.conftest import receiver as receiver  # fixture, by name
 from tests.support import operators
+from tests.support import spool as spool_files
 
 Launch = Callable[..., Awaitable["TlsSidecar"]]
 
@@ -103,8 +104,8 @@ class TlsSidecar(ManagedProcess):
 
         await eventually(healthy, within=20, what=f"the sidecar over HTTPS\n{self.log()}")
 
-    def spooled(self) -> list[Path]:
-        return sorted(self.spool.glob("*.json"))
+    def spooled(self) -> list[str]:
+        return spool_files.spooled(self.spool)
 
 
 async def get(url: str, trust: ssl.SSLContext, token: str | None = None) -> tuple[int, Any]:

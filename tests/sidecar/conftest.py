@@ -36,6 +36,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.support import spool as spool_files
+
 PYTHON = sys.executable
 TOKEN = "dispatch-token-for-tests"
 CALLBACK_TOKEN = "per-run-callback-token"
@@ -335,7 +337,7 @@ class SidecarProcess(ManagedProcess):
         return await eventually(reached, within=within, what=f"{execution_id} to be {state}")
 
     def spooled(self) -> list[str]:
-        return sorted(p.name for p in self.spool_dir.glob("*.json"))
+        return spool_files.spooled(self.spool_dir)
 
 
 class DemoAppProcess(ManagedProcess):

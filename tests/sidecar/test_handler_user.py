@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs
 
 # Tries to read every spooled result and the token file; prints what it could read.
 PROBE = r"""
-for f in "$1"/*.json "$2"; do
+for f in "$1"/*.json* "$2"; do
   if cat "$f" >/dev/null 2>&1; then echo "read $f"; else echo "denied $f"; fi
 done
 """

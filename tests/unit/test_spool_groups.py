@@ -1,6 +1,7 @@
 """The sidecar's spool commits results in groups, on a real directory: saves that wait together
-are written by one thread hop with one directory fsync, each file durable and readable back, and
-one file that cannot be written fails its own save only."""
+are written as one file by one thread hop, readable back; a group that cannot be written fails
+each of its saves; a file some of whose results settle keeps the others; the single-record files
+of older sidecars are still read and removed."""
 
 from __future__ import annotations
 
@@ -35,14 +36,23 @@ def spool_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[spool_.Sp
     spool = spool_.Spool(SpoolSettings(directory=tmp_path / "spool"))
     spool.prepare()
     groups: list[int] = []
-    save_many = spool._save_many
+    write = spool._write
 
-    def counted(group: list[tuple[ExecutionId, bytes]]) -> list[OSError | None]:
-        groups.append(len(group))
-        return save_many(group)
+    def counted(name: str, records: list[bytes]) -> None:
+        groups.append(len(records))
+        write(name, records)
 
-    monkeypatch.setattr(spool, "_save_many", counted)
+    monkeypatch.setattr(spool, "_write", counted)
     return spool, groups
+
+
+def files(spool: spool_.Spool) -> list[str]:
+    return sorted(p.name for p in spool.directory.iterdir())
+
+
+def reloaded(spool: spool_.Spool) -> list[str]:
+    """The ids a restarted sidecar would find in the directory."""
+    return sorted(r.execution_id for r in spool_.Spool(SpoolSettings(spool.directory)).load())
 
 
 async def test_saves_that_wait_together_are_written_as_one_group(
@@ -55,24 +65,61 @@ async def test_saves_that_wait_together_are_written_as_one_group(
     reports = [report(n) for n in range(1, 301)]
     await asyncio.gather(*(spool.save(r) for r in reports))
     assert groups == [1, spool_.MAX_GROUP, 300 - spool_.MAX_GROUP]
-    assert sorted(r.execution_id for r in spool_.Spool(SpoolSettings(spool.directory)).load()) == (
-        sorted(r.execution_id for r in [report(0), *reports])
-    )
+    assert len(files(spool)) == 3
+    everyone = sorted(r.execution_id for r in [report(0), *reports])
+    assert reloaded(spool) == everyone == spool.pending()
     assert spool.quota.files == 301
     assert not list(spool.directory.glob("*.tmp"))
 
 
-async def test_one_file_that_cannot_be_written_fails_its_save_only(
+async def test_a_group_that_cannot_be_written_fails_each_of_its_saves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spool, groups = spool_in(tmp_path, monkeypatch)
-    reports = [report(n) for n in range(5)]
-    # A directory where the third one's temp file goes: its open fails, as a full disk would.
-    blocked = spool.directory / (spool_.file_name(reports[2].execution_id) + ".tmp")
-    blocked.mkdir()
-    saved = await asyncio.gather(*(spool.save(r) for r in reports), return_exceptions=True)
+    monkeypatch.setattr(spool_, "group_name", lambda: "blocked.jsonl")
+    # A directory where the group's temp file goes: its open fails, as a full disk would.
+    (spool.directory / "blocked.jsonl.tmp").mkdir()
+    saved = await asyncio.gather(*(spool.save(report(n)) for n in range(5)), return_exceptions=True)
     assert groups == [5]
-    assert [isinstance(s, OSError) for s in saved] == [False, False, True, False, False]
-    assert spool.quota.files == 4
-    names = {spool_.file_name(r.execution_id) for r in reports}
-    assert set(spool.pending()) == names - {spool_.file_name(reports[2].execution_id)}
+    assert all(isinstance(s, OSError) for s in saved)
+    assert spool.quota.files == 0
+    assert spool.pending() == []
+    assert files(spool) == ["blocked.jsonl.tmp"]  # ours: nothing of the spool's left behind
+
+
+async def test_a_file_keeps_the_results_not_settled_and_goes_with_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool, groups = spool_in(tmp_path, monkeypatch)
+    reports = [report(n) for n in range(4)]
+    await asyncio.gather(*(spool.save(r) for r in reports))
+    assert groups == [4]
+    [name] = files(spool)
+
+    await spool.remove_many([reports[0].execution_id, reports[2].execution_id])
+    kept = sorted([reports[1].execution_id, reports[3].execution_id])
+    assert files(spool) == [name]  # written again, under the same name
+    assert reloaded(spool) == kept == spool.pending()
+    assert spool.quota.files == 2
+
+    await spool.remove(reports[1].execution_id)
+    await spool.remove_many([reports[3].execution_id, reports[0].execution_id])  # one twice
+    assert files(spool) == []
+    assert spool.pending() == [] and spool.quota.files == 0
+
+
+async def test_single_record_files_of_older_sidecars_are_read_and_removed(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    old = [report(n) for n in range(2)]
+    for r in old:
+        (directory / f"{r.execution_id}.json").write_bytes(spool_.encode(r))
+    spool = spool_.Spool(SpoolSettings(directory=directory))
+    spool.prepare()
+    assert sorted(r.execution_id for r in spool.load()) == [r.execution_id for r in old]
+    assert spool.quota.files == 2
+
+    await spool.save(report(2))
+    await spool.remove_many([r.execution_id for r in old])
+    assert [p.suffix for p in directory.iterdir()] == [".jsonl"]
+    assert reloaded(spool) == [report(2).execution_id]

@@ -1,0 +1,17 @@
+"""What a sidecar's spool directory holds, read from its files as a restart would read them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def spooled(directory: Path) -> list[str]:
+    """The execution ids of the results in the spool's files (group files of one record per
+    line, and the single-record files of older sidecars), sorted."""
+    ids = []
+    for path in [*directory.glob("*.jsonl"), *directory.glob("*.json")]:
+        for line in path.read_bytes().splitlines():
+            if line.strip():
+                ids.append(json.loads(line)["callback"]["executionId"])
+    return sorted(ids)
