@@ -34,13 +34,15 @@ class SchedulingSettings:
     """How often finished runs beyond each Task's ``spec.history`` are pruned
     (``CADENZA_RETENTION_INTERVAL_SECONDS``)."""
 
-    claim_ahead_seconds: float = 0.25
+    claim_ahead_seconds: float = 0.5
     """How long before its tick a run of a Parallel Task without ``maxConcurrent`` is claimed
     and, when the Task's pods hold runs (sidecar protocol 3), recorded and sent, to be started
     by the pod at the tick (``CADENZA_CLAIM_AHEAD_SECONDS``). Other Tasks are claimed 0.25 s
     ahead. A change to a Task within this window of its tick applies from the next tick on.
-    More than 0.25 for every run made the fire delay worse at 1,000 runs a second on a
-    saturated 2-core machine (docs/benchmark.md), so it is not the default."""
+    With 1,000 Tasks every second on a 2-core machine, 0.25 left about half of each tick's
+    runs to be recorded and sent after it (the pods started them 77-110 ms late at the median);
+    0.5 has all of them at their pods before it (started 9 ms late at the median, 41 ms at the
+    99th percentile; docs/benchmark.md). A longer lead helps only while the leader keeps up."""
 
     claim_ahead_max_seconds: float = 8.0
     """How far ahead of a crowded tick the runs of such Tasks are claimed at most: up to 1,000
@@ -82,7 +84,7 @@ def read_scheduling(read: Reader) -> SchedulingSettings:
             "CADENZA_RETENTION_INTERVAL_SECONDS", float, 60.0, minimum=1, maximum=86400
         ),
         claim_ahead_seconds=read(
-            "CADENZA_CLAIM_AHEAD_SECONDS", float, 0.25, minimum=0.25, maximum=10
+            "CADENZA_CLAIM_AHEAD_SECONDS", float, 0.5, minimum=0.25, maximum=10
         ),
         claim_ahead_max_seconds=read(
             "CADENZA_CLAIM_AHEAD_MAX_SECONDS", float, 8.0, minimum=0.25, maximum=10
