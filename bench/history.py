@@ -153,13 +153,17 @@ def analyse(rows: Sequence[Row], tasks: int, start: datetime, end: datetime) -> 
     }
 
 
-def series(rows: Sequence[Row], start: datetime, end: datetime) -> list[tuple[datetime, float]]:
-    """(tick, fire delay in seconds) of each scheduled run in the window, for the plot."""
-    return [
-        (r.scheduled_at, (r.dispatched_at - r.scheduled_at).total_seconds())
-        for r in rows
-        if r.origin == "schedule" and r.dispatched_at is not None and start <= r.scheduled_at <= end
-    ]
+def series(
+    rows: Sequence[Row], start: datetime, end: datetime, stamp: str = "dispatched_at"
+) -> list[tuple[datetime, float]]:
+    """(tick, seconds from the tick to ``stamp``) of each scheduled run in the window that has
+    that stamp, for the plot."""
+    found = []
+    for r in rows:
+        at = getattr(r, stamp)
+        if r.origin == "schedule" and at is not None and start <= r.scheduled_at <= end:
+            found.append((r.scheduled_at, (at - r.scheduled_at).total_seconds()))
+    return found
 
 
 def end_to_end(rows: Sequence[Row], start: datetime, end: datetime) -> list[float]:
@@ -213,11 +217,51 @@ def at_sidecar(rows: Iterable[Row], start: datetime, end: datetime) -> list[floa
     it start), carried back by the callback: measured by the pod itself, with no leader
     bookkeeping in it.
     """
-    return [
-        (r.started_at - r.scheduled_at).total_seconds()
-        for r in rows
-        if r.origin == "schedule" and r.started_at is not None and start <= r.scheduled_at <= end
-    ]
+    return [delay for _, delay in series(list(rows), start, end, "started_at")]
+
+
+def slowest_ticks(
+    rows: Sequence[Row], start: datetime, end: datetime, count: int = 5
+) -> list[dict[str, Any]]:
+    """The ``count`` ticks of the window whose latest run started latest at its sidecar, each with
+    the latest start and the latest dispatch by pod (milliseconds after the tick): whether a slow
+    tick was slow everywhere (the leader sent late) or at one pod."""
+    by_tick: dict[datetime, list[Row]] = {}
+    for r in rows:
+        if r.origin == "schedule" and start <= r.scheduled_at <= end:
+            by_tick.setdefault(r.scheduled_at, []).append(r)
+
+    def latest(runs: Iterable[Row], stamp: str) -> float | None:
+        found = [
+            (getattr(r, stamp) - r.scheduled_at).total_seconds()
+            for r in runs
+            if getattr(r, stamp) is not None
+        ]
+        return round(max(found) * 1000, 1) if found else None
+
+    slowest = []
+    for tick, runs in by_tick.items():
+        pods: dict[str, list[Row]] = {}
+        for r in runs:
+            pods.setdefault(r.pod_name or "?", []).append(r)
+        slowest.append(
+            {
+                "tick": tick.isoformat() + "Z",
+                "started_ms": latest(runs, "started_at"),
+                "by_pod": {
+                    pod: {
+                        "runs": len(mine),
+                        "started_ms": latest(mine, "started_at"),
+                        "dispatched_ms": latest(mine, "dispatched_at"),
+                    }
+                    for pod, mine in sorted(pods.items())
+                },
+            }
+        )
+    slowest.sort(
+        key=lambda t: -math.inf if t["started_ms"] is None else t["started_ms"], reverse=True
+    )
+    return slowest[:count]
 
 
 @dataclass(frozen=True)

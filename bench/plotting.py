@@ -35,8 +35,8 @@ class PlotData:
     """The /proc samples of every watched process, by name."""
     window: tuple[float, float]
     """The steady window's first and last tick, as ``time.time()`` values."""
-    at_sidecar: Sequence[float] = ()
-    """Tick to the sidecar's acceptance, in seconds, of the same runs."""
+    at_sidecar: Sequence[tuple[datetime, float]] = ()
+    """(tick, seconds from the tick to the sidecar's start) of the same runs."""
 
 
 def _pyplot() -> Any:
@@ -107,23 +107,30 @@ def draw(path: Path, data: PlotData, title: str) -> None:
     fig.suptitle(title, fontsize=11)
     curves = {
         "fire delay (dispatched_at)": [d for _, d in fire],
-        "at the sidecar (started_at)": data.at_sidecar,
+        "at the sidecar (started_at)": [d for _, d in data.at_sidecar],
         "end to end (finished_at)": end_to_end,
     }
     _cdf(cdf, curves, "CDF: dispatched_at, sidecar's started_at, finished_at - tick")
 
     t0 = window[0]
-    if fire:
-        scatter.scatter(
-            [t.replace(tzinfo=UTC).timestamp() - t0 for t, _ in fire],
-            [d * 1000 for _, d in fire],
-            s=3,
-            alpha=0.4,
-        )
+    # Runs sent ahead are dispatched before their tick (no delay to draw on a log scale): the
+    # delay where each run starts, at the sidecar, is drawn beside the dispatch delay.
+    for label, points in (("dispatched_at", fire), ("sidecar's started_at", data.at_sidecar)):
+        late = [(t, d) for t, d in points if d > 0]
+        if late:
+            scatter.scatter(
+                [t.replace(tzinfo=UTC).timestamp() - t0 for t, _ in late],
+                [d * 1000 for _, d in late],
+                s=3,
+                alpha=0.4,
+                label=label,
+            )
+    if fire or data.at_sidecar:
+        scatter.legend(loc="upper right", fontsize=8, markerscale=3)
     scatter.set_yscale("log")
     scatter.set_xlabel("tick, seconds into the steady window")
-    scatter.set_ylabel("fire delay, ms (log scale)")
-    scatter.set_title("Fire delay of every run")
+    scatter.set_ylabel("ms after the tick (log scale)")
+    scatter.set_title("Fire delay of every run: dispatched, started at the sidecar")
     scatter.grid(True, which="both", alpha=0.3)
     _resources(cpu, rss, samples, window)
     fig.tight_layout()

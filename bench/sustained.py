@@ -125,6 +125,7 @@ def sustained_figures(
         "leader": leader,
         "fire_delay_at_sidecar": history.distribution(history.at_sidecar(rows, start, end)),
         "fire_delay_at_app": history.distribution(history.at_app(calls, start, end)),
+        "slowest_ticks": history.slowest_ticks(rows, start, end),
         "receive_time_source": (
             "fire_delay_at_sidecar: startedAt, stamped by the sidecar when it admits the run and"
             " sent back in the callback (history's started_at); fire_delay_at_app: the demo"
@@ -183,7 +184,7 @@ def run_and_analyse(
         end_to_end=history.end_to_end(rows, start, end),
         samples=sampler.samples,
         window=window,
-        at_sidecar=history.at_sidecar(rows, start, end),
+        at_sidecar=history.series(rows, start, end, "started_at"),
     )
     return result, plot
 
