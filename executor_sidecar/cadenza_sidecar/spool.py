@@ -6,8 +6,9 @@ line; each record is a JSON object with ``version`` 1, ``callbackUrl``, ``callba
 as a temp file, fsynced, renamed over its final name, and the directory fsynced. Files named
 ``*.json`` hold one record each: that is how sidecars before group files spooled, and they are
 still read and removed the same way. Anything else in the directory is ignored; leftover
-``*.tmp`` files are deleted at start and files that cannot be parsed are renamed to
-``*.corrupt`` (and logged) so they are not retried.
+``*.tmp`` files are deleted at start, files that cannot be parsed are renamed to ``*.corrupt``
+(and logged) so they are not retried, and a file holding only results an older file holds too
+is removed at start (and logged): nothing would ever settle it.
 
 Writes are committed in groups: the results that finish while one group is being written form
 the next, written as one file by one worker thread. A pod finishing hundreds of runs a second
@@ -43,6 +44,7 @@ import logging
 import os
 import secrets
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from cadenza_sidecar import protocol, spool_quota
@@ -179,6 +181,7 @@ class Spool:
             *self.directory.glob("*" + _SINGLE_SUFFIX),
         ]
         reports = []
+        copies = []
         for path in sorted(paths, key=lambda p: p.stat().st_mtime):
             try:
                 lines = [line for line in path.read_bytes().splitlines() if line.strip()]
@@ -200,7 +203,25 @@ class Spool:
                 self._hold(path.name, report.execution_id, line)
                 self.quota.hold(report.execution_id, len(line))
                 reports.append(report)
+            if path.name not in self._files:
+                copies.append(path)
+        self._remove_copies(copies)
         return reports
+
+    def _remove_copies(self, paths: list[Path]) -> None:
+        """Files whose every result an older file holds (a spool copied back over itself, say):
+        nothing would ever settle them, so they go now; the older files keep those results."""
+        if not paths:
+            return
+        for path in paths:
+            logger.warning(
+                "spool file holding only copies of older files' results removed",
+                extra={"path": str(path)},
+            )
+            with contextlib.suppress(OSError):
+                _unlink(str(path))
+        with contextlib.suppress(OSError):
+            self._sync_directory()
 
     def pending(self) -> list[ExecutionId]:
         """The results on disk whose callbacks have not settled."""

@@ -1,11 +1,13 @@
 """The sidecar's spool commits results in groups, on a real directory: saves that wait together
 are written as one file by one thread hop, readable back; a group that cannot be written fails
 each of its saves; a file some of whose results settle keeps the others; the single-record files
-of older sidecars are still read and removed."""
+of older sidecars are still read and removed; a file holding only copies of an older file's
+results goes at start."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,26 @@ async def test_single_record_files_of_older_sidecars_are_read_and_removed(tmp_pa
     await spool.remove_many([r.execution_id for r in old])
     assert [p.suffix for p in directory.iterdir()] == [".jsonl"]
     assert reloaded(spool) == [report(2).execution_id]
+
+
+async def test_a_file_holding_only_copies_of_older_results_goes_at_start(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    spool = spool_.Spool(SpoolSettings(directory=directory))
+    spool.prepare()
+    await asyncio.gather(*(spool.save(report(n)) for n in range(3)))
+    [original] = files(spool)
+    # Copies of the file's records, written later: two files of copies only, one with a new one.
+    os.utime(directory / original, (1, 1))
+    lines = (directory / original).read_bytes().splitlines(keepends=True)
+    (directory / "copies.jsonl").write_bytes(b"".join(lines[:2]))
+    (directory / f"{report(1).execution_id}.json").write_bytes(spool_.encode(report(1)))
+    (directory / "mixed.jsonl").write_bytes(lines[2] + spool_.encode(report(3)) + b"\n")
+
+    restarted = spool_.Spool(SpoolSettings(directory=directory))
+    restarted.prepare()
+    ids = sorted(r.execution_id for r in restarted.load())
+    assert ids == [report(n).execution_id for n in range(4)] == restarted.pending()
+    assert files(restarted) == sorted([original, "mixed.jsonl"])
+
+    await restarted.remove_many(ids)
+    assert files(restarted) == []
