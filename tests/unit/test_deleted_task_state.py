@@ -24,7 +24,7 @@ from cadenza.kube import objects
 from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
 from cadenza.kube.views import StatusSeed, TaskView
 from cadenza.metrics import Metrics
-from cadenza.scheduling import firetimes
+from cadenza.scheduling import keyedheap
 from cadenza.scheduling.dispatcher import Dispatcher, Sent
 from cadenza.scheduling.firetimes import FireTimes
 from cadenza.scheduling.openruns import Run
@@ -312,7 +312,7 @@ def test_fire_times_of_tasks_that_went_do_not_pile_up() -> None:
         for i in range(100):
             times.discard(TaskUid(f"t{round_}-{i}"))
     assert len(times) == 0
-    assert times.entries <= firetimes.SLACK + 1
+    assert times.entries <= keyedheap.SLACK + 1
     assert times.earliest() is None
 
 
@@ -333,7 +333,7 @@ def test_only_the_latest_fire_time_of_a_task_counts() -> None:
     times.set(task, NOW + timedelta(seconds=5))
     for step in range(500):  # edited again and again
         times.set(task, NOW + timedelta(seconds=10 + step))
-    assert times.entries <= 2 + firetimes.SLACK
+    assert times.entries <= 2 + keyedheap.SLACK
     assert times.pop_due(NOW + timedelta(seconds=600)) == (NOW + timedelta(seconds=509), task)
     assert times.pop_due(NOW + timedelta(days=1)) is None
 

@@ -28,7 +28,7 @@ def claimed_leads(times: FireTimes, tick: datetime = TICK) -> Counter[float]:
     """How long before ``tick`` its fire times are claimed now, those moved since they were set
     included."""
     return Counter(
-        (tick - claim_at).total_seconds() for claim_at, at in times._next.values() if at == tick
+        (tick - claim_at).total_seconds() for _, (claim_at, at) in times._next.items() if at == tick
     )
 
 

@@ -15,9 +15,9 @@ Invariants:
 - At most one fire time per Task counts: setting a new one (an edited schedule, or the same tick
   with another lead) or discarding it (a deleted or suspended Task) leaves the old heap entry
   behind as stale, and stale entries are never returned.
-- Stale entries do not pile up: once they outnumber the live ones (plus a small slack), the heap
-  is rebuilt from the live ones. So memory follows the Tasks that exist, not every Task that ever
-  did; a deleted Task's yearly tick does not wait a year in the heap.
+- Stale entries do not pile up (:class:`~cadenza.scheduling.keyedheap.KeyedHeap`): memory
+  follows the Tasks that exist, not every Task that ever did; a deleted Task's yearly tick does
+  not wait a year in the heap.
 - A tick's crowd counts only its live spread fire times: taking one off (popped, replaced,
   discarded) counts it out, and a tick nobody waits for any more has no entry.
 - A fire time keeps its own lead only while its tick has at most ``Waves.first`` spread ones;
@@ -29,15 +29,13 @@ Invariants:
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cadenza.core.ids import TaskUid
+from cadenza.scheduling.keyedheap import KeyedHeap
 
-SLACK = 64
-"""Stale entries tolerated beyond as many as there are live ones before a rebuild."""
 CROWDED_BEFORE = timedelta(seconds=10)
 """How long before its first wave a crowded tick counts as near: writes made before it are still
 being digested then (the API server, kopf's queues of their events). Opened 2 s before the first
@@ -94,9 +92,8 @@ class Waves:
 class FireTimes:
     def __init__(self, waves: Waves | None = None) -> None:
         self._waves = waves or Waves()
-        self._next: dict[TaskUid, tuple[datetime, datetime]] = {}
-        """Each Task's (moment to claim, tick)."""
-        self._heap: list[tuple[datetime, datetime, TaskUid]] = []
+        self._next: KeyedHeap[TaskUid, tuple[datetime, datetime]] = KeyedHeap()
+        """Each Task's (moment to claim, tick), earliest first."""
         self._spread: set[TaskUid] = set()
         """Tasks whose live fire time counts in its tick's crowd."""
         self._crowd: Counter[datetime] = Counter()
@@ -113,7 +110,7 @@ class FireTimes:
     @property
     def entries(self) -> int:
         """Heap entries, stale ones included."""
-        return len(self._heap)
+        return self._next.entries
 
     def crowd(self, tick: datetime) -> int:
         """Spread fire times waiting for ``tick``."""
@@ -152,14 +149,11 @@ class FireTimes:
             self._push(task, claim_at, tick)
 
     def _push(self, task: TaskUid, claim_at: datetime, tick: datetime) -> None:
-        self._next[task] = (claim_at, tick)
-        heapq.heappush(self._heap, (claim_at, tick, task))
-        self._compact()
+        self._next.set(task, (claim_at, tick))
 
     def discard(self, task: TaskUid) -> None:
         self._count_out(task)
-        if self._next.pop(task, None) is not None:
-            self._compact()
+        self._next.discard(task)
 
     def crowded_near(self, now: datetime) -> bool:
         """Whether a crowded tick's runs are being claimed, handed over and finished: from
@@ -173,18 +167,18 @@ class FireTimes:
 
     def earliest(self) -> datetime | None:
         """The earliest moment a Task's tick is to be claimed (None: no Task has one)."""
-        self._drop_stale_top()
-        return self._heap[0][0] if self._heap else None
+        first = self._next.peek()
+        return None if first is None else first[1][0]
 
     def pop_due(self, horizon: datetime) -> tuple[datetime, TaskUid] | None:
         """The earliest tick to be claimed at or before ``horizon``, with its Task, taken off
         (the caller sets the Task's next one); None when none is due."""
-        self._drop_stale_top()
-        if not self._heap or self._heap[0][0] > horizon:
+        first = self._next.peek()
+        if first is None or first[1][0] > horizon:
             return None
-        _, tick, task = heapq.heappop(self._heap)
+        task, (_, tick) = first
         self._count_out(task)
-        del self._next[task]
+        self._next.pop()
         return tick, task
 
     def _count_out(self, task: TaskUid) -> None:
@@ -199,12 +193,3 @@ class FireTimes:
         self._crowd[tick] -= 1
         if self._crowd[tick] <= 0:
             del self._crowd[tick]
-
-    def _drop_stale_top(self) -> None:
-        while self._heap and self._next.get(self._heap[0][2]) != self._heap[0][:2]:
-            heapq.heappop(self._heap)
-
-    def _compact(self) -> None:
-        if len(self._heap) > 2 * len(self._next) + SLACK:
-            self._heap = [(claim_at, tick, task) for task, (claim_at, tick) in self._next.items()]
-            heapq.heapify(self._heap)

@@ -3,19 +3,18 @@ retry's backoff, the next question to the pod of a run taken over, a send to try
 
 Invariants:
 - One timer per (run, kind): setting it again replaces the earlier one, clearing a run drops
-  all of its timers. Replaced entries stay in the heap and are skipped when they come up, so
-  every operation costs O(log n).
+  all of its timers, each in O(log n); what was replaced or dropped does not stay in memory
+  until its moment (:class:`~cadenza.scheduling.keyedheap.KeyedHeap`).
 - Pure: time is given by the caller.
 """
 
 from __future__ import annotations
 
 import enum
-import heapq
-import itertools
 from datetime import datetime
 
 from cadenza.core.ids import ExecutionId
+from cadenza.scheduling.keyedheap import KeyedHeap
 
 
 class Kind(enum.Enum):
@@ -33,35 +32,34 @@ class Kind(enum.Enum):
 
 class Timers:
     def __init__(self) -> None:
-        self._heap: list[tuple[datetime, int, ExecutionId, Kind]] = []
-        self._at: dict[tuple[ExecutionId, Kind], datetime] = {}
-        self._order = itertools.count()
+        self._heap: KeyedHeap[tuple[ExecutionId, Kind], datetime] = KeyedHeap()
 
     def set(self, run: ExecutionId, kind: Kind, when: datetime) -> None:
-        self._at[(run, kind)] = when
-        heapq.heappush(self._heap, (when, next(self._order), run, kind))
+        self._heap.set((run, kind), when)
 
     def cancel(self, run: ExecutionId, kind: Kind) -> None:
-        self._at.pop((run, kind), None)
+        self._heap.discard((run, kind))
 
     def clear(self, run: ExecutionId) -> None:
         for kind in Kind:
-            self._at.pop((run, kind), None)
+            self._heap.discard((run, kind))
 
     def due(self, now: datetime) -> list[tuple[ExecutionId, Kind]]:
         """The timers that have come, earliest first; each is removed."""
         out: list[tuple[ExecutionId, Kind]] = []
-        while self._heap and self._heap[0][0] <= now:
-            when, _, run, kind = heapq.heappop(self._heap)
-            if self._at.get((run, kind)) == when:
-                del self._at[(run, kind)]
-                out.append((run, kind))
+        while (first := self._heap.peek()) is not None and first[1] <= now:
+            self._heap.pop()
+            out.append(first[0])
         return out
 
     def next_at(self) -> datetime | None:
-        while self._heap and self._at.get((self._heap[0][2], self._heap[0][3])) != self._heap[0][0]:
-            heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else None
+        first = self._heap.peek()
+        return None if first is None else first[1]
+
+    @property
+    def entries(self) -> int:
+        """Heap entries, stale ones included."""
+        return self._heap.entries
 
     def __len__(self) -> int:
-        return len(self._at)
+        return len(self._heap)

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import heapq
-import itertools
 import time
-from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
+
+from cadenza.scheduling.keyedheap import KeyedHeap
 
 K = TypeVar("K", bound=Hashable)
 
@@ -64,42 +63,36 @@ class WriteQueue(Generic[K]):
             Lane.SPEC: _Bucket(spec_per_second, spec_per_second),
             Lane.RUNS: _Bucket(runs_per_second, runs_per_second),
         }
-        self._heaps: dict[Lane, list[tuple[float, int, K]]] = {lane: [] for lane in Lane}
-        """Per lane, in the order lanes are served, by last write: a take looks only at what it
-        may hand out now."""
-        self._queued: dict[K, tuple[Lane, int]] = {}
-        """Where each waiting key's live heap item is; an item not named here is stale."""
+        self._waiting: dict[Lane, KeyedHeap[K, float]] = {lane: KeyedHeap() for lane in Lane}
+        """Per lane, in the order lanes are served, the keys waiting by their last write: a take
+        looks only at what it may hand out now. A key waits in one lane at most."""
         self._last: dict[K, float] = {}
-        self._waiting: Counter[Lane] = Counter()
-        self._order = itertools.count()
         self._refilled = clock()
 
     def __len__(self) -> int:
-        return len(self._queued)
+        return sum(len(heap) for heap in self._waiting.values())
 
     def waiting(self, lane: Lane) -> int:
-        return self._waiting[lane]
+        return len(self._waiting[lane])
 
     def lane_of(self, key: K) -> Lane | None:
-        queued = self._queued.get(key)
-        return None if queued is None else queued[0]
+        return next((lane for lane, heap in self._waiting.items() if key in heap), None)
 
     def touch(self, key: K, lane: Lane) -> None:
         """``key`` is to be written; a key already waiting keeps its place, unless it moves up
         from the runs lane to the spec lane."""
-        queued = self._queued.get(key)
-        if queued is not None and (queued[0] is Lane.SPEC or lane is Lane.RUNS):
+        if key in self._waiting[Lane.SPEC]:
             return
-        if queued is not None:
-            self._waiting[queued[0]] -= 1
-        self._waiting[lane] += 1
-        order = next(self._order)
-        self._queued[key] = (lane, order)
-        heapq.heappush(self._heaps[lane], (self._last.get(key, float("-inf")), order, key))
+        runs = self._waiting[Lane.RUNS]
+        if key in runs:
+            if lane is Lane.RUNS:
+                return
+            runs.discard(key)
+        self._waiting[lane].set(key, self._last.get(key, float("-inf")))
 
     def forget(self, key: K) -> None:
-        if (queued := self._queued.pop(key, None)) is not None:
-            self._waiting[queued[0]] -= 1
+        for heap in self._waiting.values():
+            heap.discard(key)
         self._last.pop(key, None)
 
     def take(self, may_write: Callable[[], bool], *, busy: bool = False) -> list[K]:
@@ -110,18 +103,13 @@ class WriteQueue(Generic[K]):
         for bucket in self._buckets.values():
             bucket.refill(elapsed)
         chosen: list[K] = []
-        for lane, heap in self._heaps.items():
+        for lane, heap in self._waiting.items():
             bucket = self._buckets[Lane.RUNS if busy else lane]
-            while heap and bucket.tokens >= 1 and may_write():
-                last, order, key = heap[0]
-                if self._queued.get(key) != (lane, order):
-                    heapq.heappop(heap)  # moved to the spec lane, or forgotten
-                    continue
+            while bucket.tokens >= 1 and (first := heap.peek()) is not None and may_write():
+                key, last = first
                 if now - last < self._min_interval:
                     break
-                heapq.heappop(heap)
-                del self._queued[key]
-                self._waiting[lane] -= 1
+                heap.pop()
                 self._last[key] = now
                 bucket.tokens -= 1
                 chosen.append(key)
