@@ -50,6 +50,8 @@ class LeaderContext:
     kube: objects.ApiClient
     metrics: Metrics
     lease_valid: Callable[[], bool]
+    fire_engine: Engine | None = None
+    """The pool of the store's fire lane (claims, dispatch records); None: ``engine``'s."""
 
 
 class Leader:
@@ -66,7 +68,7 @@ class Leader:
         # Read at every term, so a rotated CA bundle is trusted from the next leader on.
         trust = await asyncio.to_thread(tls.client_context, ctx.settings.dispatch.ca_file)
         client = DispatchClient(ssl_context=trust)
-        store = LeaderStore(ctx.engine, lock, epoch, ctx.metrics)
+        store = LeaderStore(ctx.engine, lock, epoch, ctx.metrics, fire_engine=ctx.fire_engine)
         plans: dict[TaskUid, TaskPlan] = {}
         tuning = ctx.settings.scheduling
         book = TaskStatusBook(

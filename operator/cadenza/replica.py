@@ -56,9 +56,11 @@ LEADER_STOP_SECONDS = 10.0
 
 
 class Replica:
-    def __init__(self, settings: Settings, engine: Any) -> None:
+    def __init__(self, settings: Settings, engine: Any, fire_engine: Any = None) -> None:
         self.settings = settings
         self.engine = engine
+        self.fire_engine = fire_engine
+        """The leader's fire lane's own pool (claims, dispatch records), apart from ``engine``."""
         self.hub = Hub()
         self.kube = kube_client.api_client(settings.kube)
         self.stopping = asyncio.Event()
@@ -112,6 +114,7 @@ class Replica:
             self.kube,
             self.metrics,
             self.leadership.lease_valid,
+            self.fire_engine,
         )
         self.leader = Leader(context, epoch)
         self.metrics.leader.set(1)
@@ -263,11 +266,12 @@ def _serving_context(
     return context
 
 
-def create_engine(settings: Settings) -> Any:
-    """The pool (no connection is made yet)."""
+def create_engine(settings: Settings, pool_size: int | None = None) -> Any:
+    """The pool, of ``CADENZA_DATABASE_POOL_SIZE`` connections unless ``pool_size`` says (no
+    connection is made yet)."""
     return store_engine.create_engine(
         settings.database.url,
-        pool_size=settings.database.pool_size,
+        pool_size=settings.database.pool_size if pool_size is None else pool_size,
         connect_timeout=settings.database.connect_timeout,
         # A frozen replica's pooled session must not outlive its leader lock by much: it may hold
         # the share lock of a leader transaction that the next leader's epoch bump waits for.
@@ -304,7 +308,10 @@ async def run(settings: Settings) -> int:
         ThreadPoolExecutor(settings.thread_pool_size, thread_name_prefix="cadenza-io")
     )
     engine = create_engine(settings)
-    replica = Replica(settings, engine)
+    # One connection of its own for the leader's claims and dispatch records: a burst of
+    # callbacks, status reads or mirror writes holding the shared pool never delays a tick.
+    fire_engine = create_engine(settings, pool_size=1)
+    replica = Replica(settings, engine, fire_engine)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, replica.stopping.set)
     # Probes answer while the database is awaited: a liveness probe must not restart a replica
@@ -356,6 +363,7 @@ async def run(settings: Settings) -> int:
             await asyncio.wait_for(task, 10)
     await runner.cleanup()
     await asyncio.to_thread(engine.dispose)
+    await asyncio.to_thread(fire_engine.dispose)
     return exit_code
 
 

@@ -19,6 +19,7 @@ from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.devenv import mariadb
 from cadenza.store import changelog, fencing, mirror, retention
+from cadenza.store import engine as store_engine
 from cadenza.store.executions import Origin
 from cadenza.store.leader_store import PRUNE_BATCH, LeaderStore
 from cadenza.store.memory import MemoryRunStore
@@ -67,13 +68,21 @@ def _task_row(uid: TaskUid) -> TaskRow:
 
 
 @pytest.fixture
+def fire_engine(database: str) -> Iterator[Engine]:
+    """The fire lane's pool of one, as a replica gives its leader."""
+    eng = store_engine.create_engine(database, pool_size=1)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
 def mysql_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     server: mariadb.Server = request.getfixturevalue("mariadb_server")
     database: str = request.getfixturevalue("database")
     engine: Engine = request.getfixturevalue("engine")
     session = server.connect(make_url(database).database)
     epoch = _bump(session, "replica-a")
-    store = LeaderStore(engine, LOCK, epoch)
+    store = LeaderStore(engine, LOCK, epoch, fire_engine=request.getfixturevalue("fire_engine"))
 
     def mirror_task(uid: TaskUid) -> None:
         with fencing.leader_transaction(engine, LOCK, epoch) as conn:
@@ -381,3 +390,27 @@ async def test_the_change_log_is_read_by_cursor(backend: Backend) -> None:
     assert len(await backend.store.changes_since(start, [], 2)) == 2
     # Nothing is old enough to prune yet.
     assert await backend.store.prune_changes(3600) == 0
+
+
+@pytest.mark.mariadb
+async def test_claims_and_dispatch_records_need_no_connection_of_the_shared_pool(
+    mysql_backend: Backend, engine: Engine
+) -> None:
+    """Callbacks, status reads or the mirror may hold every connection of the shared pool: the
+    fire path has its own and does not wait for them."""
+    uid = new_task(mysql_backend)
+    held = [engine.connect() for _ in range(engine.pool.size())]  # type: ignore[attr-defined]
+    try:
+        claims = await asyncio.wait_for(mysql_backend.store.claim([tick_run(uid)]), 10)
+        [run] = claims.runs
+        assert run is not None
+        state = {"next": 1}
+        begun = mysql_backend.store.begin_dispatch(
+            Begin(run, 1, to("pod-a"), Balance(uid, "RoundRobin", state))
+        )
+        assert await asyncio.wait_for(begun, 10)
+        saved = mysql_backend.store.balance_state(uid, "RoundRobin")
+        assert await asyncio.wait_for(saved, 10) == state
+    finally:
+        for conn in held:
+            conn.close()

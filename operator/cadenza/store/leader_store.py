@@ -4,9 +4,11 @@ The leader's run pipeline reaches MySQL only through :class:`LeaderStore`. It ow
 caller used to repeat: the hop off the event loop, the epoch-fenced transaction
 (:func:`cadenza.store.fencing.leader_transaction`) and the retry of deadlock victims.
 
-Two lanes, each one thread with its own pooled connection, so the fire path never queues behind
-bookkeeping: the *fire* lane carries claims, dispatch records and the balancer reads they need;
-the *books* lane carries confirmations, attempt ends, retention and the reconciler's reads.
+Two lanes, each one thread, so the fire path never queues behind bookkeeping: the *fire* lane
+carries claims, dispatch records and the balancer reads they need; the *books* lane carries
+confirmations, attempt ends, retention and the reconciler's reads. The fire lane may have an
+engine of its own (``fire_engine``: the replica gives it a pool of one connection), so a claim
+never waits for a connection that callbacks, status reads or the mirror hold in the shared pool.
 
 Group commit: writes that arrive while a lane's transaction is in flight wait and then go
 together, in arrival order, in the lane's next transaction. One run costs no transaction of its
@@ -49,18 +51,34 @@ PRUNE_BATCH = 1000
 
 
 class _Lane:
-    """One thread, and the writes waiting for its next fenced transaction."""
+    """One thread and the engine it uses, and the writes waiting for its next fenced
+    transaction."""
 
-    def __init__(self, name: str, store: LeaderStore) -> None:
+    def __init__(self, name: str, store: LeaderStore, engine: Engine) -> None:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"cadenza-{name}")
         self._store = store
+        self._engine = engine
         self.write: Coalescer[Write, Any] = Coalescer(self._transact, MAX_BATCH)
 
-    async def read(self, fn: Callable[[], T]) -> T:
+    async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
 
+    async def transact(self, op: Write) -> Any:
+        """``op`` alone in a fenced transaction of its own (it batches for itself)."""
+        done = await self._run(functools.partial(self._store.transact, [op], self._engine))
+        return done[0]
+
+    async def query(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` outside any transaction of the leader's."""
+
+        def read() -> T:
+            with self._engine.connect() as conn:
+                return fn(conn, *args)
+
+        return await self._run(read)
+
     async def _transact(self, ops: list[Write]) -> list[Any]:
-        return await self.read(functools.partial(self._store.transact, ops))
+        return await self._run(functools.partial(self._store.transact, ops, self._engine))
 
     def close(self) -> None:
         self.write.close()
@@ -71,14 +89,20 @@ class LeaderStore:
     """:class:`cadenza.store.port.RunStore` for the leader of ``epoch``."""
 
     def __init__(
-        self, engine: Engine, lock_name: str, epoch: Epoch, metrics: Metrics | None = None
+        self,
+        engine: Engine,
+        lock_name: str,
+        epoch: Epoch,
+        metrics: Metrics | None = None,
+        *,
+        fire_engine: Engine | None = None,
     ) -> None:
         self._engine = engine
         self._lock_name = lock_name
         self._epoch = epoch
         self._metrics = metrics
-        self._fire = _Lane("fire", self)
-        self._books = _Lane("books", self)
+        self._fire = _Lane("fire", self, fire_engine or engine)
+        self._books = _Lane("books", self, engine)
         # The hot writes of every run go as one set of statements per batch, not per run.
         self._begins: Coalescer[Begin, bool] = Coalescer(self._begin_batch, MAX_BATCH)
         self._confirms: Coalescer[tuple[ExecutionId, int], bool] = Coalescer(
@@ -93,11 +117,13 @@ class LeaderStore:
     def epoch(self) -> Epoch:
         return self._epoch
 
-    def transact(self, ops: Sequence[Write]) -> list[Any]:
+    def transact(self, ops: Sequence[Write], engine: Engine | None = None) -> list[Any]:
         """Run ``ops`` in order in one fenced transaction (blocking; on a lane's thread)."""
 
         def once() -> list[Any]:
-            with fencing.leader_transaction(self._engine, self._lock_name, self._epoch) as conn:
+            with fencing.leader_transaction(
+                engine or self._engine, self._lock_name, self._epoch
+            ) as conn:
                 return [op(conn) for op in ops]
 
         try:
@@ -106,9 +132,6 @@ class LeaderStore:
             if self._metrics is not None:
                 self._metrics.fenced.inc()
             raise
-
-    def _transact_one(self, op: Write) -> Any:
-        return self.transact([op])[0]
 
     async def close(self) -> None:
         self._begins.close()
@@ -168,14 +191,14 @@ class LeaderStore:
             items = [(b.run, b.attempt, b.to) for b in begins]
             return store_runs.begin_many(conn, items, self._epoch)
 
-        answers: list[bool] = await self._fire.read(functools.partial(self._transact_one, write))
+        answers: list[bool] = await self._fire.transact(write)
         return answers
 
     async def balance_state(self, task: TaskUid, strategy: str) -> dict[str, Any]:
         return await self._balances((task, strategy))
 
     async def _balance_batch(self, wanted: list[tuple[TaskUid, str]]) -> list[dict[str, Any]]:
-        return await self._fire.read(lambda: self._read(balance.load_many, wanted))
+        return await self._fire.query(balance.load_many, wanted)
 
     # -- bookkeeping --------------------------------------------------------------------------
 
@@ -186,7 +209,7 @@ class LeaderStore:
         def write(conn: Connection) -> list[bool]:
             return store_runs.confirm_many(conn, confirms)
 
-        answers: list[bool] = await self._books.read(functools.partial(self._transact_one, write))
+        answers: list[bool] = await self._books.transact(write)
         return answers
 
     async def end_attempt(self, run: ExecutionId, attempt: int, decision: Next) -> bool:
@@ -208,7 +231,7 @@ class LeaderStore:
 
     async def prune(self, limits: Sequence[HistoryLimit]) -> int:
         wanted = list(limits)
-        pending = await self._books.read(lambda: self._read(retention.beyond_limits, wanted))
+        pending = await self._books.query(retention.beyond_limits, wanted)
         pruned = 0
         while pending:
             gone, pending = await self._books.write(functools.partial(_prune_some, pending))
@@ -216,26 +239,26 @@ class LeaderStore:
         return pruned
 
     async def open_runs(self) -> list[executions.Execution]:
-        return await self._books.read(lambda: self._read(store_runs.open_runs))
+        return await self._books.query(store_runs.open_runs)
 
     async def current(self, runs: Sequence[ExecutionId]) -> dict[ExecutionId, executions.RunState]:
         ids = list(runs)
         if not ids:
             return {}
-        return await self._books.read(lambda: self._read(store_runs.current, ids))
+        return await self._books.query(store_runs.current, ids)
 
     async def last_ticks(self, tasks: Sequence[TaskUid]) -> dict[TaskUid, datetime]:
         uids = list(tasks)
-        return await self._books.read(lambda: self._read(store_runs.last_ticks, uids))
+        return await self._books.query(store_runs.last_ticks, uids)
 
     async def changes_since(
         self, after: int, gaps: Sequence[int], limit: int
     ) -> list[tuple[int, ExecutionId]]:
         wanted = list(gaps)
-        return await self._books.read(lambda: self._read(changelog.changes, after, wanted, limit))
+        return await self._books.query(changelog.changes, after, wanted, limit)
 
     async def last_change(self) -> int:
-        return await self._books.read(lambda: self._read(changelog.last_change))
+        return await self._books.query(changelog.last_change)
 
     async def prune_changes(self, max_age_seconds: int) -> int:
         return int(
@@ -243,10 +266,6 @@ class LeaderStore:
                 lambda c: changelog.prune_changes(c, max_age_seconds, PRUNE_BATCH)
             )
         )
-
-    def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        with self._engine.connect() as conn:
-            return fn(conn, *args)
 
 
 def _prune_some(due: list[retention.Due], conn: Connection) -> tuple[int, list[retention.Due]]:
