@@ -48,10 +48,6 @@ class KeyedHeap(Generic[K, P]):
     def __contains__(self, key: object) -> bool:
         return key in self._live
 
-    def __iter__(self) -> Iterator[K]:
-        """The keys with a live entry, in no particular order."""
-        return iter(self._live)
-
     def items(self) -> Iterator[tuple[K, P]]:
         """Each key with a live entry and its priority, in no particular order."""
         return ((key, priority) for key, (priority, _) in self._live.items())
