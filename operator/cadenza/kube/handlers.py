@@ -10,17 +10,18 @@ the API server. Each handler is a few lines that delegate to the hub or to ``adm
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Any, cast
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
 
 import kopf
 
 from cadenza.kube import admission
-from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
+from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub, Kind
 from cadenza.kube.views import ExecutorView, PodView, TaskView
 from cadenza.settings import Settings
 
 GROUP, VERSION = "cadenza.dev", "v1alpha1"
+V = TypeVar("V")
 
 API_RETRY_BACKOFFS = (0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0) + (5.0,) * 8
 """Seconds between kopf's retries of a failed API request (its lists and watches). kopf's default,
@@ -45,6 +46,32 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
+
+
+def _key(body: kopf.Body) -> tuple[str, str]:
+    meta = body["metadata"]
+    return str(meta.get("namespace") or ""), str(meta["name"])
+
+
+def telling(hub: Hub, kind: Kind, body: kopf.Body, view: Callable[[], V]) -> V:
+    """``view()``, the value an index handler gives kopf, with the hub's subscribers told of the
+    object whether it could be read or not.
+
+    An index handler tells of its object itself: kopf stores what the handler returns before
+    anything else runs on the loop, so a subscriber woken from here finds the object in the
+    index as it is now (see :class:`Hub`). A second, on.event handler for every event cost kopf
+    as much again; kopf calls no index handler for a deletion, so on.event handlers remain for
+    deletions only."""
+    try:
+        return view()
+    finally:
+        hub.notify(kind, *_key(body))
+
+
+def deletion(**kwargs: Any) -> bool:
+    """The filter of the on.event handlers: a deletion (every other event is told by the index
+    handlers)."""
+    return bool(kwargs.get("type") == "DELETED")
 
 
 def build_registry(settings: Settings, hub: Hub) -> kopf.OperatorRegistry:
@@ -74,32 +101,37 @@ def build_registry(settings: Settings, hub: Hub) -> kopf.OperatorRegistry:
         if webhook.enabled:
             admission.serve(settings, webhook)
 
+    # Each index handler tells the hub's subscribers of its object itself: kopf stores what the
+    # handler returns before anything else runs on the loop, so a subscriber woken from here
+    # finds the object in the index as it is now (see Hub). A second, on.event handler per
+    # event would cost kopf as much again; kopf calls no index handler for a deletion, so
+    # on.event handlers remain for deletions only.
     @kopf.index(GROUP, VERSION, "tasks", id=TASKS_INDEX, registry=registry)
     async def cadenza_tasks(body: kopf.Body, **_: Any) -> dict[tuple[str, str], TaskView]:
-        meta = body["metadata"]
-        view = TaskView.from_body(body, hub.task(meta["namespace"], meta["name"]))
+        ns, name = _key(body)
+        view = telling(hub, "task", body, lambda: TaskView.from_body(body, hub.task(ns, name)))
         return {(view.namespace, view.name): view}
 
     @kopf.index(GROUP, VERSION, "executors", id=EXECUTORS_INDEX, registry=registry)
     async def cadenza_executors(body: kopf.Body, **_: Any) -> dict[tuple[str, str], ExecutorView]:
-        view = ExecutorView.from_body(body)
+        view = telling(hub, "executor", body, lambda: ExecutorView.from_body(body))
         return {(view.namespace, view.name): view}
 
     @kopf.index("", "v1", "pods", id=PODS_INDEX, registry=registry)
     async def cadenza_pods(body: kopf.Body, **_: Any) -> dict[str, PodView]:
-        view = PodView.from_body(body)
+        view = telling(hub, "pod", body, lambda: PodView.from_body(body))
         return {view.namespace: view}
 
-    @kopf.on.event(GROUP, VERSION, "tasks", registry=registry)
-    async def task_event(namespace: str | None, name: str, **_: Any) -> None:
+    @kopf.on.event(GROUP, VERSION, "tasks", when=deletion, registry=registry)
+    async def task_deleted(namespace: str | None, name: str, **_: Any) -> None:
         hub.notify("task", namespace or "", name)
 
-    @kopf.on.event(GROUP, VERSION, "executors", registry=registry)
-    async def executor_event(namespace: str | None, name: str, **_: Any) -> None:
+    @kopf.on.event(GROUP, VERSION, "executors", when=deletion, registry=registry)
+    async def executor_deleted(namespace: str | None, name: str, **_: Any) -> None:
         hub.notify("executor", namespace or "", name)
 
-    @kopf.on.event("", "v1", "pods", registry=registry)
-    async def pod_event(namespace: str | None, name: str, **_: Any) -> None:
+    @kopf.on.event("", "v1", "pods", when=deletion, registry=registry)
+    async def pod_deleted(namespace: str | None, name: str, **_: Any) -> None:
         hub.notify("pod", namespace or "", name)
 
     if webhook.enabled:  # kopf refuses to start with admission handlers but no server

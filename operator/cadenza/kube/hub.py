@@ -1,13 +1,16 @@
 """The replica's live picture of the cluster, shared by the kopf handlers and the leader's work.
 
 kopf owns the indexes (filled by ``@kopf.index`` handlers on every replica); the hub keeps
-references to them, and ``@kopf.on.event`` handlers tell every subscriber (the leader's mirror,
-scheduler and executor pool each hold :class:`Changes` of their own) which object changed.
+references to them, and the same handlers (``@kopf.on.event`` handlers for deletions) tell every
+subscriber (the leader's mirror, scheduler and executor pool each hold :class:`Changes` of their
+own) which object changed.
 Everything here runs on the event loop: no locks are needed, and none of it may block.
 
 Invariants:
-- kopf updates an index before it calls the ``on.event`` handlers of the same event, so a
-  subscriber woken for an object finds it in the index as it is now (or finds it gone).
+- A subscriber woken for an object finds it in the index as it is now (or finds it gone): kopf
+  stores an index handler's value in the same step of the loop in which the handler returns
+  (nothing awaits in between; ``tests/unit/test_kopf_registry.py`` holds kopf to it), and drops
+  a deleted object from the index before it calls the ``on.event`` handlers.
 - A subscriber is told every change's key until it takes them: with thousands of objects a
   subscriber re-reads only those, never every object per event.
 """
