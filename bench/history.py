@@ -264,6 +264,24 @@ def slowest_ticks(
     return slowest[:count]
 
 
+def settling(rows: Sequence[Row], start: datetime, end: datetime) -> dict[str, Any]:
+    """The ticks from ``start`` (every Task had fired) to ``end`` (the last before the window):
+    how late their runs started at the sidecar, and the last of them whose runs started more
+    than 100 ms late at the median, in seconds after ``start``. An apply of many Tasks leaves
+    work behind that the first ticks after it wait for; these say how long that lasted."""
+    delays = series(list(rows), start, end, "started_at")
+    by_tick: dict[datetime, list[float]] = {}
+    for tick, delay in delays:
+        by_tick.setdefault(tick, []).append(delay)
+    late = [tick for tick, ds in by_tick.items() if percentile(ds, 50) > 0.1]
+    return {
+        "from": start.isoformat() + "Z",
+        "ticks": round((end - start).total_seconds()) + 1,
+        "fire_delay_at_sidecar": distribution([delay for _, delay in delays]),
+        "last_late_tick_seconds": (max(late) - start).total_seconds() if late else None,
+    }
+
+
 @dataclass(frozen=True)
 class Call:
     """One line of a demo app's ledger: a run's first attempt as the application received it."""

@@ -1,6 +1,6 @@
 """Cadenza's benchmark: many Tasks on a whole local system, measured end to end.
 
-    .venv/bin/python bench/run.py [--scenario sustained] [--tasks 50] [--seconds 60] [--pods 3]
+    .venv/bin/python bench/run.py [--scenario sustained] [--tasks 50] [--seconds 80] [--pods 3]
                                   [--replicas 2] [--out bench/out]
     .venv/bin/python bench/run.py --scenario burst|footprint|peer [--tasks N] [--minutes 3]
 
@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Tasks (and CronJobs for peer); 50 sustained, 10000 burst and footprint, 600 peer",
     )
     parser.add_argument(
-        "--seconds", type=int, default=60, help="sustained: seconds to let them run (60)"
+        "--seconds", type=int, default=80, help="sustained: seconds to let them run (80)"
     )
     parser.add_argument(
         "--minutes", type=int, default=3, help="peer: minute ticks measured on both sides (3)"
@@ -107,7 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--replicas", type=int, default=2, help="operator replicas (2)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="bench/out")
     parser.add_argument(
-        "--warmup", type=int, default=5, help="seconds after every Task fired before measuring (5)"
+        "--warmup",
+        type=int,
+        default=15,
+        help="seconds after every Task fired before measuring (15)",
     )
     parser.add_argument(
         "--callbacks-to",

@@ -145,9 +145,10 @@ def run_and_analyse(
     system.apply(*(task_manifest(i) for i in range(args.tasks)))
     applied = time.time()
     wait_first_ticks(system, args.tasks)
+    fired = math.floor(time.time())
     say(f"every Task fired within {time.time() - applied:.1f}s of the apply")
 
-    window_start = math.ceil(time.time()) + args.warmup
+    window_start = fired + 1 + args.warmup
     sleep_until(window_start, lambda: progress(system))
     before = system.leader().metrics()
     scraped_at = time.time()
@@ -179,6 +180,7 @@ def run_and_analyse(
     }
     window = (float(window_start), float(window_end))
     result["sustained"] = sustained_figures(system, sampler, leader.name, rows, window)
+    result["sustained"]["settling"] = history.settling(rows, utc(fired), utc(window_start - 1))
     plot = plotting.PlotData(
         fire=history.series(rows, start, end),
         end_to_end=history.end_to_end(rows, start, end),
