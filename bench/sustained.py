@@ -69,7 +69,25 @@ def leader_metrics(
         "fenced_writes": delta(after, before, "cadenza_fenced_writes_total"),
         "gc_pause_seconds": round(delta(after, before, "cadenza_gc_pause_seconds_sum"), 3),
         "gc_collections": by_label("cadenza_gc_pause_seconds_count"),
+        "store_lanes": store_lanes(before, after),
     }
+
+
+def store_lanes(before: dict[str, float], after: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Per lane of the leader's store, its operations in the window: how many, their mean and
+    how many took longer than 100 ms (from ``cadenza_store_lane_seconds``)."""
+    name = "cadenza_store_lane_seconds"
+    lanes = {}
+    for lane in ("fire", "books"):
+        count = delta(after, before, f'{name}_count{{lane="{lane}"}}')
+        total = delta(after, before, f'{name}_sum{{lane="{lane}"}}')
+        quick = delta(after, before, f'{name}_bucket{{lane="{lane}",le="0.1"}}')
+        lanes[lane] = {
+            "operations": count,
+            "mean_ms": round(total / count * 1000, 1) if count else None,
+            "over_100ms": count - quick,
+        }
+    return lanes
 
 
 def drain(system: System, end: datetime, timeout: float = 30) -> int:

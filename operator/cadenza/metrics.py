@@ -153,6 +153,14 @@ class Metrics:
         self.fenced = Counter(
             "cadenza_fenced_writes_total", "Leader writes refused for an old epoch", registry=r
         )
+        self.store_lane = Histogram(
+            "cadenza_store_lane_seconds",
+            "Each operation of the leader's store lanes (a fenced transaction or a read), from"
+            " its request to its answer, the wait for the lane's thread included, by lane",
+            ["lane"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
 
     def route(self) -> web.RouteDef:
         async def metrics(_: web.Request) -> web.Response:

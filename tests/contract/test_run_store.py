@@ -18,6 +18,7 @@ from cadenza.core import runs as rules
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.transitions import RunStatus
 from cadenza.devenv import mariadb
+from cadenza.metrics import Metrics
 from cadenza.store import changelog, fencing, mirror, retention
 from cadenza.store import engine as store_engine
 from cadenza.store.executions import Origin
@@ -414,3 +415,24 @@ async def test_claims_and_dispatch_records_need_no_connection_of_the_shared_pool
     finally:
         for conn in held:
             conn.close()
+
+
+@pytest.mark.mariadb
+async def test_each_lane_times_its_operations(mysql_backend: Backend, engine: Engine) -> None:
+    """``cadenza_store_lane_seconds`` counts every operation of each lane once: claims and
+    dispatch records on the fire lane, confirmations on the books lane."""
+    metrics = Metrics()
+    store = LeaderStore(engine, LOCK, mysql_backend.store.epoch, metrics)
+    try:
+        uid = new_task(mysql_backend)
+        [run] = (await store.claim([tick_run(uid)])).runs
+        assert run is not None
+        assert await store.begin_dispatch(Begin(run, 1, to("pod-a")))
+        assert await store.confirm(run, 1)
+    finally:
+        await store.close()
+
+    def operations(lane: str) -> float | None:
+        return metrics.registry.get_sample_value("cadenza_store_lane_seconds_count", {"lane": lane})
+
+    assert (operations("fire"), operations("books")) == (2, 1)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -54,14 +55,22 @@ class _Lane:
     """One thread and the engine it uses, and the writes waiting for its next fenced
     transaction."""
 
-    def __init__(self, name: str, store: LeaderStore, engine: Engine) -> None:
+    def __init__(
+        self, name: str, store: LeaderStore, engine: Engine, metrics: Metrics | None
+    ) -> None:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"cadenza-{name}")
         self._store = store
         self._engine = engine
+        self._seconds = None if metrics is None else metrics.store_lane.labels(lane=name)
         self.write: Coalescer[Write, Any] = Coalescer(self._transact, MAX_BATCH)
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+        started = time.monotonic()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+        finally:
+            if self._seconds is not None:
+                self._seconds.observe(time.monotonic() - started)
 
     async def transact(self, op: Write) -> Any:
         """``op`` alone in a fenced transaction of its own (it batches for itself)."""
@@ -101,8 +110,8 @@ class LeaderStore:
         self._lock_name = lock_name
         self._epoch = epoch
         self._metrics = metrics
-        self._fire = _Lane("fire", self, fire_engine or engine)
-        self._books = _Lane("books", self, engine)
+        self._fire = _Lane("fire", self, fire_engine or engine, metrics)
+        self._books = _Lane("books", self, engine, metrics)
         # The hot writes of every run go as one set of statements per batch, not per run.
         self._begins: Coalescer[Begin, bool] = Coalescer(self._begin_batch, MAX_BATCH)
         self._confirms: Coalescer[tuple[ExecutionId, int], bool] = Coalescer(
