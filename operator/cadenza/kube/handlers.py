@@ -101,11 +101,7 @@ def build_registry(settings: Settings, hub: Hub) -> kopf.OperatorRegistry:
         if webhook.enabled:
             admission.serve(settings, webhook)
 
-    # Each index handler tells the hub's subscribers of its object itself: kopf stores what the
-    # handler returns before anything else runs on the loop, so a subscriber woken from here
-    # finds the object in the index as it is now (see Hub). A second, on.event handler per
-    # event would cost kopf as much again; kopf calls no index handler for a deletion, so
-    # on.event handlers remain for deletions only.
+    # Every handler tells the hub which object changed: the index handlers through `telling`.
     @kopf.index(GROUP, VERSION, "tasks", id=TASKS_INDEX, registry=registry)
     async def cadenza_tasks(body: kopf.Body, **_: Any) -> dict[tuple[str, str], TaskView]:
         ns, name = _key(body)
