@@ -269,7 +269,7 @@ def settling(rows: Sequence[Row], start: datetime, end: datetime) -> dict[str, A
     how late their runs started at the sidecar, and the last of them whose runs started more
     than 100 ms late at the median, in seconds after ``start``. An apply of many Tasks leaves
     work behind that the first ticks after it wait for; these say how long that lasted."""
-    delays = series(list(rows), start, end, "started_at")
+    delays = series(rows, start, end, "started_at")
     by_tick: dict[datetime, list[float]] = {}
     for tick, delay in delays:
         by_tick.setdefault(tick, []).append(delay)

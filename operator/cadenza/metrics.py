@@ -28,6 +28,9 @@ from prometheus_client.registry import Collector
 
 from cadenza import collector
 
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+"""Buckets of the histograms of delays and durations in seconds: 5 ms to 30 s."""
+
 
 class TaskSeries(Collector):
     """The leader's two series labelled by Task, ``cadenza_task_status_writes_total`` and
@@ -88,14 +91,14 @@ class Metrics:
         self.fire_delay = Histogram(
             "cadenza_fire_delay_seconds",
             "From a tick's scheduled time to the pod's acceptance of its run",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            buckets=SECONDS_BUCKETS,
             registry=r,
         )
         self.start_delay = Histogram(
             "cadenza_start_delay_seconds",
             "From a tick's scheduled time to its run's start on the pod (the first attempt's"
             " startedAt), observed by the replica that applied the run's result",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            buckets=SECONDS_BUCKETS,
             registry=r,
         )
         self.ticks = Counter(
@@ -158,7 +161,7 @@ class Metrics:
             "Each operation of the leader's store lanes (a fenced transaction or a read), from"
             " its request to its answer, the wait for the lane's thread included, by lane",
             ["lane"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            buckets=SECONDS_BUCKETS,
             registry=r,
         )
 
