@@ -126,6 +126,7 @@ class Leader:
             on_misfire=book.misfired,
             on_gone=book.gone,
             claim_ahead=tuning.claim_ahead_seconds,
+            send_ahead=tuning.send_ahead_seconds,
             claim_ahead_max=tuning.claim_ahead_max_seconds,
         )
         executor_status = ExecutorStatusWriter(ctx.kube, ctx.lease_valid)

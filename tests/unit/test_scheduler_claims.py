@@ -16,8 +16,11 @@ from cadenza.core.transitions import RunStatus
 from cadenza.kube.hub import EXECUTORS_INDEX, PODS_INDEX, TASKS_INDEX, Hub
 from cadenza.kube.views import TaskView
 from cadenza.metrics import Metrics
-from cadenza.scheduling.plans import TaskPlan
+from cadenza.scheduling.claimer import Claimer
+from cadenza.scheduling.claims import Claim
+from cadenza.scheduling.plans import TaskPlan, plan_of
 from cadenza.scheduling.scheduler import LOOKAHEAD_SECONDS, Scheduler
+from cadenza.store.executions import Origin
 from cadenza.store.memory import MemoryRunStore
 
 START = datetime(2026, 12, 2, 12, 0, 0, 500000, tzinfo=UTC)
@@ -360,3 +363,44 @@ async def test_a_crowded_tick_is_claimed_in_waves_ahead_of_it(wave_scene: Scene)
     scene.clock.now = tick + timedelta(seconds=60 - 2)
     await scene.scheduler.fire_due()
     assert claimed(tick + timedelta(minutes=1)) == 100
+
+
+class Sends:
+    """The lifecycle as the claimer asks it: whether a Task's pods hold runs until their tick."""
+
+    def __init__(self, ahead: bool) -> None:
+        self.ahead = ahead
+
+    def sends_ahead(self, task: TaskUid) -> bool:
+        return self.ahead
+
+
+def hand_over_in(
+    before_tick: float, *, ahead: bool = True, lead: float = 1.0, send_ahead: float | None = 0.4
+) -> float:
+    """Seconds until a run claimed ``before_tick`` seconds ahead of its tick is handed over."""
+    claimer = Claimer(
+        store=MemoryRunStore(),
+        lifecycle=Sends(ahead),  # type: ignore[arg-type]
+        metrics=Metrics(),
+        clock=lambda: START,
+        lead=lead,
+        send_ahead=send_ahead,
+    )
+    tick = START + timedelta(seconds=before_tick)
+    return claimer.hand_over_in(Claim(plan_of(task("h")), tick, Origin.SCHEDULE), START)
+
+
+def test_a_run_claimed_ahead_is_sent_its_send_lead_before_the_tick() -> None:
+    # Claimed at its lead (1 s): held 0.6 s, sent 0.4 s before the tick, the claim off its path.
+    assert hand_over_in(1.0) == pytest.approx(0.6)
+    # Claimed late: sent 0.4 s ahead all the same, or at once when that is past.
+    assert hand_over_in(0.7) == pytest.approx(0.3)
+    assert hand_over_in(0.3) == 0.0
+    # Claimed in an earlier wave of a crowded tick: held as long, sent as much earlier.
+    assert hand_over_in(3.0) == pytest.approx(0.6)
+    # A send lead as long as the claim's, or none set: sent as soon as claimed.
+    assert hand_over_in(1.0, send_ahead=1.0) == 0.0
+    assert hand_over_in(1.0, send_ahead=None) == 0.0
+    # Pods that do not hold runs get it at its tick, whatever the send lead.
+    assert hand_over_in(1.0, ahead=False) == pytest.approx(1.0)

@@ -10,8 +10,10 @@ Invariants:
   Task without its row would find no retry policy for its callbacks and no parent for its
   balancer state (the indexes, which the scheduler reads, are ahead of the mirror by its
   debounce).
-- A scheduled run is handed over at its tick, or at once when a pod of its Task holds runs
-  until their tick (sidecar protocol version 3): it is sent ahead with ``startAt``.
+- A scheduled run is handed over at its tick, or ahead of it when a pod of its Task holds runs
+  until their tick (sidecar protocol version 3): it is sent ahead with ``startAt``, ``send_ahead``
+  seconds before the tick (at once when claimed later than that). A run claimed in an earlier
+  wave than the claim lead is handed over as much earlier.
 """
 
 from __future__ import annotations
@@ -55,8 +57,14 @@ class Claimer:
         lifecycle: Lifecycle,
         metrics: Metrics,
         clock: Callable[[], datetime],
+        lead: float = 0.0,
+        send_ahead: float | None = None,
     ) -> None:
         self._store = store
+        self._hold = max(lead - send_ahead, 0.0) if send_ahead is not None else 0.0
+        """How long a run claimed ``lead`` ahead of its tick (or more: in waves) waits before it
+        is handed over to be sent ahead: the claim's transaction is then off the sends' path."""
+        self._send_ahead = send_ahead or 0.0
         self._lifecycle = lifecycle
         self._metrics = metrics
         self._now = clock
@@ -145,6 +153,15 @@ class Claimer:
         for status, count in counted.items():
             self._metrics.ticks.labels(decision=status.value).inc(count)
 
+    def hand_over_in(self, claim: Claim, now: datetime) -> float:
+        """Seconds from ``now`` until the claimed run goes to the lifecycle: at its tick, or
+        ahead of it when a pod of its Task starts it at the tick (nothing left to do then)."""
+        fire_at = claim.tick if claim.origin is Origin.SCHEDULE and claim.tick else now
+        delay = max((fire_at - now).total_seconds(), 0.0)
+        if delay > 0 and self._lifecycle.sends_ahead(claim.plan.uid):
+            return min(self._hold, max(delay - self._send_ahead, 0.0))
+        return delay
+
     def _ready(self) -> bool:
         return bool(self._mirrored & self._deferred.keys())
 
@@ -165,12 +182,8 @@ class Claimer:
             self._lifecycle.skipped(claim.plan.uid, item.run)
             return
         requested = self._now()
-        fire_at = claim.tick if claim.origin is Origin.SCHEDULE and claim.tick else requested
-        delay = max((fire_at - requested).total_seconds(), 0.0)
-        if delay > 0 and self._lifecycle.sends_ahead(claim.plan.uid):
-            delay = 0.0  # a pod of the Task starts it at its tick: sent now, nothing left then
         asyncio.get_running_loop().call_later(
-            delay,
+            self.hand_over_in(claim, requested),
             self._lifecycle.claimed,
             item.run,
             claim.plan.uid,

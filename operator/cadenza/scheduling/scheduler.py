@@ -12,7 +12,8 @@ The lead is ``LOOKAHEAD_SECONDS`` for most Tasks, and ``claim_ahead``
 and sent before it) for a Parallel Task without ``maxConcurrent``: whether its tick runs does
 not depend on the runs still going, which the other modes judge best close to the tick. When
 many such Tasks share a tick, its claims go in waves up to ``claim_ahead_max`` ahead
-(:class:`~cadenza.scheduling.firetimes.Waves`).
+(:class:`~cadenza.scheduling.firetimes.Waves`). Their runs are sent ``send_ahead``
+(``CADENZA_SEND_AHEAD_SECONDS``) before the tick when that is shorter than the claim's lead.
 
 Invariants:
 - A tick is a pure function of the schedule and the previous tick (``Schedule.next_fire``),
@@ -79,6 +80,7 @@ class Scheduler:
         on_misfire: MisfireHook,
         on_gone: GoneHook,
         claim_ahead: float = LOOKAHEAD_SECONDS,
+        send_ahead: float | None = None,
         claim_ahead_max: float = LOOKAHEAD_SECONDS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -94,7 +96,14 @@ class Scheduler:
         self._lookahead = timedelta(seconds=LOOKAHEAD_SECONDS)
         self._claim_ahead = max(timedelta(seconds=claim_ahead), self._lookahead)
         self._fire_times = FireTimes(Waves(max_lead=timedelta(seconds=claim_ahead_max)))
-        self._claimer = Claimer(store=store, lifecycle=lifecycle, metrics=metrics, clock=clock)
+        self._claimer = Claimer(
+            store=store,
+            lifecycle=lifecycle,
+            metrics=metrics,
+            clock=clock,
+            lead=self._claim_ahead.total_seconds(),
+            send_ahead=send_ahead,
+        )
         self._by_name: dict[tuple[str, str], TaskUid] = {
             (p.namespace, p.name): uid for uid, p in plans.items()
         }
