@@ -30,6 +30,7 @@ def test_values_are_read() -> None:
             "CADENZA_LEASE_SECONDS": "9",
             "CADENZA_INSTANCE_ID": "r1",
             "CADENZA_STATUS_MIN_INTERVAL_SECONDS": "0.5",
+            "CADENZA_SEND_AHEAD_SECONDS": "0.4",
             "CADENZA_LOG_LEVEL": "debug",
         }
     )
@@ -39,6 +40,7 @@ def test_values_are_read() -> None:
     assert settings.leadership.lease_seconds == 9
     assert settings.instance_id == "r1"
     assert settings.scheduling.status_min_interval_seconds == 0.5
+    assert settings.scheduling.send_ahead_seconds == 0.4
     assert settings.log_level == "DEBUG"
 
 
@@ -63,6 +65,8 @@ def test_values_are_read() -> None:
         ({"CADENZA_API_AUTH_CACHE_SECONDS": "inf"}, "CADENZA_API_AUTH_CACHE_SECONDS"),
         ({"CADENZA_STATUS_MIN_INTERVAL_SECONDS": "0"}, "CADENZA_STATUS_MIN_INTERVAL_SECONDS"),
         ({"CADENZA_DEADLINE_GRACE_SECONDS": "-3"}, "CADENZA_DEADLINE_GRACE_SECONDS"),
+        ({"CADENZA_SEND_AHEAD_SECONDS": "0"}, "CADENZA_SEND_AHEAD_SECONDS"),
+        ({"CADENZA_SEND_AHEAD_SECONDS": "soon"}, "CADENZA_SEND_AHEAD_SECONDS"),
         (
             {
                 "CADENZA_WEBHOOK_CERT_FILE": "/nonexistent.pem",

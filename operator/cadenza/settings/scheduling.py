@@ -44,12 +44,12 @@ class SchedulingSettings:
     0.5 has all of them at their pods before it (started 9 ms late at the median, 41 ms at the
     99th percentile; docs/benchmark.md). A longer lead helps only while the leader keeps up."""
 
-    send_ahead_seconds: float = 0.5
+    send_ahead_seconds: float | None = None
     """How long before its tick a run claimed ``CADENZA_CLAIM_AHEAD_SECONDS`` ahead is recorded
-    and sent to a pod that holds runs, at the latest (``CADENZA_SEND_AHEAD_SECONDS``). At or
-    above the claim lead, runs go as soon as they are claimed; below it, the claim is made
-    earlier than the sends, off their path, and a tick claimed in waves keeps the same gap
-    between each wave's claim and its sends."""
+    and sent to a pod that holds runs, at the latest (``CADENZA_SEND_AHEAD_SECONDS``). Unset, or
+    at or above the claim lead, runs go as soon as they are claimed; below it, the claim is made
+    that much earlier than the sends, off their path, and a tick claimed in waves keeps the same
+    gap between each wave's claim and its sends."""
 
     claim_ahead_max_seconds: float = 8.0
     """How far ahead of a crowded tick the runs of such Tasks are claimed at most: up to 1,000
@@ -93,7 +93,9 @@ def read_scheduling(read: Reader) -> SchedulingSettings:
         claim_ahead_seconds=read(
             "CADENZA_CLAIM_AHEAD_SECONDS", float, 0.5, minimum=0.25, maximum=10
         ),
-        send_ahead_seconds=read("CADENZA_SEND_AHEAD_SECONDS", float, 0.5, minimum=0.05, maximum=10),
+        send_ahead_seconds=read(
+            "CADENZA_SEND_AHEAD_SECONDS", float, None, minimum=0.05, maximum=10
+        ),
         claim_ahead_max_seconds=read(
             "CADENZA_CLAIM_AHEAD_MAX_SECONDS", float, 8.0, minimum=0.25, maximum=10
         ),
