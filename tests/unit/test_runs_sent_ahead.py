@@ -97,10 +97,11 @@ def lifecycle_with(
 
 @contextlib.asynccontextmanager
 async def handed_over_ahead(
-    store: MemoryRunStore, lifecycle: Lifecycle, seconds: float
+    store: MemoryRunStore, lifecycle: Lifecycle, seconds: float, send_in: float | None = None
 ) -> AsyncIterator[tuple[ExecutionId, datetime]]:
     """A run whose tick is ``seconds`` away, claimed and handed over now, as the scheduler
-    does when the Task's pods hold runs; the lifecycle's loop runs meanwhile."""
+    does when the Task's pods hold runs (to be sent ``send_in`` seconds from now, with a send
+    lead); the lifecycle's loop runs meanwhile."""
     store.mirror(TASK)
     await lifecycle.recover()
     now = datetime.now(UTC)
@@ -110,7 +111,8 @@ async def handed_over_ahead(
     assert run is not None
     looping = asyncio.create_task(lifecycle.run())
     try:
-        lifecycle.claimed(run, TASK, tick, "schedule", RunStatus.CLAIMED, now)
+        send_at = None if send_in is None else now + timedelta(seconds=send_in)
+        lifecycle.claimed(run, TASK, tick, "schedule", RunStatus.CLAIMED, now, send_at)
         yield ExecutionId(run), tick
     finally:
         looping.cancel()
@@ -133,6 +135,20 @@ async def test_a_run_for_a_pod_that_holds_runs_is_sent_at_once_to_start_at_its_t
         # The attempt's time counts from the tick, on the pod and in the leader.
         assert request.deadline == tick + timedelta(seconds=TIMEOUT)
         assert store.runs[run].deadline_at == tick + timedelta(seconds=TIMEOUT)
+
+
+async def test_with_a_send_lead_the_run_is_recorded_at_once_and_sent_at_its_send_time() -> None:
+    store, pod = MemoryRunStore(), Pod()
+    lifecycle = lifecycle_with(store, Pool(HOLDING), pod)
+    async with handed_over_ahead(store, lifecycle, seconds=2, send_in=1) as (run, tick):
+        send_at = tick - timedelta(seconds=1)
+        # Recorded with its pod right away: the record's transaction is off the sends' path.
+        await until(lambda: store.runs[run].status is RunStatus.DISPATCHED, "the record")
+        assert store.runs[run].pod_name == HOLDING.pod and pod.received == []
+        await until(lambda: store.runs[run].status is RunStatus.RUNNING, "the pod to take it")
+        ((came, request),) = pod.received
+        assert send_at <= came < tick
+        assert request.start_at == tick
 
 
 async def test_a_pod_that_does_not_hold_runs_gets_the_run_at_its_tick_without_start_at() -> None:

@@ -375,10 +375,11 @@ class Sends:
         return self.ahead
 
 
-def hand_over_in(
+def timing(
     before_tick: float, *, ahead: bool = True, lead: float = 1.0, send_ahead: float | None = 0.4
-) -> float:
-    """Seconds until a run claimed ``before_tick`` seconds ahead of its tick is handed over."""
+) -> tuple[float, float | None]:
+    """Seconds until a run claimed ``before_tick`` seconds ahead of its tick is handed over,
+    and until it is sent when that is later."""
     claimer = Claimer(
         store=MemoryRunStore(),
         lifecycle=Sends(ahead),  # type: ignore[arg-type]
@@ -388,19 +389,21 @@ def hand_over_in(
         send_ahead=send_ahead,
     )
     tick = START + timedelta(seconds=before_tick)
-    return claimer.hand_over_in(Claim(plan_of(task("h")), tick, Origin.SCHEDULE), START)
+    delay, send_at = claimer.timing(Claim(plan_of(task("h")), tick, Origin.SCHEDULE), START)
+    return delay, None if send_at is None else (send_at - START).total_seconds()
 
 
-def test_a_run_claimed_ahead_is_sent_its_send_lead_before_the_tick() -> None:
-    # Claimed at its lead (1 s): held 0.6 s, sent 0.4 s before the tick, the claim off its path.
-    assert hand_over_in(1.0) == pytest.approx(0.6)
+def test_a_run_claimed_ahead_is_recorded_at_once_and_sent_its_send_lead_before_the_tick() -> None:
+    # Claimed at its lead (1 s): handed over (recorded) now, sent 0.4 s before the tick, 0.6 s
+    # from now; the claim and its record are off the path of the sends.
+    assert timing(1.0) == (0.0, pytest.approx(0.6))
     # Claimed late: sent 0.4 s ahead all the same, or at once when that is past.
-    assert hand_over_in(0.7) == pytest.approx(0.3)
-    assert hand_over_in(0.3) == 0.0
+    assert timing(0.7) == (0.0, pytest.approx(0.3))
+    assert timing(0.3) == (0.0, None)
     # Claimed in an earlier wave of a crowded tick: held as long, sent as much earlier.
-    assert hand_over_in(3.0) == pytest.approx(0.6)
-    # A send lead as long as the claim's, or none set: sent as soon as claimed.
-    assert hand_over_in(1.0, send_ahead=1.0) == 0.0
-    assert hand_over_in(1.0, send_ahead=None) == 0.0
+    assert timing(3.0) == (0.0, pytest.approx(0.6))
+    # A send lead as long as the claim's, or none set: sent as soon as it is recorded.
+    assert timing(1.0, send_ahead=1.0) == (0.0, None)
+    assert timing(1.0, send_ahead=None) == (0.0, None)
     # Pods that do not hold runs get it at its tick, whatever the send lead.
-    assert hand_over_in(1.0, ahead=False) == pytest.approx(1.0)
+    assert timing(1.0, ahead=False) == (pytest.approx(1.0), None)

@@ -10,10 +10,11 @@ Invariants:
   Task without its row would find no retry policy for its callbacks and no parent for its
   balancer state (the indexes, which the scheduler reads, are ahead of the mirror by its
   debounce).
-- A scheduled run is handed over at its tick, or ahead of it when a pod of its Task holds runs
-  until their tick (sidecar protocol version 3): it is sent ahead with ``startAt``, ``send_ahead``
-  seconds before the tick (at once when claimed later than that). A run claimed in an earlier
-  wave than the claim lead is handed over as much earlier.
+- A scheduled run is handed over at its tick, or at once when a pod of its Task holds runs
+  until their tick (sidecar protocol version 3): it is recorded then, and sent ahead with
+  ``startAt``, ``send_ahead`` seconds before the tick (at once when claimed later than that, or
+  without a send lead). A run claimed in an earlier wave than the claim lead is sent as much
+  earlier.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ class Claimer:
     ) -> None:
         self._store = store
         self._hold = max(lead - send_ahead, 0.0) if send_ahead is not None else 0.0
-        """How long a run claimed ``lead`` ahead of its tick (or more: in waves) waits before it
-        is handed over to be sent ahead: the claim's transaction is then off the sends' path."""
+        """How long a run claimed ``lead`` ahead of its tick (or more: in waves) and recorded at
+        once waits before it is sent ahead: the claim's and the record's transactions are then
+        off the path of the sends."""
         self._send_ahead = send_ahead or 0.0
         self._lifecycle = lifecycle
         self._metrics = metrics
@@ -153,14 +155,16 @@ class Claimer:
         for status, count in counted.items():
             self._metrics.ticks.labels(decision=status.value).inc(count)
 
-    def hand_over_in(self, claim: Claim, now: datetime) -> float:
-        """Seconds from ``now`` until the claimed run goes to the lifecycle: at its tick, or
-        ahead of it when a pod of its Task starts it at the tick (nothing left to do then)."""
+    def timing(self, claim: Claim, now: datetime) -> tuple[float, datetime | None]:
+        """Seconds from ``now`` until the claimed run goes to the lifecycle, and when it is to
+        be sent if later than that. At its tick; or at once when a pod of its Task starts it at
+        the tick (nothing left to do then), recorded now and sent at the send lead."""
         fire_at = claim.tick if claim.origin is Origin.SCHEDULE and claim.tick else now
         delay = max((fire_at - now).total_seconds(), 0.0)
-        if delay > 0 and self._lifecycle.sends_ahead(claim.plan.uid):
-            return min(self._hold, max(delay - self._send_ahead, 0.0))
-        return delay
+        if delay == 0 or not self._lifecycle.sends_ahead(claim.plan.uid):
+            return delay, None
+        hold = min(self._hold, max(delay - self._send_ahead, 0.0))
+        return 0.0, now + timedelta(seconds=hold) if hold > 0 else None
 
     def _ready(self) -> bool:
         return bool(self._mirrored & self._deferred.keys())
@@ -182,8 +186,9 @@ class Claimer:
             self._lifecycle.skipped(claim.plan.uid, item.run)
             return
         requested = self._now()
+        delay, send_at = self.timing(claim, requested)
         asyncio.get_running_loop().call_later(
-            self.hand_over_in(claim, requested),
+            delay,
             self._lifecycle.claimed,
             item.run,
             claim.plan.uid,
@@ -191,4 +196,5 @@ class Claimer:
             claim.origin.value,
             item.status,
             requested,
+            send_at,
         )

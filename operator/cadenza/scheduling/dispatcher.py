@@ -26,6 +26,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import hashlib
@@ -310,6 +311,12 @@ class Dispatcher:
         if not await self._store.begin_dispatch(begin):
             return Dispatched(Sent.NOT_OURS)
         failpoints.reached("before-send")
+        if start_at is not None and run.send_at is not None:
+            # Recorded as soon as it was claimed, sent at the send lead: the pod holds it from
+            # its arrival, and nothing of the tick's bookkeeping is left on the way to it.
+            wait, run.send_at = (run.send_at - self._now()).total_seconds(), None
+            if wait > 0:
+                await asyncio.sleep(wait)
         if not self._lease_valid():
             # The last good heartbeat is too old to be sure nobody else leads: do not send. The
             # run stays dispatched to no answer and is settled by its deadline.

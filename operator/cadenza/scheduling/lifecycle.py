@@ -135,9 +135,10 @@ class Lifecycle:
         origin: str,
         status: RunStatus,
         requested_at: datetime,
+        send_at: datetime | None = None,
     ) -> None:
-        """A run the scheduler just claimed: start it now, or queue it."""
-        run = Run(run_id, task, 1, status, tick, requested_at, origin)
+        """A run just claimed: start it now (to be sent at ``send_at``), or queue it."""
+        run = Run(run_id, task, 1, status, tick, requested_at, origin, send_at=send_at)
         self._runs.add(run)
         if status is RunStatus.CLAIMED:
             self._start(run, 1)
@@ -223,8 +224,7 @@ class Lifecycle:
             if run is not None and not run.busy:
                 self._absorb(run, row)
             elif run is None and row is not None:
-                # Changed after the leader let go of it (a lost run's late result): its Task's
-                # status tells the new outcome.
+                # Let go of already (a lost run's late result): its Task's status tells it.
                 self._on_change(row.task, None)
 
     def _absorb(self, run: Run, row: executions.RunState | None) -> None:

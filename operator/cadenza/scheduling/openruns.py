@@ -53,6 +53,9 @@ class Run:
     used_pods: set[str] = dataclasses.field(default_factory=set)
     room_waits: int = 0
     """Times every pod answered busy to the current attempt (it waits for room meanwhile)."""
+    send_at: datetime | None = None
+    """Sent ahead of its tick: its first attempt is recorded at once and leaves then, so that
+    the claim's and the record's transactions are off the path of the sends."""
     busy: bool = False
     """Something is being done to the run right now (a dispatch, a cancel, a question to its
     pod): nothing else may start on it."""

@@ -47,8 +47,9 @@ class SchedulingSettings:
     send_ahead_seconds: float | None = None
     """How long before its tick a run claimed ``CADENZA_CLAIM_AHEAD_SECONDS`` ahead is recorded
     and sent to a pod that holds runs, at the latest (``CADENZA_SEND_AHEAD_SECONDS``). Unset, or
-    at or above the claim lead, runs go as soon as they are claimed; below it, the claim is made
-    that much earlier than the sends, off their path, and a tick claimed in waves keeps the same
+    at or above the claim lead, runs go as soon as they are claimed; below it, a run is recorded
+    (its pod chosen) as soon as it is claimed and leaves at the send lead, so the claim's and the
+    record's transactions are off the path of the sends. A tick claimed in waves keeps the same
     gap between each wave's claim and its sends."""
 
     claim_ahead_max_seconds: float = 8.0
