@@ -141,7 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         # a tick's runs spread unevenly and a slot stays taken until its result is
         # acknowledged: twice the even share keeps refusals out of the leader's CPU per run.
         # The next tick's runs, sent ahead and held by the sidecar until their tick (protocol
-        # 3; CADENZA_SEND_AHEAD_SECONDS before it), take a slot too: a third share.
+        # 3; a second ahead with CADENZA_CLAIM_AHEAD_SECONDS=1), take a slot too: a third share.
         whole_tick = math.ceil(args.tasks / args.pods) if args.pods > 0 else 32
         share = 3 * whole_tick if args.scenario == "sustained" else whole_tick
         args.pod_concurrency = max(32, share)
