@@ -17,7 +17,7 @@ from cadenza.dispatch.client import DispatchRequest, DispatchResult, Outcome
 from cadenza.metrics import Metrics
 from cadenza.store.executions import Origin
 from cadenza.store.memory import MemoryRunStore
-from cadenza.store.port import Begin, NewRun
+from cadenza.store.port import Balance, Begin, NewRun
 from cadenza.store.runs import Dispatch
 from tests.unit.test_cancel_during_dispatch import POD, TASK, lifecycle_over, until
 
@@ -62,7 +62,8 @@ async def taken_over(
     (run,) = (await store.claim([tick])).runs
     assert run is not None
     to = Dispatch("workers", POD.pod, POD.ip, "h" * 64, now + timedelta(seconds=seconds))
-    assert await store.begin_dispatch(Begin(run, 1, to))
+    cursor = Balance(TASK, "RoundRobin", {"last": POD.pod})  # what the dead leader's pick left
+    assert await store.begin_dispatch(Begin(run, 1, to, cursor))
     if accepted:
         assert await store.confirm(run, 1)
     lifecycle = lifecycle_over(store, pod, Metrics(), grace)  # type: ignore[arg-type]
@@ -83,6 +84,16 @@ async def test_a_run_recorded_but_never_sent_is_sent_again_under_the_same_key() 
         assert pod.sent == [f"{run}-1"]  # the same attempt, to the same pod
         row = store.runs[run]
         assert (row.attempt, row.pod_name) == (1, POD.pod)
+
+
+async def test_sending_a_run_again_keeps_the_load_balancer_cursor_the_dead_leader_saved() -> None:
+    """The new leader has no cursor of its own yet when it sends the run again: the one saved
+    with the dead leader's last pick stays, so its next pick continues the cycle (an empty state
+    saved here made a round robin start again from its first pod)."""
+    store, pod = MemoryRunStore(), ForgetfulPod()
+    async with taken_over(store, pod, accepted=False) as run:
+        await until(lambda: store.runs[run].status is RunStatus.RUNNING, "the pod to take it")
+        assert await store.balance_state(TASK, "RoundRobin") == {"last": POD.pod}
 
 
 async def test_a_busy_pod_keeps_the_run_and_is_asked_again() -> None:

@@ -302,18 +302,18 @@ class Dispatcher:
         now = self._now()
         start = max(start_at, now) if start_at is not None else now
         deadline = start + timedelta(seconds=plan.timeout_seconds)
+        kept = self._kept(plan)  # None when sent again before any pick: the saved state stays
         begin = Begin(
             run.id,
             attempt,
             Dispatch(pod.executor, pod.pod, pod.ip, token_hash(token), deadline),
-            Balance(plan.uid, plan.strategy.value, self._kept(plan) or {}),
+            None if kept is None else Balance(plan.uid, plan.strategy.value, kept),
         )
         if not await self._store.begin_dispatch(begin):
             return Dispatched(Sent.NOT_OURS)
         failpoints.reached("before-send")
         if start_at is not None and run.send_at is not None:
-            # Recorded as soon as it was claimed, sent at the send lead: the pod holds it from
-            # its arrival, and nothing of the tick's bookkeeping is left on the way to it.
+            # Recorded when claimed, sent at the send lead: the tick's bookkeeping is done by then.
             wait, run.send_at = (run.send_at - self._now()).total_seconds(), None
             if wait > 0:
                 await asyncio.sleep(wait)
