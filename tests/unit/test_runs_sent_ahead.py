@@ -254,3 +254,18 @@ def test_a_sidecar_says_in_its_health_answer_whether_it_holds_runs() -> None:
     assert answer(protocol=3) and answer(protocol=4)
     assert not answer() and not answer(protocol=2)
     assert not answer(protocol="3") and not answer(protocol=True) and not answer(protocol=None)
+
+
+@pytest.mark.parametrize(("end", "why"), ENDINGS, ids=["deleted", "suspended"])
+async def test_a_run_waiting_for_its_send_time_is_cancelled_unsent_when_its_task_goes_or_pauses(
+    end: Callable[[dict[TaskUid, TaskPlan], Lifecycle], None], why: str
+) -> None:
+    store, pod, plans = MemoryRunStore(), Pod(), {}
+    lifecycle = lifecycle_with(store, Pool(HOLDING), pod, plans)
+    async with handed_over_ahead(store, lifecycle, seconds=2, send_in=1) as (run, tick):
+        await until(lambda: store.runs[run].status is RunStatus.DISPATCHED, "the record")
+        end(plans, lifecycle)
+        await until(lambda: store.runs[run].status is RunStatus.CANCELLED, "the run cancelled")
+        assert datetime.now(UTC) < tick and store.runs[run].error == why
+        # Never sent, so there was nothing to withdraw from the pod.
+        assert pod.received == [] and pod.cancelled == []

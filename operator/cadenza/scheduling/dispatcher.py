@@ -75,7 +75,8 @@ class Sent(enum.Enum):
     NOT_OURS = "not_ours"
     """The run was no longer waiting to be sent (it changed elsewhere)."""
     NOT_SENT = "not_sent"
-    """Nothing was sent (the lease was in doubt): try again later."""
+    """Nothing was sent (the lease was in doubt, or the Task went or paused while the run waited
+    for its send time): look at it again at ``retry_at``, else soon."""
     AT_TICK = "at_tick"
     """Offered ahead of its tick, no pod took it yet: offer it again at the tick
     (``retry_at``), when every pod is asked as usual."""
@@ -88,7 +89,7 @@ class Dispatched:
     how: Sent
     retry_at: datetime | None = None
     """With ``ENDED``: when the next attempt is due, None when the run is over; with
-    ``AT_TICK``: the tick; with ``NO_ROOM``: the next offer."""
+    ``AT_TICK``: the tick; with ``NO_ROOM``: the next offer; with ``NOT_SENT``: the next look."""
     error: str | None = None
 
 
@@ -317,6 +318,8 @@ class Dispatcher:
             wait, run.send_at = (run.send_at - self._now()).total_seconds(), None
             if wait > 0:
                 await asyncio.sleep(wait)
+            if run.unwanted(self._plans.get(run.task), attempt):
+                return Dispatched(Sent.NOT_SENT, self._now())  # not sent, to be cancelled now
         if not self._lease_valid():
             # The last good heartbeat is too old to be sure nobody else leads: do not send. The
             # run stays dispatched to no answer and is settled by its deadline.
@@ -324,12 +327,8 @@ class Dispatcher:
             run.attempt, run.status, run.deadline_at = attempt, RunStatus.DISPATCHED, deadline
             return Dispatched(Sent.RUNNING)
         back_to, back_attempt = run.status, run.attempt
-        run.pod, run.pod_uid, run.base_url, run.token = (
-            pod.pod,
-            pod.pod_uid,
-            pod.base_url,
-            pod.token,
-        )
+        run.pod, run.pod_uid = pod.pod, pod.pod_uid
+        run.base_url, run.token = pod.base_url, pod.token
         run.attempt, run.status, run.deadline_at = attempt, RunStatus.DISPATCHED, deadline
         run.used_pods.add(pod.pod)
         result = await self._sent(pod, self._request(run, plan, attempt, token, start_at))
