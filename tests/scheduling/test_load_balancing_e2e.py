@@ -321,15 +321,18 @@ def test_round_robin_continues_its_cycle_after_the_leader_dies(
             return [r for r in scene.runs("rr") if r["pod_name"]]
 
         # A Task without a cursor starts on a pod hashed from its uid: a leader that lost the
-        # cursor would start there again. Kill the leader just after a run went to that pod, so
+        # cursor would start there again. Kill the leader just after that pod accepted a run, so
         # that the next pod of the cycle is another one and a reset cannot pass for a resume.
+        # (Accepted, not only recorded: a run recorded ahead of its send would be sent to the
+        # same pod again by the new leader, and count as its first.)
         start = wait_finished(scene, "rr", 1)[0]["pod_name"]
 
         def just_sent_to_start() -> Rows:
             runs = dispatched()
-            return runs if len(runs) >= 4 and runs[-1]["pod_name"] == start else []
+            accepted = runs and runs[-1]["status"] in ("running", "succeeded")
+            return runs if len(runs) >= 4 and runs[-1]["pod_name"] == start and accepted else []
 
-        before = wait_for(just_sent_to_start, 15, f"a run sent to {start}")
+        before = wait_for(just_sent_to_start, 30, f"a run accepted by {start}")
         old.signal(signal.SIGKILL)
         mark = last_id(scene, "rr")
         new = scene.replicas.wait_for_leader(exclude=old)

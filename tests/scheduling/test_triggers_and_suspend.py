@@ -184,9 +184,8 @@ def test_a_run_its_pod_holds_for_its_tick_is_cancelled_when_the_task_is_suspende
     """Claimed and sent 6 s ahead of its tick (the pod's sidecar holds runs until their
     ``startAt``), the run is cancelled, on its pod too, when the Task is suspended before the
     tick: the application never runs it."""
-    with scenario(
-        controlplane, database, namespace, tmp_path, CADENZA_CLAIM_AHEAD_SECONDS="6"
-    ) as scene:
+    ahead = {"CADENZA_CLAIM_AHEAD_SECONDS": "6", "CADENZA_SEND_AHEAD_SECONDS": "6"}
+    with scenario(controlplane, database, namespace, tmp_path, **ahead) as scene:
         scene.add_pods("pool", 1)
         every_20s = "*/20 * * * * *"
         scene.apply(executor("pool"), task("held", every_20s))

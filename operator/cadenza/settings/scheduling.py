@@ -34,23 +34,25 @@ class SchedulingSettings:
     """How often finished runs beyond each Task's ``spec.history`` are pruned
     (``CADENZA_RETENTION_INTERVAL_SECONDS``)."""
 
-    claim_ahead_seconds: float = 0.5
+    claim_ahead_seconds: float = 1.0
     """How long before its tick a run of a Parallel Task without ``maxConcurrent`` is claimed
-    and, when the Task's pods hold runs (sidecar protocol 3), recorded and sent, to be started
-    by the pod at the tick (``CADENZA_CLAIM_AHEAD_SECONDS``). Other Tasks are claimed 0.25 s
-    ahead. A change to a Task within this window of its tick applies from the next tick on.
-    With 1,000 Tasks every second on a 2-core machine, 0.25 left about half of each tick's
-    runs to be recorded and sent after it (the pods started them 77-110 ms late at the median);
-    0.5 has all of them at their pods before it (started 9 ms late at the median, 41 ms at the
-    99th percentile; docs/benchmark.md). A longer lead helps only while the leader keeps up."""
+    and, when the Task's pods hold runs (sidecar protocol 3), recorded, to be sent
+    ``CADENZA_SEND_AHEAD_SECONDS`` ahead and started by the pod at the tick
+    (``CADENZA_CLAIM_AHEAD_SECONDS``). Other Tasks are claimed 0.25 s ahead. A change to a Task
+    within this window of its tick applies from the next tick on. With 1,000 Tasks every second
+    on a 2-core machine, 0.25 left about half of each tick's runs to be recorded and sent after
+    it; 0.5 (the default until 2026-12-06) had them at their pods before it, but a slow claim or
+    record pushed a tick's last sends past it (p99 225-372 ms at the pods); a second ahead with
+    the sends 0.45 s ahead, 56-173 ms (docs/benchmark.md). A longer lead helps only while the
+    leader keeps up."""
 
-    send_ahead_seconds: float | None = None
-    """How long before its tick a run claimed ``CADENZA_CLAIM_AHEAD_SECONDS`` ahead is recorded
-    and sent to a pod that holds runs, at the latest (``CADENZA_SEND_AHEAD_SECONDS``). Unset, or
-    at or above the claim lead, runs go as soon as they are claimed; below it, a run is recorded
-    (its pod chosen) as soon as it is claimed and leaves at the send lead, so the claim's and the
-    record's transactions are off the path of the sends. A tick claimed in waves keeps the same
-    gap between each wave's claim and its sends."""
+    send_ahead_seconds: float = 0.45
+    """How long before its tick a run claimed ``CADENZA_CLAIM_AHEAD_SECONDS`` ahead is sent to a
+    pod that holds runs, at the latest (``CADENZA_SEND_AHEAD_SECONDS``). Below the claim lead, a
+    run is recorded (its pod chosen) as soon as it is claimed and leaves at the send lead, so the
+    claim's and the record's transactions are off the path of the sends; at or above it, runs go
+    as soon as they are recorded (the behaviour before 2026-12-06: set it to the claim lead). A
+    tick claimed in waves keeps the same gap between each wave's claim and its sends."""
 
     claim_ahead_max_seconds: float = 8.0
     """How far ahead of a crowded tick the runs of such Tasks are claimed at most: up to 1,000
@@ -92,10 +94,10 @@ def read_scheduling(read: Reader) -> SchedulingSettings:
             "CADENZA_RETENTION_INTERVAL_SECONDS", float, 60.0, minimum=1, maximum=86400
         ),
         claim_ahead_seconds=read(
-            "CADENZA_CLAIM_AHEAD_SECONDS", float, 0.5, minimum=0.25, maximum=10
+            "CADENZA_CLAIM_AHEAD_SECONDS", float, 1.0, minimum=0.25, maximum=10
         ),
         send_ahead_seconds=read(
-            "CADENZA_SEND_AHEAD_SECONDS", float, None, minimum=0.05, maximum=10
+            "CADENZA_SEND_AHEAD_SECONDS", float, 0.45, minimum=0.05, maximum=10
         ),
         claim_ahead_max_seconds=read(
             "CADENZA_CLAIM_AHEAD_MAX_SECONDS", float, 8.0, minimum=0.25, maximum=10
