@@ -152,6 +152,50 @@ async def test_a_tick_is_claimed_once_and_triggers_once_per_key(backend: Backend
     assert {row.task for row in (await backend.store.current(first.runs)).values()} == {uid}
 
 
+async def test_a_batch_claims_only_what_is_new_and_each_id_is_its_own_run(
+    backend: Backend,
+) -> None:
+    tasks = [new_task(backend) for _ in range(4)]
+    before = await backend.store.claim([tick_run(tasks[1]), tick_run(tasks[3])])
+    odd_key = 'it\'s "odd" % \\ ünïcode'
+    manual = NewRun(
+        tasks[2], "ns", "t", None, Origin.MANUAL, RunStatus.CLAIMED, trigger_key=odd_key
+    )
+    batch = [tick_run(uid) for uid in tasks] + [manual, tick_run(tasks[0]), manual]
+    runs = (await backend.store.claim(batch)).runs
+    assert runs[1] is None and runs[3] is None  # claimed before
+    assert runs[5] is None and runs[6] is None  # the same tick and trigger again in the batch
+    assert runs[0] is not None and runs[2] is not None and runs[4] is not None
+    mine = {r.id: r for r in await backend.store.open_runs()}
+    assert set(before.runs) | {runs[0], runs[2], runs[4]} <= set(mine)
+    assert (mine[runs[0]].task_uid, mine[runs[0]].scheduled_at) == (tasks[0], TICK)
+    assert (mine[runs[2]].task_uid, mine[runs[2]].scheduled_at) == (tasks[2], TICK)
+    assert (mine[runs[4]].task_uid, mine[runs[4]].trigger_key) == (tasks[2], odd_key)
+    assert (await backend.store.claim([manual])).runs == [None]
+
+
+async def test_a_batch_of_dispatches_gets_an_answer_per_run(backend: Backend) -> None:
+    waiting, finished, refused, in_flight = [await claimed(backend) for _ in range(4)]
+    assert await backend.store.end_attempt(finished, 1, rules.Finish(FAILED))
+    for run in (refused, in_flight):
+        assert await backend.store.begin_dispatch(Begin(run, 1, to("pod-a")))
+    answers = await asyncio.gather(
+        backend.store.begin_dispatch(Begin(waiting, 1, to("pod-b"))),
+        backend.store.begin_dispatch(Begin(finished, 1, to("pod-b"))),
+        backend.store.begin_dispatch(Begin(refused, 1, to("pod-b"))),  # the next pod
+        backend.store.begin_dispatch(Begin(in_flight, 2, to("pod-b"))),  # never a second
+    )
+    assert answers == [True, False, True, False]
+    now = await backend.store.current([waiting, finished, refused, in_flight])
+    got = {run: (row.status, row.attempt, row.pod_name) for run, row in now.items()}
+    assert got == {
+        waiting: (RunStatus.DISPATCHED, 1, "pod-b"),
+        finished: (RunStatus.FAILED, 1, None),
+        refused: (RunStatus.DISPATCHED, 1, "pod-b"),
+        in_flight: (RunStatus.DISPATCHED, 1, "pod-a"),
+    }
+
+
 async def test_a_tick_given_in_another_zone_is_the_same_tick(backend: Backend) -> None:
     uid = new_task(backend)
     first = await backend.store.claim([tick_run(uid)])

@@ -106,6 +106,39 @@ def test_a_manual_trigger_is_claimed_once_per_key(
     assert [run is not None for run in runs] == [True, False, True, True, True]
 
 
+@pytest.mark.parametrize("ids_in_a_row", [True, False])
+def test_a_claimed_batch_gets_the_ids_of_its_own_rows(
+    engine: Engine, epochs: Callable[[str], Epoch], ids_in_a_row: bool
+) -> None:
+    """The ids of one multi-row insert follow one another where the server says they do
+    (``innodb_autoinc_lock_mode`` 0 or 1, here); where they may not (mode 2, MySQL 8's default)
+    they are read back by their keys. Both ways, each id is the row of its own tick."""
+    epoch = epochs("replica-a")
+    uids = [TaskUid(str(uuid.uuid4())) for _ in range(5)]
+    claims = [
+        executions.NewClaim(uid, "ns", f"task-{n}", TICK + timedelta(seconds=n), SCHEDULE,
+                            RunStatus.CLAIMED, max_attempts=n + 1)
+        for n, uid in enumerate(uids)
+    ]  # fmt: skip
+    with engine.begin() as conn:  # a gap in the ids before the batch
+        conn.exec_driver_sql("ALTER TABLE task_executions AUTO_INCREMENT = 1000")
+    with leader_of(engine, epoch)() as conn:
+        if not ids_in_a_row:
+            conn.info["cadenza_id_step"] = None
+        runs = executions.claim_many(conn, claims, epoch)
+        del conn.info["cadenza_id_step"]
+    for n, run in enumerate(runs):
+        assert run is not None
+        row = executions.get_execution(engine, run)
+        assert row is not None
+        assert (row.task_uid, row.task_name, row.scheduled_at, row.max_attempts) == (
+            uids[n],
+            f"task-{n}",
+            TICK + timedelta(seconds=n),
+            n + 1,
+        )
+
+
 def test_a_scheduled_run_needs_its_tick(engine: Engine, epochs: Callable[[str], Epoch]) -> None:
     epoch = epochs("replica-a")
     with pytest.raises(ValueError, match="needs its tick"), leader_of(engine, epoch)() as conn:

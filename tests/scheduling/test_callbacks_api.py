@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 
 from cadenza.api import callback_batches, callbacks
 from cadenza.core.ids import ExecutionId
-from cadenza.core.transitions import RunStatus
+from cadenza.core.transitions import TERMINAL, RunStatus
 from cadenza.devenv.controlplane import ControlPlane
 from cadenza.store import engine as engines
 from cadenza.store import migrations, schema
@@ -92,6 +92,11 @@ def retried_run(scene: Scenario) -> dict[str, Any]:
         "patch", "task", "cb", "-n", scene.namespace, "--type=merge",
         "-p", json.dumps({"spec": {"suspend": True}}),
     )  # fmt: skip
+    # Runs claimed ahead of their ticks before the suspend reached the leader end (or are
+    # withdrawn) just after it: wait for them, so that nothing but a test's callback changes
+    # a run from here on.
+    over = {status.value for status in TERMINAL}
+    wait_for(lambda: all(r["status"] in over for r in scene.runs("cb")), 30, "every run of cb over")
     row = done[0]
     assert row["attempt"] == 2 and [a["status"] for a in scene.attempts(row["id"])] == [
         "failed",

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import Epoch, TaskUid
-from cadenza.store import schema
+from cadenza.store import schema, sqltext
 
 _state = schema.load_balance_state
 _NOW = func.utc_timestamp(3)
@@ -60,21 +60,23 @@ def save(
 def save_many(
     conn: Connection, states: Mapping[TaskUid, tuple[str, dict[str, Any]]], epoch: Epoch
 ) -> None:
-    """:func:`save` for many Tasks in one statement (each Task's latest state)."""
+    """:func:`save` for many Tasks in one statement (each Task's latest state); on the fire
+    lane with every batch of dispatches, so written as text (:mod:`cadenza.store.sqltext`)."""
     if not states:
         return
-    stmt = insert(_state)
-    stmt = stmt.on_duplicate_key_update(
-        strategy=stmt.inserted.strategy,
-        state=stmt.inserted.state,
-        epoch=stmt.inserted.epoch,
-        updated_at=stmt.inserted.updated_at,
-    )
-    now = datetime.now(UTC)
-    conn.execute(
-        stmt,
-        [
-            {"task_uid": task, "strategy": s, "state": st, "epoch": epoch, "updated_at": now}
-            for task, (s, st) in states.items()
-        ],
-    )
+    literal = sqltext.Literals(conn)
+    as_json = _state.c.state.type.bind_processor(conn.dialect)
+    fixed = f"{int(epoch)}, {literal.when(datetime.now(UTC))}"
+    rows = [
+        f"({literal(task)}, {literal(strategy)}, "
+        f"{literal(state if as_json is None else as_json(state))}, {fixed})"
+        for task, (strategy, state) in states.items()
+    ]
+    sqltext.execute(conn, _SAVE_MANY.format(", ".join(rows)))
+
+
+_SAVE_MANY = (
+    f"INSERT INTO `{_state.name}` (`task_uid`, `strategy`, `state`, `epoch`, `updated_at`) "
+    "VALUES {} ON DUPLICATE KEY UPDATE `strategy` = VALUES(`strategy`), "
+    "`state` = VALUES(`state`), `epoch` = VALUES(`epoch`), `updated_at` = VALUES(`updated_at`)"
+)

@@ -6,7 +6,8 @@ time on the fire lane. :func:`update_by_key` joins the table to a derived table 
 (``SELECT ... UNION ALL SELECT ...``) and sets each column from it: one round trip per batch.
 
 Invariant: values pass through their column's SQLAlchemy type first (UTC datetimes, JSON), so a
-row written here reads back as it would after the ``update()`` it replaces.
+row written here reads back as it would after the ``update()`` it replaces. The statement is sent
+as text (:class:`cadenza.store.sqltext.Literals`): a batch's repeated values are rendered once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 
+from cadenza.store import sqltext
+
 
 def update_by_key(
     conn: Connection,
@@ -24,13 +27,16 @@ def update_by_key(
     key: str | Sequence[str],
     rows: Sequence[Mapping[str, Any]],
     fixed: Mapping[str, str] | None = None,
+    where: str | None = None,
 ) -> int:
     """Set, for each row, the columns it names (except the ``key`` columns) on the table's row
     of its key, and the columns of ``fixed`` to their SQL expressions (the same for every row);
     the rows matched. Every row must name the same columns, and no two rows the same key.
 
     An expression of ``fixed`` may read the row's values as ``v.`name```; for a column the rows
-    name too, it replaces the plain copy (``COALESCE(v.`finished_at`, UTC_TIMESTAMP(3))``)."""
+    name too, it replaces the plain copy (``COALESCE(v.`finished_at`, UTC_TIMESTAMP(3))``).
+    ``where``, an SQL condition on ``t`` (the table's row) and ``v`` (the row given), leaves
+    the rows it does not hold for as they are (and not counted)."""
     if not rows:
         return 0
     keys = [key] if isinstance(key, str) else list(key)
@@ -40,13 +46,17 @@ def update_by_key(
     fixed = fixed or {}
     dialect = conn.dialect
     processors = [table.c[name].type.bind_processor(dialect) for name in columns]
-    params: list[Any] = []
-    for row in rows:
-        for name, process in zip(columns, processors, strict=True):
-            params.append(row[name] if process is None else process(row[name]))
-    first = ", ".join(f"%s AS `{name}`" for name in columns)
-    more = ", ".join("%s" for _ in columns)
-    derived = " UNION ALL ".join([f"SELECT {first}"] + [f"SELECT {more}"] * (len(rows) - 1))
+    literal = sqltext.Literals(conn)
+    selects = []
+    for n, row in enumerate(rows):
+        values = [
+            literal(row[name] if process is None else process(row[name]))
+            for name, process in zip(columns, processors, strict=True)
+        ]
+        if n == 0:
+            values = [f"{v} AS `{name}`" for v, name in zip(values, columns, strict=True)]
+        selects.append("SELECT " + ", ".join(values))
+    derived = " UNION ALL ".join(selects)
     assignments = [
         f"t.`{name}` = v.`{name}`" for name in columns if name not in keys and name not in fixed
     ]
@@ -55,4 +65,6 @@ def update_by_key(
     sql = (
         f"UPDATE `{table.name}` AS t JOIN ({derived}) AS v ON {joined} SET {', '.join(assignments)}"
     )
-    return conn.exec_driver_sql(sql, tuple(params)).rowcount
+    if where is not None:
+        sql += f" WHERE {where}"
+    return sqltext.execute(conn, sql).rowcount

@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import ExecutionId
-from cadenza.store import schema
+from cadenza.store import schema, sqltext
 
 _NOW = func.utc_timestamp(3)
 _changes = schema.run_changes
@@ -23,6 +23,15 @@ _changes = schema.run_changes
 def note_change(conn: Connection, run: ExecutionId) -> None:
     """Tell the leader that ``run`` changed (call in the transaction that changed it)."""
     conn.execute(_changes.insert().values(execution_id=run, created_at=_NOW))
+
+
+def note_changes(conn: Connection, runs: Sequence[ExecutionId]) -> None:
+    """:func:`note_change` for many runs, in one statement."""
+    if runs:
+        rows = ", ".join([f"({int(run)}, UTC_TIMESTAMP(3))" for run in runs])
+        sqltext.execute(
+            conn, f"INSERT INTO `{_changes.name}` (`execution_id`, `created_at`) VALUES {rows}"
+        )
 
 
 def changes(

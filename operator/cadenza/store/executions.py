@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.transitions import TERMINAL, RunStatus
-from cadenza.store import schema
+from cadenza.store import schema, sqltext
 
 MAX_PAGE = 500
 _DUPLICATE_KEY = 1062
@@ -171,8 +171,9 @@ def _key(claim: NewClaim) -> tuple[str, str, Any] | None:
 
 
 def claim_many(conn: Connection, claims: list[NewClaim], epoch: Epoch) -> list[ExecutionId | None]:
-    """:func:`claim_tick` for a batch, in three statements whatever its size: which ticks and
-    triggers exist already, one multi-row insert of the new ones, their ids.
+    """:func:`claim_tick` for a batch, in one statement whatever its size when none of its ticks
+    and triggers was claimed before (a leader's every tick), in three when some were (which
+    exist, the insert of the others, their ids).
 
     Leader writes only (in a fenced transaction): while it lasts no other leader can claim, so
     the ticks found free stay free until the insert. The unique keys still guard it.
@@ -198,44 +199,84 @@ def claim_many(conn: Connection, claims: list[NewClaim], epoch: Epoch) -> list[E
                 max_attempts=c.max_attempts,
                 status=c.status,
             )
-    taken = _existing(conn, [k for k in keys if k is not None])
     fresh: list[int] = []
+    seen: set[tuple[str, str, Any]] = set()
     for i, key in enumerate(keys):
-        if key is not None and key not in taken:
+        if key is not None and key not in seen:
             fresh.append(i)
-            taken.add(key)  # a second claim of the same tick in this batch is a duplicate
+            seen.add(key)  # a second claim of the same tick in this batch is a duplicate
     if not fresh:
         return out
-    now = datetime.now(UTC)
-    conn.execute(
-        insert(_runs),
-        [
-            {
-                "task_uid": claims[i].task_uid,
-                "namespace": claims[i].namespace,
-                "task_name": claims[i].task_name,
-                "scheduled_at": claims[i].scheduled_at,
-                "trigger_key": claims[i].trigger_key,
-                "origin": claims[i].origin.value,
-                "requested_at": now,
-                "status": claims[i].status.value,
-                "attempt": 1,
-                "max_attempts": claims[i].max_attempts,
-                "epoch": epoch,
-                "deadline_at": None,
-                # A run decided at claim time (a skipped tick) is over as soon as it exists.
-                "finished_at": now if claims[i].status in TERMINAL else None,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for i in fresh
-        ],
-    )
-    ids = _ids_of(conn, [k for k in (keys[i] for i in fresh) if k is not None])
-    for i in fresh:
-        key = keys[i]
-        out[i] = ids.get(key) if key is not None else None
+    try:  # as a rule nothing was claimed before: no need to look first
+        ids = _insert(conn, [claims[i] for i in fresh], epoch)
+    except sa_exc.IntegrityError as exc:
+        if not (exc.orig is not None and exc.orig.args and exc.orig.args[0] == _DUPLICATE_KEY):
+            raise
+        # InnoDB undid only the failed statement: look, then insert the free ones.
+        taken = _existing(conn, [k for k in (keys[i] for i in fresh) if k is not None])
+        fresh = [i for i in fresh if keys[i] not in taken]
+        ids = _insert(conn, [claims[i] for i in fresh], epoch) if fresh else []
+    for i, run in zip(fresh, ids, strict=True):
+        out[i] = run
     return out
+
+
+_CLAIM_COLUMNS = ", ".join(
+    f"`{name}`"
+    for name in (
+        "task_uid",
+        "namespace",
+        "task_name",
+        "scheduled_at",
+        "trigger_key",
+        "origin",
+        "status",
+        "attempt",
+        "max_attempts",
+        "epoch",
+        "requested_at",
+        "created_at",
+        "updated_at",
+        "finished_at",
+    )
+)
+
+
+def _insert(conn: Connection, claims: list[NewClaim], epoch: Epoch) -> list[ExecutionId]:
+    """Insert one run per claim in one statement; their ids, in order. Raises
+    ``IntegrityError`` (inserting none) when one was claimed before."""
+    literal = sqltext.Literals(conn)
+    now = literal.when(datetime.now(UTC))
+    fixed = f"{int(epoch)}, {now}, {now}, {now}"
+    rows = [
+        f"({literal(c.task_uid)}, {literal(c.namespace)}, {literal(c.task_name)}, "
+        f"{literal.when(c.scheduled_at)}, {literal(c.trigger_key)}, {literal(c.origin.value)}, "
+        f"{literal(c.status.value)}, 1, {int(c.max_attempts)}, {fixed}, "
+        # A run decided at claim time (a skipped tick) is over as soon as it exists.
+        f"{now if c.status in TERMINAL else 'NULL'})"
+        for c in claims
+    ]
+    sql = f"INSERT INTO `{_runs.name}` ({_CLAIM_COLUMNS}) VALUES {', '.join(rows)}"
+    first = int(sqltext.execute(conn, sql).lastrowid)
+    step = _id_step(conn)
+    if step is not None:
+        return [ExecutionId(first + n * step) for n in range(len(claims))]
+    found = _ids_of(conn, [k for k in map(_key, claims) if k is not None])
+    return [found[k] for k in map(_key, claims) if k is not None]
+
+
+def _id_step(conn: Connection) -> int | None:
+    """How far apart the ids of one multi-row insert are, when the server gives them one
+    after the other (``innodb_autoinc_lock_mode`` 0 or 1: MariaDB's and MySQL 5's default);
+    None when they may interleave with other inserts' (mode 2, MySQL 8's default), where the
+    ids are read back by their keys."""
+    if "cadenza_id_step" not in conn.info:
+        mode, step = conn.exec_driver_sql(
+            "SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment"
+        ).one()
+        conn.info["cadenza_id_step"] = int(step) if int(mode) in (0, 1) else None
+    step_: int | None = conn.info["cadenza_id_step"]
+    return step_
 
 
 def _existing(conn: Connection, keys: list[tuple[str, str, Any]]) -> set[tuple[str, str, Any]]:

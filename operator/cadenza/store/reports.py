@@ -18,19 +18,16 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import BindParameter, bindparam, func, select
 from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import ExecutionId, TaskUid
 from cadenza.core.runs import Outcome
 from cadenza.core.transitions import RunStatus, is_terminal
-from cadenza.store import bulk, schema
+from cadenza.store import bulk, changelog, schema, sqltext
 from cadenza.store.executions import Origin
 
-_NOW = func.utc_timestamp(3)
 _runs = schema.task_executions
 _attempts = schema.execution_attempts
-_changes = schema.run_changes
 
 
 @dataclasses.dataclass
@@ -50,31 +47,23 @@ class Locked:
     says when it started tells how late it did."""
 
 
-_RUNS: BindParameter[list[int]] = bindparam("runs", expanding=True)
-# Built once: every callback batch runs both, and building and keying a statement cost the
-# leader more than running it.
-_TOKEN_HASHES = select(
-    _attempts.c.execution_id, _attempts.c.attempt, _attempts.c.callback_token_hash
-).where(_attempts.c.execution_id.in_(_RUNS))
-_LOCK_FOR_REPORTS = (
-    select(
-        _runs.c.id,
-        _runs.c.task_uid,
-        _runs.c.status,
-        _runs.c.attempt,
-        _attempts.c.attempt,
-        _attempts.c.callback_token_hash,
-        _runs.c.updated_at,
-        func.utc_timestamp(3, type_=_runs.c.updated_at.type),
-        _runs.c.scheduled_at,
-        _runs.c.origin,
-        _runs.c.started_at,
-    )
-    .select_from(_runs.outerjoin(_attempts, _attempts.c.execution_id == _runs.c.id))
-    .where(_runs.c.id.in_(_RUNS))
-    .order_by(_runs.c.id)
-    .with_for_update()
+# Sent as text (:mod:`cadenza.store.sqltext`): every callback batch runs both, and building
+# and processing a statement's parameters cost the leader more than running it.
+_TOKEN_HASHES = (
+    "SELECT `execution_id`, `attempt`, `callback_token_hash` FROM `execution_attempts` "
+    "WHERE `execution_id` IN ({})"
 )
+_LOCK_FOR_REPORTS = (
+    "SELECT r.`id`, r.`task_uid`, r.`status`, r.`attempt`, a.`attempt`, "
+    "a.`callback_token_hash`, r.`updated_at`, UTC_TIMESTAMP(3), r.`scheduled_at`, r.`origin`, "
+    "r.`started_at` FROM `task_executions` AS r "
+    "LEFT OUTER JOIN `execution_attempts` AS a ON a.`execution_id` = r.`id` "
+    "WHERE r.`id` IN ({}) ORDER BY r.`id` FOR UPDATE"
+)
+
+
+def _ids(runs: Sequence[ExecutionId]) -> str:
+    return ", ".join([str(int(run)) for run in sorted(set(runs))]) or "NULL"
 
 
 def token_hashes(
@@ -83,9 +72,9 @@ def token_hashes(
     """The callback token hash of each attempt of the runs, read without locking anything (an
     attempt's hash never changes once written): callbacks are checked against it before they
     may wait for a run's lock."""
-    rows = conn.execute(_TOKEN_HASHES, {"runs": sorted(set(runs))})
+    rows = sqltext.execute(conn, _TOKEN_HASHES.format(_ids(runs)))
     found: dict[ExecutionId, dict[int, str | None]] = {}
-    for run, attempt, token_hash in rows:
+    for run, attempt, token_hash in map(tuple, rows):
         found.setdefault(ExecutionId(int(run)), {})[int(attempt)] = token_hash
     return found
 
@@ -94,9 +83,9 @@ def lock_many_for_reports(
     conn: Connection, runs: Sequence[ExecutionId]
 ) -> dict[ExecutionId, Locked]:
     """The runs with their attempts' token hashes, in one locking read (in id order)."""
-    rows = conn.execute(_LOCK_FOR_REPORTS, {"runs": sorted(set(runs))})
+    rows = sqltext.execute(conn, _LOCK_FOR_REPORTS.format(_ids(runs)))
     found: dict[ExecutionId, Locked] = {}
-    for row in rows:
+    for row in map(tuple, rows):
         run, task, status, current, attempt, token_hash, changed, now, tick, origin, started = row
         key = ExecutionId(int(run))
         entry = found.get(key)
@@ -105,7 +94,7 @@ def lock_many_for_reports(
             over_for = (now - changed).total_seconds() if is_terminal(state) else None
             entry = found[key] = Locked(TaskUid(task), state, int(current), {}, over_for)
             if tick is not None and origin == Origin.SCHEDULE.value and started is None:
-                entry.tick = tick.replace(tzinfo=UTC)
+                entry.tick = tick.replace(tzinfo=UTC)  # a naive UTC time, as the driver reads it
         if attempt is not None:
             entry.token_hashes[int(attempt)] = token_hash
     return found
@@ -167,7 +156,4 @@ def end_many_checked(
         for run, attempt, o, _ in ends
     ]
     bulk.update_by_key(conn, _attempts, ("execution_id", "attempt"), closes, _CLOSE)
-    now = datetime.now(UTC)
-    conn.execute(
-        _changes.insert(), [{"execution_id": run, "created_at": now} for run, _, _, _ in ends]
-    )
+    changelog.note_changes(conn, [run for run, _, _, _ in ends])

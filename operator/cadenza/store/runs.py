@@ -22,21 +22,20 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import Epoch, ExecutionId, TaskUid
 from cadenza.core.runs import DISPATCHABLE, OPEN, Outcome, may_send, sources_of
 from cadenza.core.transitions import RunStatus
-from cadenza.store import bulk, executions, schema
+from cadenza.store import bulk, executions, schema, sqltext
 
 __all__ = ["OPEN", "Dispatch", "Outcome"]
 
 _NOW = func.utc_timestamp(3)
 _runs = schema.task_executions
 _attempts = schema.execution_attempts
-_changes = schema.run_changes
 _OPEN = [s.value for s in OPEN]
 
 
@@ -71,13 +70,16 @@ _BEGIN_FIXED = {
     "updated_at": "UTC_TIMESTAMP(3)",
 }
 """What :func:`begin_many` sets the same on every run (the rest comes from each run's row)."""
-_POINT_ATTEMPT = mysql_insert(_attempts)
-_POINT_ATTEMPT = _POINT_ATTEMPT.on_duplicate_key_update(
-    executor_name=_POINT_ATTEMPT.inserted.executor_name,
-    pod_name=_POINT_ATTEMPT.inserted.pod_name,
-    pod_ip=_POINT_ATTEMPT.inserted.pod_ip,
-    callback_token_hash=_POINT_ATTEMPT.inserted.callback_token_hash,
-    status=_POINT_ATTEMPT.inserted.status,
+_MAY_SEND = "t.`status` IN ({}) OR (t.`status` = '{}' AND t.`attempt` = v.`attempt`)".format(
+    ", ".join(f"'{s.value}'" for s in sorted(DISPATCHABLE)), RunStatus.DISPATCHED.value
+)
+""":func:`cadenza.core.runs.may_send` as the guard of :func:`begin_many`'s update."""
+_POINT_ATTEMPT = (
+    "INSERT INTO `execution_attempts` (`execution_id`, `attempt`, `executor_name`, `pod_name`, "
+    "`pod_ip`, `callback_token_hash`, `status`, `dispatched_at`) VALUES {} "
+    "ON DUPLICATE KEY UPDATE `executor_name` = VALUES(`executor_name`), "
+    "`pod_name` = VALUES(`pod_name`), `pod_ip` = VALUES(`pod_ip`), "
+    "`callback_token_hash` = VALUES(`callback_token_hash`), `status` = VALUES(`status`)"
 )
 
 
@@ -85,67 +87,85 @@ def _lock(
     conn: Connection, runs: Sequence[ExecutionId]
 ) -> dict[ExecutionId, tuple[RunStatus, int]]:
     """The runs' status and attempt, locked until the transaction ends."""
-    rows = conn.execute(
-        select(_runs.c.id, _runs.c.status, _runs.c.attempt)
-        .where(_runs.c.id.in_(sorted(set(runs))))
-        .with_for_update()
+    ids = ", ".join([str(int(run)) for run in sorted(set(runs))])
+    rows = sqltext.execute(
+        conn,
+        f"SELECT `id`, `status`, `attempt` FROM `task_executions` WHERE `id` IN ({ids}) FOR UPDATE",
     )
-    return {ExecutionId(int(i)): (RunStatus(s), int(a)) for i, s, a in rows}
+    return {ExecutionId(int(i)): (RunStatus(s), int(a)) for i, s, a in map(tuple, rows)}
 
 
 def begin_many(
     conn: Connection, begins: Sequence[tuple[ExecutionId, int, Dispatch]], epoch: Epoch
 ) -> list[bool]:
-    """:func:`begin_dispatch` for many runs: a few statements whatever their number. The rows
-    are locked and checked first, so each run gets its own answer."""
+    """:func:`begin_dispatch` for many runs: a few statements whatever their number, each run
+    with its own answer. As a rule one guarded update decides them all; only when it left some
+    runs alone are they read back to learn which."""
     if not begins:
         return []
+    if len({run for run, _, _ in begins}) == len(begins):
+        pointed = bulk.update_by_key(
+            conn, _runs, "id", _pointings(begins, epoch), _BEGIN_FIXED, where=_MAY_SEND
+        )
+        answers = [True] * len(begins) if pointed == len(begins) else _pointed(conn, begins)
+    else:  # one run twice: decided one after the other, as separate writes would
+        answers = _in_order(conn, begins)
+        last = {b[0]: b for b, ok in zip(begins, answers, strict=True) if ok}  # the later wins
+        bulk.update_by_key(conn, _runs, "id", _pointings(list(last.values()), epoch), _BEGIN_FIXED)
+    chosen = [b for b, ok in zip(begins, answers, strict=True) if ok]
+    if chosen:
+        literal = sqltext.Literals(conn)
+        now = literal.when(datetime.now(UTC))
+        status = literal(RunStatus.DISPATCHED.value)
+        rows = [
+            f"({int(run)}, {int(attempt)}, {literal(to.executor)}, {literal(to.pod)}, "
+            f"{literal(to.ip)}, {literal(to.token_hash)}, {status}, {now})"
+            for run, attempt, to in chosen
+        ]
+        sqltext.execute(conn, _POINT_ATTEMPT.format(", ".join(rows)))
+    return answers
+
+
+def _pointings(
+    begins: Sequence[tuple[ExecutionId, int, Dispatch]], epoch: Epoch
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": run,
+            "status": RunStatus.DISPATCHED.value,
+            "attempt": attempt,
+            "executor_name": to.executor,
+            "pod_name": to.pod,
+            "pod_ip": to.ip,
+            "callback_token_hash": to.token_hash,
+            "deadline_at": to.deadline_at,
+            "epoch": epoch,
+        }
+        for run, attempt, to in begins
+    ]
+
+
+def _pointed(conn: Connection, begins: Sequence[tuple[ExecutionId, int, Dispatch]]) -> list[bool]:
+    """Which runs the guarded update pointed where asked (each begin has a token of its own)."""
+    literal = sqltext.Literals(conn)
+    rows = sqltext.execute(
+        conn,
+        "SELECT `id`, `status`, `attempt`, `callback_token_hash` FROM `task_executions` "
+        f"WHERE `id` IN ({literal.listing(int(run) for run, _, _ in begins)})",
+    )
+    now = {int(i): (s, int(a), h) for i, s, a, h in map(tuple, rows)}
+    dispatched = RunStatus.DISPATCHED.value
+    return [now.get(run) == (dispatched, attempt, to.token_hash) for run, attempt, to in begins]
+
+
+def _in_order(conn: Connection, begins: Sequence[tuple[ExecutionId, int, Dispatch]]) -> list[bool]:
     current = _lock(conn, [run for run, _, _ in begins])
     answers = []
-    for run, attempt, _ in begins:  # in order, as one write after another would decide
+    for run, attempt, _ in begins:
         ok = run in current and may_send(*current[run], attempt)
         if ok:
             current[run] = (RunStatus.DISPATCHED, attempt)
         answers.append(ok)
-    chosen = [b for b, ok in zip(begins, answers, strict=True) if ok]
-    if chosen:
-        bulk.update_by_key(
-            conn,
-            _runs,
-            "id",
-            [
-                {
-                    "id": run,
-                    "status": RunStatus.DISPATCHED.value,
-                    "attempt": attempt,
-                    "executor_name": to.executor,
-                    "pod_name": to.pod,
-                    "pod_ip": to.ip,
-                    "callback_token_hash": to.token_hash,
-                    "deadline_at": to.deadline_at,
-                    "epoch": epoch,
-                }
-                for run, attempt, to in chosen
-            ],
-            _BEGIN_FIXED,
-        )
-        now = datetime.now(UTC)
-        conn.execute(
-            _POINT_ATTEMPT,
-            [
-                {
-                    "execution_id": run,
-                    "attempt": attempt,
-                    "executor_name": to.executor,
-                    "pod_name": to.pod,
-                    "pod_ip": to.ip,
-                    "callback_token_hash": to.token_hash,
-                    "status": RunStatus.DISPATCHED.value,
-                    "dispatched_at": now,
-                }
-                for run, attempt, to in chosen
-            ],
-        )
     return answers
 
 
@@ -163,18 +183,17 @@ def confirm_many(conn: Connection, confirms: Sequence[tuple[ExecutionId, int]]) 
         answers.append(ok)
     chosen = [c for c, ok in zip(confirms, answers, strict=True) if ok]
     if chosen:
-        conn.execute(
-            update(_runs)
-            .where(_runs.c.id.in_([run for run, _ in chosen]))
-            .values(status=RunStatus.RUNNING.value, updated_at=_NOW)
+        ids = ", ".join([str(int(run)) for run, _ in chosen])
+        pairs = ", ".join([f"({int(run)}, {int(attempt)})" for run, attempt in chosen])
+        sqltext.execute(
+            conn,
+            f"UPDATE `task_executions` SET `status` = '{RunStatus.RUNNING.value}', "
+            f"`updated_at` = UTC_TIMESTAMP(3) WHERE `id` IN ({ids})",
         )
-        conn.execute(
-            update(_attempts)
-            .where(
-                tuple_(_attempts.c.execution_id, _attempts.c.attempt).in_(chosen),
-                _attempts.c.status == dispatched.value,
-            )
-            .values(status=RunStatus.RUNNING.value)
+        sqltext.execute(
+            conn,
+            f"UPDATE `execution_attempts` SET `status` = '{RunStatus.RUNNING.value}' "
+            f"WHERE (`execution_id`, `attempt`) IN ({pairs}) AND `status` = '{dispatched.value}'",
         )
     return answers
 
@@ -338,8 +357,11 @@ def mirrored_tasks(conn: Connection, tasks: Iterable[TaskUid]) -> set[TaskUid]:
     uids = list(tasks)
     if not uids:
         return set()
-    rows = conn.execute(select(schema.tasks.c.uid).where(schema.tasks.c.uid.in_(uids)))
-    return {TaskUid(uid) for (uid,) in rows}
+    literal = sqltext.Literals(conn)
+    rows = sqltext.execute(
+        conn, f"SELECT `uid` FROM `tasks` WHERE `uid` IN ({literal.listing(uids)})"
+    )
+    return {TaskUid(uid) for (uid,) in map(tuple, rows)}
 
 
 def attempts(conn: Connection, run: ExecutionId) -> list[dict[str, Any]]:
