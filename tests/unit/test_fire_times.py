@@ -135,6 +135,19 @@ def test_same_input_same_tick_across_parses() -> None:
     assert len(results) == 1
 
 
+def test_a_shared_schedule_answers_each_caller_as_a_fresh_one_would() -> None:
+    """Tasks on one expression share one parsed schedule, which remembers its last answer."""
+    shared = schedule.parse_schedule("*/7 * * * * *", "Europe/Berlin")
+    start = datetime(2026, 3, 29, 0, 59, 50, tzinfo=UTC)  # across the spring-forward change
+    asked = [start + timedelta(seconds=s) for s in (0, 0, 3, 0, 3, 9, 9, 9, 30)]
+    asked += [a + timedelta(milliseconds=400) for a in asked]
+    for after in asked:
+        fresh = schedule.Schedule(shared.expression, shared.time_zone, shared.zone,
+                                  shared.cron_fields)  # fmt: skip
+        assert shared.next_fire(after) == fresh.next_fire(after), after
+    assert shared == fresh and hash(shared) == hash(fresh)  # the memory is not the value
+
+
 def test_fire_times_window_and_limit() -> None:
     parsed = schedule.parse_schedule("0 * * * *")
     after, until = utc(2024, 1, 1), utc(2024, 1, 1, 5)

@@ -87,12 +87,25 @@ class Schedule:
     zone: zoneinfo.ZoneInfo = dataclasses.field(repr=False)
     cron_fields: cron.CronFields | None = dataclasses.field(default=None, repr=False)
     every_seconds: int | None = None
+    _last: tuple[datetime, datetime] | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
+    """The last answer, by its start: Tasks on one expression share a schedule and mostly ask
+    for the same second (a thousand every-second Tasks ask once a second each)."""
 
     def next_fire(self, after: datetime) -> datetime:
         """The first fire time strictly after the aware datetime ``after``, in UTC."""
         if after.tzinfo is None or after.utcoffset() is None:
             raise ValueError(f"after must be an aware datetime, got naive {after.isoformat()}")
         start = after.astimezone(UTC).replace(microsecond=0) + _SECOND
+        last = self._last  # one read: another thread may replace it, never half-way
+        if last is not None and last[0] == start:
+            return last[1]
+        tick = self._first_from(start)
+        object.__setattr__(self, "_last", (start, tick))  # a cache, not the value's state
+        return tick
+
+    def _first_from(self, start: datetime) -> datetime:
         if self.every_seconds is not None:
             elapsed = (start - _EPOCH) // _SECOND
             ticks = -(-elapsed // self.every_seconds)  # ceiling division

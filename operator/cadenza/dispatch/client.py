@@ -32,6 +32,7 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -157,8 +158,10 @@ class DispatchRequest:
         return body
 
 
+@functools.lru_cache(maxsize=1024)
 def rfc3339(moment: datetime) -> str:
-    """``2024-05-01T12:00:00.123Z``: UTC, milliseconds, as the sidecar writes its own times."""
+    """``2024-05-01T12:00:00.123Z``: UTC, milliseconds, as the sidecar writes its own times.
+    Remembered: a tick's runs share their tick and, mostly, their deadline."""
     utc = moment.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 

@@ -29,10 +29,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
-import hashlib
 import logging
 import random
-import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +41,7 @@ from cadenza.core import runs as rules
 from cadenza.core import strategies
 from cadenza.core.ids import Epoch, PodName, TaskUid
 from cadenza.core.transitions import RunStatus
+from cadenza.dispatch.callback_tokens import CallbackTokens, token_hash
 from cadenza.dispatch.client import DispatchClient, DispatchRequest, DispatchResult, Outcome
 from cadenza.dispatch.credentials import DispatchToken
 from cadenza.dispatch.outbox import Outbox
@@ -61,10 +60,6 @@ def execution_key(run: int, attempt: int) -> str:
     """The idempotency key a pod knows an attempt by: the sidecar keeps the first body of a key
     forever, so every attempt needs its own."""
     return f"{run}-{attempt}"
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Sent(enum.Enum):
@@ -124,6 +119,7 @@ class Dispatcher:
         self.client = client
         """How this leader speaks to pods (the settler asks and cancels through it too)."""
         self._callback_base_url = callback_base_url.rstrip("/")
+        self._tokens = CallbackTokens()
         self._metrics = metrics
         # Labelled once: a labels() lookup per run was a twentieth of the event loop's time at
         # 1,000 runs a second.
@@ -299,7 +295,7 @@ class Dispatcher:
         ``start_at`` the pod is to start it then, and the deadline counts from it."""
         if not self._lease_valid():
             return Dispatched(Sent.NOT_SENT)
-        token = secrets.token_urlsafe(32)
+        token = self._tokens.new()
         now = self._now()
         start = max(start_at, now) if start_at is not None else now
         deadline = start + timedelta(seconds=plan.timeout_seconds)
