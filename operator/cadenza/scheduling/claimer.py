@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -187,8 +188,10 @@ class Claimer:
             return
         requested = self._now()
         delay, send_at = self.timing(claim, requested)
-        asyncio.get_running_loop().call_later(
-            delay,
+        loop = asyncio.get_running_loop()
+        # Runs recorded ahead go at once: in the order claimed, and without a timer each.
+        hand = functools.partial(loop.call_later, delay) if delay > 0 else loop.call_soon
+        hand(
             self._lifecycle.claimed,
             item.run,
             claim.plan.uid,
