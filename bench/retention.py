@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.engine import Engine
 
 from cadenza.core.ids import Epoch, TaskUid
 from cadenza.devenv import mariadb
@@ -72,11 +75,15 @@ def fill(engine: Any, epoch: Epoch, tasks: list[TaskUid], runs: int) -> None:
         conn.exec_driver_sql("ANALYZE TABLE task_executions")
 
 
-def measure(tasks: int, runs: int, keep: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def scratch_leader() -> Iterator[tuple[str, Engine, Epoch]]:
+    """A migrated scratch database on the local MariaDB (its URL and a pool on it), and the
+    epoch of a leader that just took the lead there; dropped afterwards."""
     server = mariadb.Server()
     server.check()
     with mariadb.scratch_database(server, "cadenza_bench") as name:
-        engine = store_engine.create_engine(server.url(name), pool_size=4)
+        url = server.url(name)
+        engine = store_engine.create_engine(url, pool_size=4)
         try:
             migrations.migrate(engine)
             with server.connect(name) as session, session.cursor() as cur:
@@ -84,29 +91,34 @@ def measure(tasks: int, runs: int, keep: int) -> dict[str, Any]:
                 cur.execute("SELECT epoch FROM leader_epochs WHERE lock_name = %s", (LOCK,))
                 epoch = Epoch(int(cur.fetchone()[0]))
                 session.commit()
-            uids = [TaskUid(str(uuid.uuid4())) for _ in range(tasks)]
-            fill(engine, epoch, uids, runs)
-            store = LeaderStore(engine, LOCK, epoch)
-            limits = [HistoryLimit(uid, DEFAULT_AGE, keep) for uid in uids]
-
-            async def one_round() -> int:
-                try:
-                    return await store.prune(limits)
-                finally:
-                    await store.close()
-
-            cpu, wall = cpu_seconds(), time.perf_counter()
-            pruned = asyncio.run(one_round())
-            return {
-                "tasks": tasks,
-                "runs_per_task": runs,
-                "keep": keep,
-                "pruned": pruned,
-                "wall_seconds": round(time.perf_counter() - wall, 3),
-                "cpu_seconds": round(cpu_seconds() - cpu, 3),
-            }
+            yield url, engine, epoch
         finally:
             engine.dispose()
+
+
+def measure(tasks: int, runs: int, keep: int) -> dict[str, Any]:
+    with scratch_leader() as (_, engine, epoch):
+        uids = [TaskUid(str(uuid.uuid4())) for _ in range(tasks)]
+        fill(engine, epoch, uids, runs)
+        store = LeaderStore(engine, LOCK, epoch)
+        limits = [HistoryLimit(uid, DEFAULT_AGE, keep) for uid in uids]
+
+        async def one_round() -> int:
+            try:
+                return await store.prune(limits)
+            finally:
+                await store.close()
+
+        cpu, wall = cpu_seconds(), time.perf_counter()
+        pruned = asyncio.run(one_round())
+        return {
+            "tasks": tasks,
+            "runs_per_task": runs,
+            "keep": keep,
+            "pruned": pruned,
+            "wall_seconds": round(time.perf_counter() - wall, 3),
+            "cpu_seconds": round(cpu_seconds() - cpu, 3),
+        }
 
 
 def main() -> None:

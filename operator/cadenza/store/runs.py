@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Connection
 
@@ -310,34 +310,32 @@ def current(
     conn: Connection, runs: Iterable[ExecutionId]
 ) -> dict[ExecutionId, executions.RunState]:
     """Where each run stands now; only the columns that says (a whole row is 27 columns, its
-    result JSON among them, and this is read for every run that changes)."""
-    ids = list(runs)
+    result JSON among them, and this is read for every run that changes). Sent as text, its
+    rows taken as the driver gives them (times naive UTC)."""
+    ids = ", ".join([str(int(run)) for run in runs])
     if not ids:
         return {}
-    rows = conn.execute(_CURRENT, {"runs": ids})
-    return {
-        ExecutionId(int(row.id)): executions.RunState(
-            id=ExecutionId(int(row.id)),
-            task=TaskUid(row.task_uid),
-            status=RunStatus(row.status),
-            attempt=int(row.attempt),
-            pod_name=row.pod_name,
-            next_attempt_at=row.next_attempt_at,
-            deadline_at=row.deadline_at,
+    found = {}
+    for run, task, status, attempt, pod, retry_at, deadline in map(
+        tuple, sqltext.execute(conn, _CURRENT.format(ids))
+    ):
+        key = ExecutionId(int(run))
+        found[key] = executions.RunState(
+            id=key,
+            task=TaskUid(task),
+            status=RunStatus(status),
+            attempt=int(attempt),
+            pod_name=pod,
+            next_attempt_at=None if retry_at is None else retry_at.replace(tzinfo=UTC),
+            deadline_at=None if deadline is None else deadline.replace(tzinfo=UTC),
         )
-        for row in rows
-    }
+    return found
 
 
-_CURRENT = select(
-    _runs.c.id,
-    _runs.c.task_uid,
-    _runs.c.status,
-    _runs.c.attempt,
-    _runs.c.pod_name,
-    _runs.c.next_attempt_at,
-    _runs.c.deadline_at,
-).where(_runs.c.id.in_(bindparam("runs", expanding=True)))
+_CURRENT = (
+    "SELECT `id`, `task_uid`, `status`, `attempt`, `pod_name`, `next_attempt_at`, "
+    "`deadline_at` FROM `task_executions` WHERE `id` IN ({})"
+)
 
 
 def last_ticks(conn: Connection, tasks: Sequence[TaskUid]) -> dict[TaskUid, datetime]:
