@@ -62,17 +62,13 @@ _LOCK_FOR_REPORTS = (
 )
 
 
-def _ids(runs: Sequence[ExecutionId]) -> str:
-    return ", ".join([str(int(run)) for run in sorted(set(runs))]) or "NULL"
-
-
 def token_hashes(
     conn: Connection, runs: Sequence[ExecutionId]
 ) -> dict[ExecutionId, dict[int, str | None]]:
     """The callback token hash of each attempt of the runs, read without locking anything (an
     attempt's hash never changes once written): callbacks are checked against it before they
     may wait for a run's lock."""
-    rows = sqltext.execute(conn, _TOKEN_HASHES.format(_ids(runs)))
+    rows = sqltext.execute(conn, _TOKEN_HASHES.format(sqltext.ids(runs)))
     found: dict[ExecutionId, dict[int, str | None]] = {}
     for run, attempt, token_hash in map(tuple, rows):
         found.setdefault(ExecutionId(int(run)), {})[int(attempt)] = token_hash
@@ -83,7 +79,7 @@ def lock_many_for_reports(
     conn: Connection, runs: Sequence[ExecutionId]
 ) -> dict[ExecutionId, Locked]:
     """The runs with their attempts' token hashes, in one locking read (in id order)."""
-    rows = sqltext.execute(conn, _LOCK_FOR_REPORTS.format(_ids(runs)))
+    rows = sqltext.execute(conn, _LOCK_FOR_REPORTS.format(sqltext.ids(runs)))
     found: dict[ExecutionId, Locked] = {}
     for row in map(tuple, rows):
         run, task, status, current, attempt, token_hash, changed, now, tick, origin, started = row

@@ -87,10 +87,10 @@ def _lock(
     conn: Connection, runs: Sequence[ExecutionId]
 ) -> dict[ExecutionId, tuple[RunStatus, int]]:
     """The runs' status and attempt, locked until the transaction ends."""
-    ids = ", ".join([str(int(run)) for run in sorted(set(runs))])
     rows = sqltext.execute(
         conn,
-        f"SELECT `id`, `status`, `attempt` FROM `task_executions` WHERE `id` IN ({ids}) FOR UPDATE",
+        "SELECT `id`, `status`, `attempt` FROM `task_executions` "
+        f"WHERE `id` IN ({sqltext.ids(runs)}) FOR UPDATE",
     )
     return {ExecutionId(int(i)): (RunStatus(s), int(a)) for i, s, a in map(tuple, rows)}
 
@@ -104,8 +104,9 @@ def begin_many(
     if not begins:
         return []
     if len({run for run, _, _ in begins}) == len(begins):
+        in_id_order = sorted(begins, key=lambda begin: begin[0])  # rows locked as elsewhere
         pointed = bulk.update_by_key(
-            conn, _runs, "id", _pointings(begins, epoch), _BEGIN_FIXED, where=_MAY_SEND
+            conn, _runs, "id", _pointings(in_id_order, epoch), _BEGIN_FIXED, where=_MAY_SEND
         )
         answers = [True] * len(begins) if pointed == len(begins) else _pointed(conn, begins)
     else:  # one run twice: decided one after the other, as separate writes would
@@ -147,11 +148,10 @@ def _pointings(
 
 def _pointed(conn: Connection, begins: Sequence[tuple[ExecutionId, int, Dispatch]]) -> list[bool]:
     """Which runs the guarded update pointed where asked (each begin has a token of its own)."""
-    literal = sqltext.Literals(conn)
     rows = sqltext.execute(
         conn,
         "SELECT `id`, `status`, `attempt`, `callback_token_hash` FROM `task_executions` "
-        f"WHERE `id` IN ({literal.listing(int(run) for run, _, _ in begins)})",
+        f"WHERE `id` IN ({sqltext.ids(run for run, _, _ in begins)})",
     )
     now = {int(i): (s, int(a), h) for i, s, a, h in map(tuple, rows)}
     dispatched = RunStatus.DISPATCHED.value
@@ -183,7 +183,7 @@ def confirm_many(conn: Connection, confirms: Sequence[tuple[ExecutionId, int]]) 
         answers.append(ok)
     chosen = [c for c, ok in zip(confirms, answers, strict=True) if ok]
     if chosen:
-        ids = ", ".join([str(int(run)) for run, _ in chosen])
+        ids = sqltext.ids(run for run, _ in chosen)
         pairs = ", ".join([f"({int(run)}, {int(attempt)})" for run, attempt in chosen])
         sqltext.execute(
             conn,
@@ -312,12 +312,12 @@ def current(
     """Where each run stands now; only the columns that says (a whole row is 27 columns, its
     result JSON among them, and this is read for every run that changes). Sent as text, its
     rows taken as the driver gives them (times naive UTC)."""
-    ids = ", ".join([str(int(run)) for run in runs])
-    if not ids:
+    wanted = list(runs)
+    if not wanted:
         return {}
     found = {}
     for run, task, status, attempt, pod, retry_at, deadline in map(
-        tuple, sqltext.execute(conn, _CURRENT.format(ids))
+        tuple, sqltext.execute(conn, _CURRENT.format(sqltext.ids(wanted)))
     ):
         key = ExecutionId(int(run))
         found[key] = executions.RunState(

@@ -37,6 +37,12 @@ def execute(conn: Connection, sql: str) -> CursorResult[Any]:
     return conn.exec_driver_sql(sql, execution_options=_AS_IS)
 
 
+def ids(runs: Iterable[int]) -> str:
+    """Row ids for an ``IN (...)``, each once and ascending (the order rows are locked in
+    everywhere); ``NULL`` when there are none (matches nothing)."""
+    return ", ".join([str(int(run)) for run in sorted(set(runs))]) or "NULL"
+
+
 class Literals:
     """SQL literals for one statement on ``conn``'s driver connection."""
 
