@@ -24,6 +24,11 @@ ApiClient = kubernetes.client.ApiClient
 
 T = TypeVar("T")
 
+_STATUS_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/" + "{{namespace}}/{plural}/{{name}}/status"
+"""The status subresource's path by plural; the client fills in (and quotes) namespace and
+name."""
+_MERGE_PATCH = {"Accept": "application/json", "Content-Type": "application/merge-patch+json"}
+
 
 class ApiError(Exception):
     """The API server refused or failed a request; ``status`` is its HTTP status, ``message``
@@ -71,12 +76,25 @@ class Objects:
     def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:
-        """Merge-patch the object's status subresource."""
-        call(
-            lambda: self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
-            )
+        """Merge-patch the object's status subresource.
+
+        Sent through the client's own request building (authentication, path quoting) and
+        transport, but without the generated method's per-call argument validation and the
+        decoding of the object it answers with: the leader writes thousands of statuses and
+        reads nothing back, and those two were a fifth of each write's CPU."""
+        client = self._custom.api_client
+        request = client.param_serialize(
+            method="PATCH",
+            resource_path=_STATUS_PATH.format(plural=plural),
+            path_params={"namespace": namespace, "name": name},
+            header_params=dict(_MERGE_PATCH),
+            body={"status": dict(status)},
+            auth_settings=["BearerToken"],
         )
+        response = call(lambda: client.call_api(*request))
+        body = response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiError(response.status, str(response.reason), _message(body))
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's ``data`` (values still base64-encoded)."""
