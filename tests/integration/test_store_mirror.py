@@ -184,6 +184,38 @@ def test_a_task_reads_back_as_written(engine: Engine, leader: Leader) -> None:
     ]
 
 
+def test_a_batch_of_new_tasks_keeps_every_value_as_written(engine: Engine, leader: Leader) -> None:
+    # New Tasks are written as SQL text: values that need escaping, a suspended and an invalid
+    # Task, and one naming an Executor that does not exist must all read back as written.
+    hostile = 'it\'s 100% \\ "quoted" — 東京 \x00 ; DROP TABLE tasks; --'
+    pool = executor("pool")
+    spec = {**task("quoted", "pool").spec, "payload": {"text": hostile, "n": [1, 2.5, None]}}
+    rows = [
+        task(
+            "quoted",
+            "pool",
+            original_name=hostile[:200],
+            spec_json=json.dumps(spec, ensure_ascii=False),
+            spec_hash=digest(spec),
+        ),
+        task("asleep", "pool", "absent", suspend=True),
+        task("broken", valid=False, invalid_reason=f"spec.handler: {hostile}"),
+    ]
+    with leader() as conn:
+        mirror.upsert_executor(conn, pool)
+        changes = mirror.upsert_tasks(conn, rows)
+    assert [changes[row.uid].name for row in rows] == ["CREATED"] * 3
+
+    state = snapshot(engine)
+    by_name = {row.name: row for row in state.tasks}
+    assert [by_name[row.name] for row in rows] == rows
+    assert [by_name[row.name].spec for row in rows] == [row.spec for row in rows]
+    assert missing(engine, rows[1].uid) == ["absent"]
+    with engine.connect() as conn:
+        epochs = conn.execute(sa.select(schema.tasks.c.epoch)).scalars().all()
+    assert len(epochs) == 3 and len(set(epochs)) == 1 and epochs[0] is not None
+
+
 def test_an_unchanged_spec_hash_writes_nothing(engine: Engine, leader: Leader) -> None:
     row = task("test-task")
     with leader() as conn:

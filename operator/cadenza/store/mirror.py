@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -41,7 +42,7 @@ from sqlalchemy.engine import Connection
 
 from cadenza.core.ids import TaskUid
 from cadenza.core.taskspec import ExecutorRef
-from cadenza.store import fencing, schema
+from cadenza.store import fencing, schema, sqltext
 from cadenza.store.mirror_rows import (
     ExecutorRow,
     InstanceRow,
@@ -86,13 +87,23 @@ def upsert_task(conn: Connection, row: TaskRow) -> bool:
 def upsert_tasks(conn: Connection, rows: Sequence[TaskRow]) -> dict[TaskUid, _Change]:
     """Write Tasks and their executor references in a few statements, whatever their number:
     which exist and with what hash, the Executors they name, then one statement per kind of
-    write. A Task whose ``spec_hash`` is unchanged is not written."""
+    write. A Task whose ``spec_hash`` is unchanged is not written.
+
+    The look-up and the writes of new Tasks (thousands at once when Tasks are applied in bulk)
+    are sent as text (:mod:`cadenza.store.sqltext`): the spec goes in as the JSON text the row
+    already holds, rather than decoded and encoded again by the column type."""
     if not rows:
         return {}
+    literal = sqltext.Literals(conn)
     stored = {
         uid: spec_hash
-        for uid, spec_hash in conn.execute(
-            select(_tasks.c.uid, _tasks.c.spec_hash).where(_tasks.c.uid.in_([r.uid for r in rows]))
+        for uid, spec_hash in map(
+            tuple,
+            sqltext.execute(
+                conn,
+                "SELECT `uid`, `spec_hash` FROM `tasks` "
+                f"WHERE `uid` IN ({literal.listing(r.uid for r in rows)})",
+            ),
         )
     }
     changes = {
@@ -109,36 +120,49 @@ def upsert_tasks(conn: Connection, rows: Sequence[TaskRow]) -> dict[TaskUid, _Ch
     executors = _executor_uids(conn, written)
     new = [row for row in written if changes[row.uid] is _Change.CREATED]
     if new:
-        # A Task deleted while nobody watched, and created again under its name.
-        conn.execute(
-            delete(_tasks).where(
-                tuple_(_tasks.c.namespace, _tasks.c.name).in_([(r.namespace, r.name) for r in new]),
-                _tasks.c.uid.not_in([r.uid for r in new]),
-            )
-        )
-        conn.execute(
-            insert(_tasks).values(created_at=_NOW, updated_at=_NOW, epoch=_EPOCH),
-            [_task_values(row, executors) for row in new],
-        )
+        _insert_tasks(conn, literal, new, executors)
     old = [row for row in written if changes[row.uid] is _Change.UPDATED]
     if old:
         conn.execute(_UPDATE_TASK, [_prefixed(_task_values(row, executors)) for row in old])
         conn.execute(delete(_links).where(_links.c.task_uid.in_([r.uid for r in old])))
     links = [
-        {
-            "task_uid": row.uid,
-            "executor_name": entry.name,
-            "executor_uid": executors.get((row.namespace, entry.name)),
-            "weight": entry.weight,
-            "priority": entry.priority,
-            "position": position,
-        }
+        literal.row(
+            (
+                row.uid,
+                entry.name,
+                executors.get((row.namespace, entry.name)),
+                entry.weight,
+                entry.priority,
+                position,
+            )
+        )
         for row in written
         for position, entry in enumerate(row.executors)
     ]
     if links:
-        conn.execute(insert(_links), links)
+        sqltext.execute(conn, _INSERT_LINKS + ", ".join(links))
     return changes
+
+
+def _insert_tasks(
+    conn: Connection,
+    literal: sqltext.Literals,
+    new: Sequence[TaskRow],
+    executors: Mapping[tuple[str, str], str],
+) -> None:
+    # A Task deleted while nobody watched, and created again under its name.
+    names = ", ".join(literal.row((r.namespace, r.name)) for r in new)
+    sqltext.execute(
+        conn,
+        f"DELETE FROM `tasks` WHERE (`namespace`, `name`) IN ({names}) "
+        f"AND `uid` NOT IN ({literal.listing(r.uid for r in new)})",
+    )
+    values = []
+    for row in new:
+        columns = [row.spec_json if c == "spec" else getattr(row, c) for c in _TASK_COLUMNS]
+        missing = json.dumps(_missing(row, executors))
+        values.append(literal.row((*columns, missing))[:-1] + _CREATED_SUFFIX)
+    sqltext.execute(conn, _INSERT_TASKS + ", ".join(values))
 
 
 def upsert_executor(conn: Connection, row: ExecutorRow) -> bool:
@@ -276,6 +300,18 @@ _TASK_COLUMNS = [
     for f in dataclasses.fields(TaskRow)
     if f.name != "executors"
 ]
+_INSERT_TASKS = (
+    "INSERT INTO `tasks` ("
+    + ", ".join(f"`{name}`" for name in (*_TASK_COLUMNS, "missing_executors"))
+    + ", `created_at`, `updated_at`, `epoch`) VALUES "
+)
+_CREATED_SUFFIX = f", UTC_TIMESTAMP(3), UTC_TIMESTAMP(3), @{fencing.EPOCH_VARIABLE})"
+"""Ends a new Task's row of values in place of its closing parenthesis: its times and the
+writing leader's epoch."""
+_INSERT_LINKS = (
+    "INSERT INTO `task_executors` (`task_uid`, `executor_name`, `executor_uid`, `weight`, "
+    "`priority`, `position`) VALUES "
+)
 _UPDATE_TASK = (
     update(_tasks)
     .where(_tasks.c.uid == bindparam("b_uid"))
@@ -295,10 +331,13 @@ _UPDATE_TASK = (
 
 def _task_values(row: TaskRow, executors: Mapping[tuple[str, str], str]) -> dict[str, Any]:
     values = {name: getattr(row, name) for name in _TASK_COLUMNS}
-    values["missing_executors"] = [
-        e.name for e in row.executors if (row.namespace, e.name) not in executors
-    ]
+    values["missing_executors"] = _missing(row, executors)
     return values
+
+
+def _missing(row: TaskRow, executors: Mapping[tuple[str, str], str]) -> list[str]:
+    """The Executors the Task names that do not exist (yet)."""
+    return [e.name for e in row.executors if (row.namespace, e.name) not in executors]
 
 
 def _prefixed(values: Mapping[str, Any]) -> dict[str, Any]:
