@@ -113,3 +113,35 @@ def test_a_key_of_two_columns_and_expressions_that_read_the_row(engine: Engine) 
     }
     with engine.begin() as conn, pytest.raises(ValueError, match="same columns"):
         bulk.update_by_key(conn, table, ("run", "attempt"), [{"run": 1, "status": "x"}])
+
+
+def test_a_batch_over_the_limit_goes_in_several_statements_each_row_once(
+    engine: Engine, probe: sa.Table
+) -> None:
+    rows = [{"id": i, "name": f"new-{i}", "doc": {"pad": "x" * 40}} for i in range(1, 6)]
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    with engine.begin() as conn:
+        matched = bulk.update_by_key(conn, probe, "id", rows, where="t.`id` <> 3", limit=400)
+    assert matched == 4  # row 3 left alone by the condition, in whichever statement it was
+    assert len(statements) > 1
+    assert all(len(sql) <= 400 for sql in statements)
+    got = {r["id"]: r for r in read(engine, probe)}
+    assert [got[i]["name"] for i in range(1, 6)] == ["new-1", "new-2", "row-3", "new-4", "new-5"]
+    assert all(got[i]["doc"] == {"pad": "x" * 40} for i in (1, 2, 4, 5))
+
+
+def test_a_batch_larger_than_the_servers_packet_limit_is_written_whole(
+    engine: Engine, probe: sa.Table
+) -> None:
+    # A callback batch may carry results of up to a MiB each (core.texts.MAX_RESULT_BYTES).
+    with engine.connect() as conn:
+        packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
+    big = "r" * 900_000
+    count = packet // len(big) + 2
+    with engine.begin() as conn:
+        conn.execute(sa.insert(probe), [{"id": 100 + i} for i in range(count)])
+        rows = [{"id": 100 + i, "doc": {"result": big, "n": i}} for i in range(count)]
+        assert bulk.update_by_key(conn, probe, "id", rows) == count
+    got = {r["id"]: r for r in read(engine, probe)}
+    assert all(got[100 + i]["doc"] == {"result": big, "n": i} for i in range(count))

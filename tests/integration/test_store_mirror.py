@@ -216,6 +216,28 @@ def test_a_batch_of_new_tasks_keeps_every_value_as_written(engine: Engine, leade
     assert len(epochs) == 3 and len(set(epochs)) == 1 and epochs[0] is not None
 
 
+def test_a_batch_larger_than_the_servers_packet_limit_is_mirrored_whole(
+    engine: Engine, leader: Leader
+) -> None:
+    # A resync writes every Task at once, and a payload may be nearly as large as the API server
+    # lets an object be: the batch goes in several statements, each one the server accepts.
+    with engine.connect() as conn:
+        packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
+    payload = "p" * 900_000
+    count = packet // len(payload) + 2
+    rows = []
+    for i in range(count):
+        spec = {**task(f"big-{i}").spec, "payload": payload}
+        rows.append(task(f"big-{i}", spec_json=json.dumps(spec), spec_hash=digest(spec)))
+    with leader() as conn:
+        changes = mirror.upsert_tasks(conn, rows)
+    assert [changes[row.uid].name for row in rows] == ["CREATED"] * count
+
+    stored = {row.name: row for row in snapshot(engine).tasks}
+    assert sorted(stored) == sorted(row.name for row in rows)
+    assert all(stored[row.name].spec["payload"] == payload for row in rows)
+
+
 def test_an_unchanged_spec_hash_writes_nothing(engine: Engine, leader: Leader) -> None:
     row = task("test-task")
     with leader() as conn:

@@ -9,6 +9,7 @@ are planted as in ``test_callbacks_api`` (the sha256 of a token the test chose).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -170,6 +171,30 @@ async def test_all_items_commit_together(route: Route, engine: Engine, database:
     assert status == 200 and [a["status"] for a in body["results"]] == [200, 200]
     assert rows(engine, first)[0]["status"] == rows(engine, second)[0]["status"] == "succeeded"
     assert route.applied == [second, first]
+
+
+async def test_a_batch_of_results_larger_than_the_servers_packet_limit_is_applied_whole(
+    route: Route, engine: Engine
+) -> None:
+    # Results may be a MiB each and a batch 32 MiB: more than one statement to MariaDB can
+    # carry (max_allowed_packet), so the store writes such a batch in several.
+    with engine.connect() as conn:
+        packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
+    big = "r" * 900_000
+    runs = [prepared_run(engine, RunStatus.RUNNING) for _ in range(packet // len(big) + 2)]
+    items = [route.item(run, result=[n, big]) for n, run in enumerate(runs)]
+    raw = io.BytesIO(json.dumps({"callbacks": items}).encode())  # as the sidecar sends it
+
+    async with aiohttp.ClientSession() as session, session.post(
+        route.url, data=raw, headers={"Content-Type": "application/json"}
+    ) as resp:  # fmt: skip
+        status, body = resp.status, await resp.json()
+
+    assert status == 200 and [a["status"] for a in body["results"]] == [200] * len(runs)
+    for n, run in enumerate(runs):
+        row, (attempt,) = rows(engine, run)
+        assert (row["status"], attempt["status"]) == ("succeeded", "succeeded")
+        assert row["result"] == [n, big]
 
 
 @pytest.mark.parametrize(

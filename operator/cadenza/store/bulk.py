@@ -1,4 +1,5 @@
-"""Many rows of one table updated with values of their own, in one statement.
+"""Many rows of one table updated with values of their own, in one statement (or a few, for a
+batch too large for one).
 
 PyMySQL sends an ``executemany`` of an ``UPDATE`` as one statement per parameter set (it folds
 only ``INSERT ... VALUES`` into one); with hundreds of runs per batch that was most of a batch's
@@ -28,6 +29,7 @@ def update_by_key(
     rows: Sequence[Mapping[str, Any]],
     fixed: Mapping[str, str] | None = None,
     where: str | None = None,
+    limit: int = sqltext.STATEMENT_CHARACTERS,
 ) -> int:
     """Set, for each row, the columns it names (except the ``key`` columns) on the table's row
     of its key, and the columns of ``fixed`` to their SQL expressions (the same for every row);
@@ -36,7 +38,10 @@ def update_by_key(
     An expression of ``fixed`` may read the row's values as ``v.`name```; for a column the rows
     name too, it replaces the plain copy (``COALESCE(v.`finished_at`, UTC_TIMESTAMP(3))``).
     ``where``, an SQL condition on ``t`` (the table's row) and ``v`` (the row given), leaves
-    the rows it does not hold for as they are (and not counted)."""
+    the rows it does not hold for as they are (and not counted).
+
+    A batch longer than ``limit`` characters of SQL goes in as many statements as it needs
+    (each row in one of them), in the caller's transaction."""
     if not rows:
         return 0
     keys = [key] if isinstance(key, str) else list(key)
@@ -47,24 +52,32 @@ def update_by_key(
     dialect = conn.dialect
     processors = [table.c[name].type.bind_processor(dialect) for name in columns]
     literal = sqltext.Literals(conn)
-    selects = []
-    for n, row in enumerate(rows):
-        values = [
+    rendered = [
+        [
             literal(row[name] if process is None else process(row[name]))
             for name, process in zip(columns, processors, strict=True)
         ]
-        if n == 0:
-            values = [f"{v} AS `{name}`" for v, name in zip(values, columns, strict=True)]
-        selects.append("SELECT " + ", ".join(values))
-    derived = " UNION ALL ".join(selects)
+        for row in rows
+    ]
     assignments = [
         f"t.`{name}` = v.`{name}`" for name in columns if name not in keys and name not in fixed
     ]
     assignments += [f"t.`{name}` = {expression}" for name, expression in fixed.items()]
     joined = " AND ".join(f"t.`{name}` = v.`{name}`" for name in keys)
-    sql = (
-        f"UPDATE `{table.name}` AS t JOIN ({derived}) AS v ON {joined} SET {', '.join(assignments)}"
-    )
+    tail = f") AS v ON {joined} SET {', '.join(assignments)}"
     if where is not None:
-        sql += f" WHERE {where}"
-    return sqltext.execute(conn, sql).rowcount
+        tail += f" WHERE {where}"
+    head = f"UPDATE `{table.name}` AS t JOIN ("
+    matched = 0
+    for chunk in sqltext.chunks(rendered, _length, limit - len(head) - len(tail)):
+        first = [f"{v} AS `{name}`" for v, name in zip(chunk[0], columns, strict=True)]
+        selects = [first, *chunk[1:]]
+        derived = " UNION ALL ".join("SELECT " + ", ".join(values) for values in selects)
+        matched += sqltext.execute(conn, head + derived + tail).rowcount
+    return matched
+
+
+def _length(values: Sequence[str]) -> int:
+    """A row's share of the statement: its values, their separators, ``SELECT`` and ``UNION
+    ALL`` (its column aliases, in the first row only, are not counted)."""
+    return sum(map(len, values)) + 2 * len(values) + 17

@@ -139,8 +139,7 @@ def upsert_tasks(conn: Connection, rows: Sequence[TaskRow]) -> dict[TaskUid, _Ch
         for row in written
         for position, entry in enumerate(row.executors)
     ]
-    if links:
-        sqltext.execute(conn, _INSERT_LINKS + ", ".join(links))
+    sqltext.insert_rows(conn, _INSERT_LINKS, links)
     return changes
 
 
@@ -162,7 +161,7 @@ def _insert_tasks(
         columns = [row.spec_json if c == "spec" else getattr(row, c) for c in _TASK_COLUMNS]
         missing = json.dumps(_missing(row, executors))
         values.append(literal.row((*columns, missing))[:-1] + _CREATED_SUFFIX)
-    sqltext.execute(conn, _INSERT_TASKS + ", ".join(values))
+    sqltext.insert_rows(conn, _INSERT_TASKS, values)
 
 
 def upsert_executor(conn: Connection, row: ExecutorRow) -> bool:

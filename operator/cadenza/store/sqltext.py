@@ -19,22 +19,59 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, CursorResult
 
 from cadenza.store import schema
 
+T = TypeVar("T")
 _TIME = schema.UtcDateTime()
 _AS_IS = {"no_parameters": True}
 """Sent as written: without parameters the driver must not read ``%`` in a value as one."""
 
 
+STATEMENT_CHARACTERS = 1_000_000
+"""The most SQL text one statement of a batch holds (:func:`insert_rows`, and
+:func:`cadenza.store.bulk.update_by_key`), as PyMySQL's own ``executemany`` splits its
+multi-row inserts: far under any server's ``max_allowed_packet`` (MariaDB's default is 16 MiB)
+even at four bytes a character, where a batch of Tasks whose payloads near the API server's
+object limit, or a callback batch of results of a MiB each, would not be."""
+
+
 def execute(conn: Connection, sql: str) -> CursorResult[Any]:
     """Run a statement whose values are :class:`Literals` already."""
     return conn.exec_driver_sql(sql, execution_options=_AS_IS)
+
+
+def insert_rows(
+    conn: Connection, head: str, rows: Iterable[str], limit: int = STATEMENT_CHARACTERS
+) -> None:
+    """``head`` (``INSERT ... VALUES ``) with the rows comma-separated, in as many statements as
+    keep each within ``limit`` characters (a row longer than that alone in its own)."""
+    for statement in statements(head, rows, limit):
+        execute(conn, statement)
+
+
+def statements(head: str, rows: Iterable[str], limit: int) -> list[str]:
+    """The statements :func:`insert_rows` sends."""
+    return [head + ", ".join(chunk) for chunk in chunks(list(rows), len, limit - len(head))]
+
+
+def chunks(items: Sequence[T], length: Callable[[T], int], limit: int) -> Iterator[Sequence[T]]:
+    """The items in order, in consecutive runs whose lengths (each item's plus two, for a
+    separator) add up to at most ``limit``; an item longer than that alone in its run."""
+    start = size = 0
+    for i, item in enumerate(items):
+        n = length(item) + 2
+        if i > start and size + n > limit:
+            yield items[start:i]
+            start, size = i, 0
+        size += n
+    if start < len(items):
+        yield items[start:]
 
 
 def ids(runs: Iterable[int]) -> str:
