@@ -281,6 +281,50 @@ def test_a_task_recreated_under_its_name_replaces_the_old_row(
     assert snapshot(engine).tasks == [new]
 
 
+def test_a_batch_over_the_statement_limit_is_written_as_a_whole(
+    engine: Engine, leader: Leader
+) -> None:
+    # Every statement of the batch (look-up, re-created names, inserts, references of updated
+    # Tasks) is split when its list outgrows the limit; the outcome is the one of a single
+    # statement each.
+    pool, spare = executor("pool"), executor("spare")
+    kept = [task(f"kept-{i}", "pool") for i in range(4)]
+    edited = [task(f"edited-{i}", "pool") for i in range(4)]
+    gone = [task(f"again-{i}", "pool") for i in range(4)]  # deleted while nobody watched
+    with leader() as conn:
+        mirror.upsert_executor(conn, pool)
+        mirror.upsert_executor(conn, spare)
+        mirror.upsert_tasks(conn, [*kept, *edited, *gone])
+    again = [task(f"again-{i}", "spare", "pool") for i in range(4)]
+    fresh = [task(f"fresh-{i}", "spare") for i in range(6)]
+    moved = [dataclasses.replace(changed(r, handler="other"), executors=(ExecutorRef("spare"),))
+             for r in edited]  # fmt: skip
+    statements: list[str] = []
+
+    def sent(*args: Any) -> None:
+        statements.append(args[2])
+
+    sa.event.listen(engine, "before_cursor_execute", sent)
+    with leader() as conn:
+        changes = mirror.upsert_tasks(conn, [*kept, *moved, *again, *fresh], limit=400)
+    sa.event.remove(engine, "before_cursor_execute", sent)
+
+    assert [changes[r.uid].name for r in [*kept, *moved, *again, *fresh]] == (
+        ["UNCHANGED"] * 4 + ["UPDATED"] * 4 + ["CREATED"] * 10
+    )
+    assert sum(sql.startswith("SELECT `uid`, `spec_hash`") for sql in statements) > 1
+    assert sum(sql.startswith("DELETE FROM `tasks`") for sql in statements) > 1
+    assert sum(sql.startswith("INSERT INTO `tasks`") for sql in statements) > 1
+    state = snapshot(engine)
+    assert sorted(state.tasks, key=lambda r: r.name) == sorted(
+        [*kept, *moved, *again, *fresh], key=lambda r: r.name
+    )
+    links = {(link.task_uid, link.executor_name, link.executor_uid) for link in state.links}
+    expected = {(r.uid, "pool", pool.uid) for r in [*kept, *again]}
+    expected |= {(r.uid, "spare", spare.uid) for r in [*moved, *again, *fresh]}
+    assert links == expected
+
+
 def test_pods_follow_the_executor_and_keep_their_health(engine: Engine, leader: Leader) -> None:
     pool = executor("pool")
     a, b, c = pod("pool-a", "10.0.0.1"), pod("pool-b", None, ready=False), pod("pool-c")

@@ -23,7 +23,7 @@ import dataclasses
 import enum
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -84,28 +84,24 @@ def upsert_task(conn: Connection, row: TaskRow) -> bool:
     return upsert_tasks(conn, [row])[row.uid] is not _Change.UNCHANGED
 
 
-def upsert_tasks(conn: Connection, rows: Sequence[TaskRow]) -> dict[TaskUid, _Change]:
+def upsert_tasks(
+    conn: Connection, rows: Sequence[TaskRow], limit: int = sqltext.STATEMENT_CHARACTERS
+) -> dict[TaskUid, _Change]:
     """Write Tasks and their executor references in a few statements, whatever their number:
     which exist and with what hash, the Executors they name, then one statement per kind of
     write. A Task whose ``spec_hash`` is unchanged is not written.
 
     The look-up and the writes of new Tasks (thousands at once when Tasks are applied in bulk)
     are sent as text (:mod:`cadenza.store.sqltext`): the spec goes in as the JSON text the row
-    already holds, rather than decoded and encoded again by the column type."""
+    already holds, rather than decoded and encoded again by the column type. A statement that
+    would list more than ``limit`` characters of rows or keys is sent in several."""
     if not rows:
         return {}
     literal = sqltext.Literals(conn)
-    stored = {
-        uid: spec_hash
-        for uid, spec_hash in map(
-            tuple,
-            sqltext.execute(
-                conn,
-                "SELECT `uid`, `spec_hash` FROM `tasks` "
-                f"WHERE `uid` IN ({literal.listing(r.uid for r in rows)})",
-            ),
-        )
-    }
+    stored: dict[str, str] = {}
+    for uids in _listings([literal(r.uid) for r in rows], limit - len(_STORED)):
+        found = sqltext.execute(conn, _STORED + uids + ")")
+        stored.update((uid, spec_hash) for uid, spec_hash in map(tuple, found))
     changes = {
         row.uid: _Change.UNCHANGED
         if stored.get(row.uid) == row.spec_hash
@@ -120,11 +116,12 @@ def upsert_tasks(conn: Connection, rows: Sequence[TaskRow]) -> dict[TaskUid, _Ch
     executors = _executor_uids(conn, written)
     new = [row for row in written if changes[row.uid] is _Change.CREATED]
     if new:
-        _insert_tasks(conn, literal, new, executors)
+        _insert_tasks(conn, literal, new, executors, limit)
     old = [row for row in written if changes[row.uid] is _Change.UPDATED]
     if old:
         conn.execute(_UPDATE_TASK, [_prefixed(_task_values(row, executors)) for row in old])
-        conn.execute(delete(_links).where(_links.c.task_uid.in_([r.uid for r in old])))
+        for uids in _listings([literal(r.uid) for r in old], limit - len(_UNLINK)):
+            sqltext.execute(conn, _UNLINK + uids + ")")
     links = [
         literal.row(
             (
@@ -139,7 +136,7 @@ def upsert_tasks(conn: Connection, rows: Sequence[TaskRow]) -> dict[TaskUid, _Ch
         for row in written
         for position, entry in enumerate(row.executors)
     ]
-    sqltext.insert_rows(conn, _INSERT_LINKS, links)
+    sqltext.insert_rows(conn, _INSERT_LINKS, links, limit)
     return changes
 
 
@@ -148,20 +145,28 @@ def _insert_tasks(
     literal: sqltext.Literals,
     new: Sequence[TaskRow],
     executors: Mapping[tuple[str, str], str],
+    limit: int,
 ) -> None:
-    # A Task deleted while nobody watched, and created again under its name.
-    names = ", ".join(literal.row((r.namespace, r.name)) for r in new)
-    sqltext.execute(
-        conn,
-        f"DELETE FROM `tasks` WHERE (`namespace`, `name`) IN ({names}) "
-        f"AND `uid` NOT IN ({literal.listing(r.uid for r in new)})",
-    )
+    # A Task deleted while nobody watched, and created again under its name. A chunk's names
+    # need only its own uids beside them: a row under one of its names is that name's.
+    keys = [(literal.row((r.namespace, r.name)), literal(r.uid)) for r in new]
+    room = limit - len(_DELETE_RECREATED)
+    for chunk in sqltext.chunks(keys, lambda key: len(key[0]) + len(key[1]) + 2, room):
+        names = ", ".join(name for name, _ in chunk)
+        uids = ", ".join(uid for _, uid in chunk)
+        sqltext.execute(conn, _DELETE_RECREATED.format(names=names, uids=uids))
     values = []
     for row in new:
         columns = [row.spec_json if c == "spec" else getattr(row, c) for c in _TASK_COLUMNS]
         missing = json.dumps(_missing(row, executors))
         values.append(literal.row((*columns, missing))[:-1] + _CREATED_SUFFIX)
-    sqltext.insert_rows(conn, _INSERT_TASKS, values)
+    sqltext.insert_rows(conn, _INSERT_TASKS, values, limit)
+
+
+def _listings(literals: Sequence[str], limit: int) -> Iterator[str]:
+    """The literals comma-joined for ``IN (...)`` lists of at most ``limit`` characters each."""
+    for chunk in sqltext.chunks(literals, len, limit):
+        yield ", ".join(chunk)
 
 
 def upsert_executor(conn: Connection, row: ExecutorRow) -> bool:
@@ -299,6 +304,11 @@ _TASK_COLUMNS = [
     for f in dataclasses.fields(TaskRow)
     if f.name != "executors"
 ]
+_STORED = "SELECT `uid`, `spec_hash` FROM `tasks` WHERE `uid` IN ("
+_UNLINK = "DELETE FROM `task_executors` WHERE `task_uid` IN ("
+_DELETE_RECREATED = (
+    "DELETE FROM `tasks` WHERE (`namespace`, `name`) IN ({names}) AND `uid` NOT IN ({uids})"
+)
 _INSERT_TASKS = (
     "INSERT INTO `tasks` ("
     + ", ".join(f"`{name}`" for name in (*_TASK_COLUMNS, "missing_executors"))
