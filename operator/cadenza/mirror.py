@@ -36,7 +36,7 @@ from cadenza.mirror_snapshot import (
     task_entry,
 )
 from cadenza.settings import Settings
-from cadenza.store import fencing
+from cadenza.store import fencing, mirror_tasks
 from cadenza.store import mirror as rows
 from cadenza.store.mirror_rows import ExecutorRow, InstanceRow, TaskRow
 
@@ -248,6 +248,6 @@ class _Delta:
             rows.delete_executor(conn, executor_uid)
         for executor in self.executors:
             rows.upsert_executor(conn, executor)
-        rows.upsert_tasks(conn, self.tasks)
+        mirror_tasks.upsert_tasks(conn, self.tasks)
         for executor_uid, pods in self.instances.items():
             rows.upsert_instances(conn, executor_uid, pods)

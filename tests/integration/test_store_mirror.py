@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from cadenza.core.ids import Epoch, TaskUid
 from cadenza.core.taskspec import ExecutorRef
 from cadenza.devenv import mariadb
-from cadenza.store import executions, fencing, mirror, mirror_reads, schema
+from cadenza.store import executions, fencing, mirror, mirror_reads, mirror_tasks, schema
 from cadenza.store.mirror_rows import ExecutorLink, ExecutorRow, InstanceRow, ResyncCounts, TaskRow
 from tests.support import wait_for
 
@@ -203,7 +203,7 @@ def test_a_batch_of_new_tasks_keeps_every_value_as_written(engine: Engine, leade
     ]
     with leader() as conn:
         mirror.upsert_executor(conn, pool)
-        changes = mirror.upsert_tasks(conn, rows)
+        changes = mirror_tasks.upsert_tasks(conn, rows)
     assert [changes[row.uid].name for row in rows] == ["CREATED"] * 3
 
     state = snapshot(engine)
@@ -230,7 +230,7 @@ def test_a_batch_larger_than_the_servers_packet_limit_is_mirrored_whole(
         spec = {**task(f"big-{i}").spec, "payload": payload}
         rows.append(task(f"big-{i}", spec_json=json.dumps(spec), spec_hash=digest(spec)))
     with leader() as conn:
-        changes = mirror.upsert_tasks(conn, rows)
+        changes = mirror_tasks.upsert_tasks(conn, rows)
     assert [changes[row.uid].name for row in rows] == ["CREATED"] * count
 
     stored = {row.name: row for row in snapshot(engine).tasks}
@@ -294,7 +294,7 @@ def test_a_batch_over_the_statement_limit_is_written_as_a_whole(
     with leader() as conn:
         mirror.upsert_executor(conn, pool)
         mirror.upsert_executor(conn, spare)
-        mirror.upsert_tasks(conn, [*kept, *edited, *gone])
+        mirror_tasks.upsert_tasks(conn, [*kept, *edited, *gone])
     again = [task(f"again-{i}", "spare", "pool") for i in range(4)]
     fresh = [task(f"fresh-{i}", "spare") for i in range(6)]
     moved = [dataclasses.replace(changed(r, handler="other"), executors=(ExecutorRef("spare"),))
@@ -306,7 +306,7 @@ def test_a_batch_over_the_statement_limit_is_written_as_a_whole(
 
     sa.event.listen(engine, "before_cursor_execute", sent)
     with leader() as conn:
-        changes = mirror.upsert_tasks(conn, [*kept, *moved, *again, *fresh], limit=400)
+        changes = mirror_tasks.upsert_tasks(conn, [*kept, *moved, *again, *fresh], limit=400)
     sa.event.remove(engine, "before_cursor_execute", sent)
 
     assert [changes[r.uid].name for r in [*kept, *moved, *again, *fresh]] == (
